@@ -1,0 +1,281 @@
+"""The ``clbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from cl_bench import __version__, components
+from cl_bench.errors import ClBenchError
+from cl_bench.registry import Registry
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _run_options(args: argparse.Namespace, seed: int = 0):
+    from cl_bench.engine import RunOptions
+
+    return RunOptions(
+        seed=seed, device=args.device, checkpoint=Path(args.checkpoint) if getattr(args, "checkpoint", None) else None,
+        data_root=Path(args.data_root) if args.data_root else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        results_dir=Path(args.results_dir), progress=_show_progress(),
+        command="clbench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+    )
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ClBenchError("--seeds must be at least 1")
+        return list(range(args.seed, args.seed + args.seeds))
+    return [args.seed]
+
+
+def cmd_list(args: argparse.Namespace, reg: Registry) -> int:
+    if args.what == "tasks":
+        for t in reg.tasks():
+            print(f"{t.id:28s} v{t.version}  {t.protocol.name:14s} {t.description.splitlines()[0]}")
+    elif args.what == "methods":
+        for m in reg.methods():
+            print(f"{m.id:28s} {','.join(m.provides):14s} {m.description.splitlines()[0]}")
+    else:
+        kind = args.what.removesuffix("s")
+        for name in components.names(kind):
+            print(name)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, reg: Registry) -> int:
+    ids_t, ids_m = set(reg.task_ids()), set(reg.method_ids())
+    if args.name in ids_t:
+        spec, path, kind = reg.task(args.name), reg.task_path(args.name), "task"
+    elif args.name in ids_m:
+        spec, path, kind = reg.method(args.name), reg.method_path(args.name), "method"
+    else:
+        from cl_bench.suggest import did_you_mean
+
+        raise ClBenchError(f"no task or method named '{args.name}'{did_you_mean(args.name, ids_t | ids_m)}")
+    print(f"# {kind} {spec.id} — {path}")
+    print(f"# spec hash {spec.spec_hash()}")
+    print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _print_outcome(outcome) -> None:
+    r = outcome.record
+    metrics = "  ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
+    t = r.timings
+    reused = " (cached checkpoint)" if outcome.model.reused else ""
+    print(
+        f"{r.method}  {r.task}  seed={r.seed}  {metrics}  [{r.primary_metric}]  "
+        f"train {t.train_s:.1f}s{reused}  features {t.features_s:.1f}s  protocol {t.protocol_s:.1f}s  "
+        f"total {t.total_s:.1f}s"
+        + (f"  -> {outcome.path}" if outcome.path else "")
+    )
+    report = r.checkpoint
+    if report and report.get("dropped"):
+        print(f"  checkpoint: loaded {report.get('n_loaded')} tensors, dropped {len(report['dropped'])} "
+              f"non-backbone keys (e.g. {', '.join(report['dropped'][:3])})")
+
+
+def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.engine import run
+
+    task, method = reg.task(args.task), reg.method(args.method)
+    for seed in _seeds(args):
+        _print_outcome(run(task, method, _run_options(args, seed)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.cache import Cache
+    from cl_bench.components import get
+    from cl_bench.engine import data_root_of, resolve_device
+    from cl_bench.obtain import obtain_model
+
+    task, method = reg.task(args.task), reg.method(args.method)
+    if method.train is None:
+        raise ClBenchError(f"method '{method.id}' has no train recipe: nothing to train")
+    opts = _run_options(args, args.seed)
+    data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
+    cache = Cache(opts.cache_dir)
+    got = obtain_model(method, data, seed=args.seed, device=resolve_device(args.device), cache=cache,
+                       data_root=opts.data_root, progress=opts.progress)
+    where = cache.checkpoint_dir(got.card["cache_key"]) if got.card else None
+    state = "reused" if got.reused else f"trained in {got.train_s:.1f}s"
+    print(f"{method.id} seed={args.seed}: {state}; fingerprint {got.fingerprint[:16]}; checkpoint {where}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.sweep import dry_run, plan, render_dry_run, run_sweep
+
+    runs = plan(reg, _csv(args.methods), _csv(args.tasks), _seeds(args))
+    opts = _run_options(args)
+    if args.dry_run:
+        sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
+        return 0
+    t0 = time.perf_counter()
+    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address)
+    for r, value, secs in report.done:
+        print(f"done     {r.label}: {r.task.primary_metric}={value:.2f} ({secs:.1f}s)")
+    print(f"{len(report.done)} run(s) done, {len(report.skipped)} skipped (comparable result exists), "
+          f"{len(report.failed)} failed, {time.perf_counter() - t0:.1f}s")
+    for r, err in report.failed:
+        print(f"FAILED   {r.label}: {err}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _task_list(reg: Registry, value: str | None) -> list[str] | None:
+    from cl_bench.suites import expand_tasks
+
+    return expand_tasks(reg, _csv(value)) if value else None
+
+
+def cmd_table(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.regress import cell_suspects
+    from cl_bench.report.table import render, summarize
+
+    summary = summarize(Path(args.results_dir), reg, tasks=_task_list(reg, args.tasks),
+                        methods=_csv(args.methods) if args.methods else None, metric=args.metric)
+    sys.stdout.write(render(summary, args.format))
+    if args.format == "markdown":
+        flagged = [(c, why) for c in summary.cells if (why := cell_suspects(Path(args.results_dir), c))]
+        if flagged:
+            print(f"\n{len(flagged)} suspect cell(s) (checkpoint sanity gate):")
+            for c, why in flagged:
+                print(f"- {c.method} / {c.task}: {'; '.join(why)}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.report.leaderboard import build_site
+
+    out = build_site(Path(args.results_dir), reg, Path(args.out), tasks=_task_list(reg, args.tasks),
+                     methods=_csv(args.methods) if args.methods else None)
+    print(f"leaderboard written to {out / 'index.html'}")
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
+    import tempfile
+
+    from cl_bench.regress import compare, render_report
+
+    tasks = _task_list(reg, args.tasks)
+    methods = _csv(args.methods) if args.methods else None
+    current = Path(args.results_dir) if args.results_dir else None
+    if args.checkpoint:
+        from cl_bench.engine import run
+
+        if not methods or len(methods) != 1 or not tasks:
+            raise ClBenchError("--checkpoint needs exactly one --methods M and --tasks (e.g. suite:embedded-fast)")
+        method = reg.method(methods[0])
+        current = current or Path(tempfile.mkdtemp(prefix="clbench-regress-"))
+        for task in tasks:
+            for seed in _seeds(args):
+                opts = _run_options(args, seed)
+                opts.results_dir = current
+                _print_outcome(run(reg.task(task), method, opts))
+    report = compare(current or Path("results"), Path(args.baseline), reg, tasks=tasks, methods=methods)
+    sys.stdout.write(render_report(report))
+    return 1 if report.failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clbench", description="Benchmark contrastive and in-context learning methods.")
+    p.add_argument("--version", action="version", version=f"cl_bench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def run_args(sp: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+        sp.add_argument("--seed", type=int, default=0, help="seed (first seed with --seeds)")
+        sp.add_argument("--seeds", type=int, default=None, help="run N seeds: seed, seed+1, ...")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+        if checkpoint:
+            sp.add_argument("--checkpoint", default=None, help="evaluate this checkpoint under the method's loader")
+        sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
+        sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
+        sp.add_argument("--results-dir", default="results", help="where result JSONs go (default ./results)")
+
+    sp = sub.add_parser("list", help="list tasks, methods or components")
+    sp.add_argument("what", choices=["tasks", "methods", "datasets", "protocols", "objectives", "archs"])
+    sp.set_defaults(fn=cmd_list)
+
+    sp = sub.add_parser("show", help="show one task or method spec")
+    sp.add_argument("name")
+    sp.set_defaults(fn=cmd_show)
+
+    sp = sub.add_parser("run", help="evaluate one method on one task")
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--task", required=True)
+    run_args(sp)
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("train", help="train (or reuse) a method's checkpoint for a task's data")
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--task", required=True)
+    run_args(sp, checkpoint=False)
+    sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("sweep", help="methods × tasks × seeds, resumable")
+    sp.add_argument("--methods", required=True, help="comma-separated method ids")
+    sp.add_argument("--tasks", required=True, help="comma-separated task ids and/or suite:NAME")
+    run_args(sp, checkpoint=False)
+    sp.add_argument("--executor", default="local", choices=["local", "ray"], help="where runs execute")
+    sp.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: start a local one)")
+    sp.add_argument("--dry-run", action="store_true", help="list runs to do / skip with time estimates")
+    sp.set_defaults(fn=cmd_sweep)
+
+    sp = sub.add_parser("table", help="methods × tasks: mean ± std over seeds")
+    sp.add_argument("--results-dir", default="results")
+    sp.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "json"])
+    sp.add_argument("--tasks", default=None)
+    sp.add_argument("--methods", default=None)
+    sp.add_argument("--metric", default=None, help="metric to show (default: each task's primary)")
+    sp.set_defaults(fn=cmd_table)
+
+    sp = sub.add_parser("leaderboard", help="static HTML leaderboard (works offline)")
+    sp.add_argument("--results-dir", default="results")
+    sp.add_argument("--out", default="leaderboard", help="output folder (default ./leaderboard)")
+    sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
+    sp.add_argument("--methods", default=None)
+    sp.set_defaults(fn=cmd_leaderboard)
+
+    sp = sub.add_parser("regress", help="compare results with a baseline set; exit 1 on a regression")
+    sp.add_argument("--baseline", required=True, help="results directory to compare against")
+    sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
+    sp.add_argument("--methods", default=None, help="method ids (exactly one with --checkpoint)")
+    sp.add_argument("--checkpoint", default=None,
+                    help="first evaluate this checkpoint of --methods M on --tasks, then compare")
+    run_args(sp, checkpoint=False)
+    sp.set_defaults(fn=cmd_regress, results_dir=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args, Registry())
+    except ClBenchError as e:
+        print(f"clbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets in their real on-disk formats, and embedded generators (registered as ``dataset``)."""

@@ -1,0 +1,173 @@
+"""One run, end to end: resolve, check, obtain the model, load data, features, protocol, record."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cl_bench import components
+from cl_bench.cache import Cache
+from cl_bench.errors import ClBenchError
+from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
+from cl_bench.protocols.base import Protocol, RunContext
+from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
+from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
+from cl_bench.store import write_result
+
+FEATURE_EXTRACTOR_VERSION = "embed-v1"
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    device: str = "auto"
+    checkpoint: Path | None = None
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    results_dir: Path = Path("results")
+    progress: bool = False
+    write: bool = True
+    command: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    record: ResultRecord
+    path: Path | None
+    model: ObtainedModel
+    feature_cache_hits: int = 0
+    feature_cache_misses: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ClBenchError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
+        return torch.device(name)
+    raise ClBenchError(f"unknown --device '{name}'; use auto, cpu or cuda[:N]")
+
+
+def data_root_of(opts: RunOptions) -> Path | None:
+    if opts.data_root is not None:
+        root = Path(opts.data_root).expanduser()
+    elif os.environ.get("CLBENCH_DATA"):
+        root = Path(os.environ["CLBENCH_DATA"]).expanduser()
+    else:
+        return None
+    if not root.is_dir():
+        raise ClBenchError(f"data root {root} does not exist or is not a directory; check --data-root / CLBENCH_DATA")
+    return root
+
+
+def check_compatible(task: TaskSpec, method: MethodSpec) -> Protocol:
+    protocol: Protocol = components.get("protocol", task.protocol.name)
+    if protocol.requires not in method.provides:
+        raise ClBenchError(
+            f"task '{task.id}' needs {protocol.requires}; method '{method.id}' provides "
+            f"{', '.join(method.provides)} — pick a method that provides {protocol.requires}"
+        )
+    return protocol
+
+
+def extract_features(model: torch.nn.Module, split: Any, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Embeddings of every item of ``split`` in order, in eval mode, without gradients.
+
+    Models that are not image encoders (text encoders...) provide ``embed_split(split, device)``.
+    """
+    model.eval()
+    own = getattr(model, "embed_split", None)
+    if own is not None:
+        return np.asarray(own(split, device), dtype=np.float32)
+    out: list[torch.Tensor] = []
+    with torch.no_grad():
+        if hasattr(split, "tensor"):
+            images = split.tensor()
+            batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        else:
+            batches = (x for x, _ in DataLoader(split, batch_size=batch_size, shuffle=False))
+        for x in batches:
+            out.append(model(x.to(device)).float().cpu())
+    if not out:
+        raise ClBenchError("the dataset split is empty: nothing to evaluate")
+    return torch.cat(out).numpy()
+
+
+def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
+    """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off."""
+    t_start = time.perf_counter()
+    protocol = check_compatible(task, method)
+    params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")
+    device = resolve_device(opts.device)
+    data_root = data_root_of(opts)
+    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
+        raise ClBenchError(f"checkpoint {opts.checkpoint} does not exist; check the --checkpoint path")
+    cache = Cache(opts.cache_dir)
+
+    loader = components.get("dataset", task.dataset.name)
+    data = loader(task.dataset.params, data_root)
+
+    obtained = obtain_model(
+        method, data, seed=opts.seed, device=device, cache=cache,
+        checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress,
+    )
+
+    stats = {"features_s": 0.0, "hits": 0, "misses": 0}
+
+    def features(model: torch.nn.Module, split: Any) -> np.ndarray:
+        t0 = time.perf_counter()
+        key = canonical_hash({
+            "model": obtained.fingerprint if model is obtained.model else None,
+            "split": split.fingerprint,
+            "extractor": FEATURE_EXTRACTOR_VERSION,
+        })
+        if model is not obtained.model:  # a protocol's own model (e.g. fine-tuned): no caching
+            feats, hit = extract_features(model, split, device), False
+        else:
+            feats, hit = cache.features(key, lambda: extract_features(model, split, device))
+        stats["hits" if hit else "misses"] += 1
+        stats["features_s"] += time.perf_counter() - t0
+        return feats
+
+    seed_everything(opts.seed)
+    ctx = RunContext(device=device, seed=opts.seed, extract=features, progress=opts.progress)
+    t_proto = time.perf_counter()
+    result = protocol.run(obtained.model, data, params, ctx)
+    protocol_s = time.perf_counter() - t_proto - stats["features_s"]
+
+    if task.primary_metric not in result.metrics:
+        raise ClBenchError(
+            f"{task.source}: primary_metric '{task.primary_metric}' is not produced by protocol "
+            f"'{protocol.name}' (it gives {', '.join(sorted(result.metrics))})"
+        )
+    total_s = time.perf_counter() - t_start
+    record = ResultRecord(
+        task=task.id, task_version=task.version, task_spec_hash=task.spec_hash(),
+        method=method.id, method_spec_hash=method.spec_hash(), seed=opts.seed,
+        primary_metric=task.primary_metric,
+        metrics={k: float(v) for k, v in result.metrics.items()},
+        extras=result.extras,
+        model_fingerprint=obtained.fingerprint, model_source=obtained.source,
+        recipe_hash=obtained.recipe_hash, checkpoint=obtained.checkpoint,
+        dataset_fingerprint=data.fingerprint,
+        code_version=code_version(), git_commit=git_commit(), libraries=library_versions(),
+        device=describe_device(device),
+        timings=Timings(
+            train_s=round(obtained.train_s, 3), features_s=round(stats["features_s"], 3),
+            protocol_s=round(protocol_s, 3), total_s=round(total_s, 3),
+        ),
+        created_utc=utc_now(), command=opts.command,
+    )
+    path = write_result(opts.results_dir, record) if opts.write else None
+    return RunOutcome(record, path, obtained, stats["hits"], stats["misses"])

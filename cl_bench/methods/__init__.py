@@ -1,0 +1,1 @@
+"""Training objectives of the seed papers (registered as ``objective``), one trainer, augmentations."""

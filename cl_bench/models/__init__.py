@@ -1,0 +1,1 @@
+"""Model adapters behind small interfaces (registered as ``arch``)."""

@@ -1,0 +1,170 @@
+"""Obtain a method's model: load a checkpoint, or train fresh (cached), or build it as is."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cl_bench import components
+from cl_bench.atomic import write_atomic
+from cl_bench.cache import Cache
+from cl_bench.data.types import ImageClassificationData
+from cl_bench.errors import ClBenchError
+from cl_bench.specs import DatasetRef, MethodSpec, canonical_hash
+
+TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
+
+
+@dataclass
+class ObtainedModel:
+    model: nn.Module
+    fingerprint: str
+    source: str  # trained | checkpoint | untrained | parameter-free
+    recipe_hash: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    card: dict[str, Any] | None = None
+    train_s: float = 0.0
+    reused: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def arch_inputs(data: Any) -> dict[str, Any]:
+    """What an arch builder needs to know about the data (image archs: channels and size)."""
+    if isinstance(data, ImageClassificationData):
+        return {"in_channels": data.in_channels, "image_size": tuple(data.image_size)}
+    return dict(getattr(data, "arch_inputs", {}) or {})
+
+
+def build_encoder(method: MethodSpec, data: Any) -> nn.Module:
+    builder = components.get("arch", method.arch.name)
+    return builder(method.arch.params, **arch_inputs(data))
+
+
+def recipe_hash(method: MethodSpec) -> str | None:
+    return canonical_hash(method.train.model_dump(mode="json")) if method.train else None
+
+
+def trainer_for(objective: str) -> Any:
+    """The objective's own ``train_model`` if it has one (non-image models), else the image trainer."""
+    cls = components.get("objective", objective)
+    own = getattr(cls, "train_model", None)
+    if own is not None:
+        return own
+    from cl_bench.methods.trainer import train_encoder
+
+    return train_encoder
+
+
+def _training_data(
+    ref: DatasetRef | None, task_data: ImageClassificationData, data_root: Path | None
+) -> ImageClassificationData:
+    if ref is None:
+        return task_data
+    loader = components.get("dataset", ref.name)
+    return loader(ref.params, data_root)
+
+
+def obtain_model(
+    method: MethodSpec,
+    data: Any,
+    *,
+    seed: int,
+    device: torch.device,
+    cache: Cache,
+    checkpoint: Path | None = None,
+    data_root: Path | None = None,
+    progress: bool = False,
+) -> ObtainedModel:
+    from cl_bench.models.checkpoint import load_into
+    from cl_bench.models.fingerprint import model_fingerprint
+
+    seed_everything(seed)
+    encoder = build_encoder(method, data)
+    has_params = any(True for _ in encoder.state_dict())
+    ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
+
+    if ckpt is not None:
+        if not has_params:
+            raise ClBenchError(f"method '{method.id}' has no weights: it cannot load a checkpoint")
+        own_loader = getattr(encoder, "load_checkpoint", None)  # e.g. HF models from a directory
+        report = own_loader(Path(ckpt)) if own_loader else load_into(encoder, Path(ckpt)).to_json()
+        got = ObtainedModel(encoder, "", "checkpoint", checkpoint=report)
+    elif method.train is not None and method.train.epochs > 0:
+        got = _train_cached(method, encoder, data, seed, device, cache, data_root, progress)
+    else:
+        got = ObtainedModel(encoder, "", "untrained" if has_params else "parameter-free")
+
+    encoder.to(device).eval()
+    extra = "" if has_params else canonical_hash(method.arch.model_dump(mode="json"))
+    got.fingerprint = model_fingerprint(encoder, extra=extra)
+    return got
+
+
+def _train_cached(
+    method: MethodSpec,
+    encoder: nn.Module,
+    data: Any,
+    seed: int,
+    device: torch.device,
+    cache: Cache,
+    data_root: Path | None,
+    progress: bool,
+) -> ObtainedModel:
+    recipe = method.train
+    assert recipe is not None
+    train_data = _training_data(recipe.data, data, data_root)
+    rhash = recipe_hash(method)
+    key = canonical_hash({
+        "recipe": rhash,
+        "arch": method.arch.model_dump(mode="json"),
+        "arch_inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in arch_inputs(data).items()},
+        "train_split": train_data.train.fingerprint,
+        "seed": seed,
+        "trainer": TRAINER_VERSION,
+    })
+    folder = cache.checkpoint_dir(key)
+    weights, card_path = folder / "encoder.safetensors", folder / "card.json"
+    with cache.lock(folder / "train"):
+        if weights.exists() and card_path.exists():
+            encoder.load_state_dict(load_file(str(weights)), strict=True)
+            card = json.loads(card_path.read_text())
+            return ObtainedModel(encoder, "", "trained", rhash, card=card, reused=True)
+        t0 = time.perf_counter()
+        seed_everything(seed)
+        encoder.to(device)
+        train_card = trainer_for(recipe.objective)(
+            encoder, recipe, train_data.train, getattr(train_data, "num_classes", 0), seed, device, progress
+        )
+        train_s = time.perf_counter() - t0
+        card = {
+            "method": method.id,
+            "recipe": recipe.model_dump(mode="json"),
+            "recipe_hash": rhash,
+            "cache_key": key,
+            "arch": method.arch.model_dump(mode="json"),
+            "train_data": train_data.name,
+            "train_data_fingerprint": train_data.train.fingerprint,
+            "seed": seed,
+            **train_card.to_json(),
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".encoder.safetensors.tmp"
+        save_file(state, str(tmp))
+        tmp.replace(weights)
+        write_atomic(card_path, json.dumps(card, indent=2))
+        return ObtainedModel(encoder, "", "trained", rhash, card=card, train_s=train_s)

@@ -1,0 +1,1 @@
+"""Evaluation protocols (registered as ``protocol``): each a function (model, data, params, ctx) -> result."""

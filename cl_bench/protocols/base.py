@@ -1,0 +1,52 @@
+"""What a protocol is, and the context the engine hands it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class ProtocolParams(BaseModel):
+    """Base of every protocol's parameter model: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ProtocolResult:
+    metrics: dict[str, float]
+    extras: dict[str, Any] = field(default_factory=dict)  # JSON-able: per-class scores, curves
+
+
+class RunContext:
+    """Device, seed and the (cached) feature extractor a protocol may use."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        seed: int,
+        extract: Callable[[Any, Any], np.ndarray],
+        progress: bool = False,
+    ) -> None:
+        self.device = device
+        self.seed = seed
+        self._extract = extract
+        self.progress = progress
+
+    def features(self, model: Any, split: Any) -> np.ndarray:
+        """Frozen embeddings [N, D] (float32) of every item of ``split``, through the cache."""
+        return self._extract(model, split)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    requires: str  # the capability the method must provide, e.g. "image_encoder"
+    params: type[ProtocolParams]
+    run: Callable[[Any, Any, Any, RunContext], ProtocolResult]
+    data_kind: str = "image_classification"

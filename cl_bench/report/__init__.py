@@ -1,0 +1,1 @@
+"""Tables and the leaderboard built from result records."""

@@ -1,0 +1,141 @@
+"""``clbench table``: methods × tasks, mean ± std over seeds, from comparable results only."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cl_bench.errors import ClBenchError
+from cl_bench.registry import Registry
+from cl_bench.store import is_comparable, iter_results
+
+
+@dataclass
+class Cell:
+    method: str
+    task: str
+    metric: str
+    mean: float
+    std: float  # sample std (ddof=1); nan with one seed
+    n: int
+    seeds: list[int]
+
+
+@dataclass
+class Stale:
+    path: str
+    method: str
+    task: str
+    reason: str
+
+
+@dataclass
+class Summary:
+    cells: list[Cell] = field(default_factory=list)
+    stale: list[Stale] = field(default_factory=list)
+
+    def methods(self) -> list[str]:
+        return sorted({c.method for c in self.cells})
+
+    def tasks(self) -> list[str]:
+        return sorted({c.task for c in self.cells})
+
+    def cell(self, method: str, task: str) -> Cell | None:
+        return next((c for c in self.cells if c.method == method and c.task == task), None)
+
+
+def summarize(
+    results_dir: Path,
+    registry: Registry,
+    tasks: list[str] | None = None,
+    methods: list[str] | None = None,
+    metric: str | None = None,
+) -> Summary:
+    """Group comparable results by (method, task); everything else is listed as stale."""
+    known_tasks = set(registry.task_ids())
+    specs = {}
+    groups: dict[tuple[str, str], list] = {}
+    summary = Summary()
+    for path, rec in iter_results(results_dir):
+        if (tasks and rec.task not in tasks) or (methods and rec.method not in methods):
+            continue
+        if rec.task not in known_tasks:
+            summary.stale.append(Stale(str(path), rec.method, rec.task, "task no longer in the registry"))
+            continue
+        spec = specs.setdefault(rec.task, registry.task(rec.task))
+        if not is_comparable(rec, spec):
+            summary.stale.append(Stale(
+                str(path), rec.method, rec.task,
+                f"measured under task v{rec.task_version} spec {rec.task_spec_hash[:10]}, "
+                f"current is v{spec.version} spec {spec.spec_hash()[:10]}",
+            ))
+            continue
+        groups.setdefault((rec.method, rec.task), []).append(rec)
+    for (m, t), recs in sorted(groups.items()):
+        name = metric or specs[t].primary_metric
+        have = [r for r in recs if name in r.metrics]
+        if not have:
+            continue
+        values = np.array([r.metrics[name] for r in have], dtype=float)
+        std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        summary.cells.append(Cell(m, t, name, float(values.mean()), std, len(values), sorted(r.seed for r in have)))
+    return summary
+
+
+def _fmt(c: Cell | None, digits: int = 2) -> str:
+    if c is None:
+        return "—"
+    if math.isnan(c.std):
+        return f"{c.mean:.{digits}f} (n={c.n})"
+    return f"{c.mean:.{digits}f} ± {c.std:.{digits}f} (n={c.n})"
+
+
+def render(summary: Summary, fmt: str = "markdown") -> str:
+    methods, tasks = summary.methods(), summary.tasks()
+    if fmt == "json":
+        return _json(summary)
+    if fmt == "csv":
+        lines = ["method,task,metric,mean,std,n,seeds"]
+        for c in summary.cells:
+            std = "" if math.isnan(c.std) else f"{c.std:.6g}"
+            lines.append(f"{c.method},{c.task},{c.metric},{c.mean:.6g},{std},{c.n},{' '.join(map(str, c.seeds))}")
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        esc = lambda s: s.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")  # noqa: E731
+        out = [r"\begin{tabular}{l" + "c" * len(tasks) + "}", r"\toprule",
+               "method & " + " & ".join(esc(t) for t in tasks) + r" \\", r"\midrule"]
+        for m in methods:
+            cells = []
+            for t in tasks:
+                c = summary.cell(m, t)
+                cells.append("--" if c is None else (f"{c.mean:.2f}" if math.isnan(c.std) else f"{c.mean:.2f} $\\pm$ {c.std:.2f}"))
+            out.append(esc(m) + " & " + " & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(out) + "\n"
+    if fmt != "markdown":
+        raise ClBenchError(f"unknown table format '{fmt}'; use markdown, csv, latex or json")
+    metric_names = {t: next(c.metric for c in summary.cells if c.task == t) for t in tasks}
+    head = "| method | " + " | ".join(f"{t} ({metric_names[t]})" for t in tasks) + " |"
+    out = [head, "|" + "---|" * (len(tasks) + 1)]
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(_fmt(summary.cell(m, t)) for t in tasks) + " |")
+    if not methods:
+        out = ["(no comparable results)"]
+    if summary.stale:
+        out += ["", f"{len(summary.stale)} stale result(s), not included:"]
+        out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in summary.stale]
+    return "\n".join(out) + "\n"
+
+
+def _json(summary: Summary) -> str:
+    def clean(c: Cell) -> dict:
+        d = asdict(c)
+        d["std"] = None if math.isnan(c.std) else c.std
+        return d
+
+    return json.dumps({"cells": [clean(c) for c in summary.cells],
+                       "stale": [asdict(s) for s in summary.stale]}, indent=2) + "\n"

@@ -1,0 +1,239 @@
+"""Task, method and result records (pydantic v2), and loading them from YAML/JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from cl_bench.errors import ClBenchError
+
+CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm")
+Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpecFile(Strict):
+    """A spec read from a YAML file; remembers the file for error messages."""
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str:
+        return str(self._path) if self._path else f"<{type(self).__name__} {getattr(self, 'id', '')}>"
+
+
+class DatasetRef(Strict):
+    """A dataset component and its parameters (see ``clbench list datasets``)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProtocolRef(Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSpec(SpecFile):
+    id: str
+    version: int = Field(ge=1)
+    description: str
+    dataset: DatasetRef
+    protocol: ProtocolRef
+    primary_metric: str
+    metrics: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    changelog: dict[int, str] = Field(default_factory=dict)
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes numbers (not description, tags or changelog)."""
+        content = self.model_dump(mode="json", exclude={"description", "tags", "changelog"})
+        return canonical_hash(content)
+
+
+class ArchRef(Strict):
+    """An encoder architecture component and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainRecipe(Strict):
+    """How to train the method's encoder fresh. Everything here goes into the recipe hash."""
+
+    objective: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=2)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = 0.9
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0)
+    augment: dict[str, Any] = Field(default_factory=dict)
+    data: DatasetRef | None = None  # None: the train split of the task being evaluated
+
+
+class ReportedNumber(Strict):
+    """A number the method's paper reports, with where it comes from and its setting."""
+
+    metric: str
+    value: float
+    setting: str  # dataset, backbone, schedule... in words
+    source: str  # e.g. "arXiv 2110.06848, Table 2"
+    task: str | None = None  # the cl_bench task measuring the same thing, if any
+
+
+class PaperRef(Strict):
+    title: str
+    arxiv: str | None = None
+    url: str | None = None
+    reported: list[ReportedNumber] = Field(default_factory=list)
+
+
+class MethodSpec(SpecFile):
+    id: str
+    description: str
+    provides: list[Capability]
+    arch: ArchRef
+    train: TrainRecipe | None = None
+    checkpoint: str | None = None  # a default checkpoint path (users pass --checkpoint)
+    paper: PaperRef | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("provides")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one capability")
+        return v
+
+    def spec_hash(self) -> str:
+        content = self.model_dump(mode="json", exclude={"description", "tags", "paper"})
+        return canonical_hash(content)
+
+
+class Timings(Strict):
+    train_s: float = 0.0
+    features_s: float = 0.0
+    protocol_s: float = 0.0
+    total_s: float = 0.0
+
+
+class ResultRecord(Strict):
+    """One (method, task, seed) run: metrics + provenance. Written once, atomically."""
+
+    schema_version: int = 1
+    task: str
+    task_version: int
+    task_spec_hash: str
+    method: str
+    method_spec_hash: str
+    seed: int
+    primary_metric: str
+    metrics: dict[str, float]
+    extras: dict[str, Any] = Field(default_factory=dict)
+    model_fingerprint: str
+    model_source: Literal["trained", "checkpoint", "untrained", "parameter-free"]
+    recipe_hash: str | None = None
+    checkpoint: dict[str, Any] | None = None  # path, sha256, load report
+    dataset_fingerprint: str
+    code_version: str
+    git_commit: str | None = None
+    libraries: dict[str, str]
+    device: str
+    timings: Timings
+    created_utc: str
+    command: str | None = None
+
+    @property
+    def primary(self) -> float:
+        return self.metrics[self.primary_metric]
+
+
+def canonical_hash(content: Any) -> str:
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def describe_validation_error(path: Path | str, err: ValidationError) -> str:
+    """One line naming the file, the first bad field and what was expected."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<top level>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown field '{loc}' (remove it or check its spelling)"
+    if kind == "missing":
+        return f"{path}: missing required field '{loc}'"
+    got = first.get("input")
+    got_s = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+    more = f"; {err.error_count() - 1} more problem(s)" if err.error_count() > 1 else ""
+    return f"{path}: field '{loc}': {first['msg']}{got_s}{more}"
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ClBenchError(f"{path}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    except OSError as e:
+        raise ClBenchError(f"cannot read {path}: {e.strerror}") from None
+
+
+def parse_model(model: type[BaseModel], data: Any, path: Path) -> Any:
+    if not isinstance(data, dict):
+        raise ClBenchError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ClBenchError(describe_validation_error(path, e)) from None
+
+
+def load_task(path: Path) -> TaskSpec:
+    spec = parse_model(TaskSpec, read_yaml(path), path)
+    _check_id_matches_file(spec.id, path)
+    spec._path = path
+    return spec
+
+
+def load_method(path: Path) -> MethodSpec:
+    spec = parse_model(MethodSpec, read_yaml(path), path)
+    _check_id_matches_file(spec.id, path)
+    spec._path = path
+    return spec
+
+
+def load_result(path: Path) -> ResultRecord:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClBenchError(f"{path}: not a readable result JSON ({e})") from None
+    return parse_model(ResultRecord, data, path)
+
+
+def _check_id_matches_file(spec_id: str, path: Path) -> None:
+    if spec_id != path.stem:
+        raise ClBenchError(f"{path}: id '{spec_id}' must equal the file name '{path.stem}'")
+
+
+def validate_params(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:
+    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``."""
+    try:
+        return model.model_validate(params or {})
+    except ValidationError as e:
+        raise ClBenchError(describe_validation_error(where, e)) from None
+
+
+_describe_validation_error = describe_validation_error  # older name, kept for helpers' code
