@@ -23,6 +23,8 @@ def _show_progress() -> bool:
 def _run_options(args: argparse.Namespace, seed: int = 0):
     from cl_bench.engine import RunOptions
 
+    if args.cache_dir:  # also for models a component obtains itself (contrastive-decoding members)
+        os.environ["CLBENCH_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
     return RunOptions(
         seed=seed, device=args.device, checkpoint=Path(args.checkpoint) if getattr(args, "checkpoint", None) else None,
         data_root=Path(args.data_root) if args.data_root else None,

@@ -111,7 +111,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
     params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")
     device = resolve_device(opts.device)
     data_root = data_root_of(opts)
-    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
+    if opts.checkpoint is not None and not Path(opts.checkpoint).exists():
         raise ClBenchError(f"checkpoint {opts.checkpoint} does not exist; check the --checkpoint path")
     cache = Cache(opts.cache_dir)
 
@@ -146,6 +146,9 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
     result = protocol.run(obtained.model, data, params, ctx)
     protocol_s = time.perf_counter() - t_proto - stats["features_s"]
 
+    if hasattr(data, "num_classes") and hasattr(data, "test"):  # feeds the near-chance sanity gate
+        result.extras.setdefault("num_classes", int(data.num_classes))
+        result.extras.setdefault("n_test", len(data.test))
     if task.primary_metric not in result.metrics:
         raise ClBenchError(
             f"{task.source}: primary_metric '{task.primary_metric}' is not produced by protocol "

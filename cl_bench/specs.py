@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from cl_bench.errors import ClBenchError
 
-CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm")
-Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm"]
+CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model")
+Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model"]
 
 
 class Strict(BaseModel):
@@ -42,6 +42,22 @@ class ProtocolRef(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RegressionTolerance(Strict):
+    """How much a metric may drop before ``clbench regress`` calls it a regression:
+    max(abs_floor, k_std × the baseline's seed std)."""
+
+    abs_floor: float = Field(default=1.0, ge=0)
+    k_std: float = Field(default=3.0, ge=0)
+    lower_is_better: list[str] = Field(default_factory=list)
+
+
+class Resources(Strict):
+    """What one run of the task asks of an executor (Ray)."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float = Field(default=0.0, ge=0)
+
+
 class TaskSpec(SpecFile):
     id: str
     version: int = Field(ge=1)
@@ -52,10 +68,14 @@ class TaskSpec(SpecFile):
     metrics: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     changelog: dict[int, str] = Field(default_factory=dict)
+    regression: RegressionTolerance | None = None
+    resources: Resources | None = None
 
     def spec_hash(self) -> str:
-        """Hash of everything that changes numbers (not description, tags or changelog)."""
-        content = self.model_dump(mode="json", exclude={"description", "tags", "changelog"})
+        """Hash of everything that changes numbers (not prose, tags, tolerances or resources)."""
+        content = self.model_dump(
+            mode="json", exclude={"description", "tags", "changelog", "regression", "resources"}
+        )
         return canonical_hash(content)
 
 
@@ -91,6 +111,7 @@ class ReportedNumber(Strict):
     setting: str  # dataset, backbone, schedule... in words
     source: str  # e.g. "arXiv 2110.06848, Table 2"
     task: str | None = None  # the cl_bench task measuring the same thing, if any
+    same_setting: bool = False  # true only when our task reproduces the paper's exact setting
 
 
 class PaperRef(Strict):

@@ -44,8 +44,8 @@ TINY = {
         provides: [image_encoder]
         arch: {name: small-resnet, params: {width: 8}}
     """,
-    "baselines/tiny-lm.yaml": """
-        id: tiny-lm
+    "baselines/tiny-lm-stub.yaml": """
+        id: tiny-lm-stub
         description: a method that provides only a causal LM (test fixture)
         provides: [causal_lm]
         arch: {name: raw-pixels}

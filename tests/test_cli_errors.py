@@ -39,8 +39,8 @@ def test_yaml_with_wrong_field_type(tiny_root, capsys):
 
 
 def test_modality_mismatch(tiny_root, capsys):
-    _fails(capsys, ["run", "--method", "tiny-lm", "--task", "tiny-knn"],
-           "task 'tiny-knn' needs image_encoder; method 'tiny-lm' provides causal_lm")
+    _fails(capsys, ["run", "--method", "tiny-lm-stub", "--task", "tiny-knn"],
+           "task 'tiny-knn' needs image_encoder; method 'tiny-lm-stub' provides causal_lm")
 
 
 def test_corrupt_checkpoint(tiny_root, tmp_path, capsys):

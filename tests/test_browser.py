@@ -1,0 +1,86 @@
+"""The leaderboard in a real headless browser (Debian's chromium driven by Playwright).
+
+Loads with no console errors, the matrix has the expected rows, a click on a column header
+sorts it, a hostile method name shows as text and runs nothing. A screenshot goes to
+``$CLBENCH_ARTIFACTS`` (default: the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cl_bench.registry import Registry
+from cl_bench.report.leaderboard import build_site
+from cl_bench.store import write_result
+from tests.test_leaderboard import HOSTILE, board_results, make_record  # noqa: F401 - fixture
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_leaderboard_in_chromium(board_results: Path, tmp_path: Path) -> None:  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    reg = Registry()
+    knn = reg.task("tiny-knn")
+    for method, value in [("zeta", 55.0), ("alpha", 65.0)]:
+        write_result(board_results, make_record(knn, method, 0, value))
+    site = build_site(board_results, reg, tmp_path / "site")
+    artifacts = Path(os.environ.get("CLBENCH_ARTIFACTS") or tmp_path / "artifacts")
+    artifacts.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            dialogs: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: problems.append("network: " + r.url)
+                    if not r.url.startswith(("file://", "data:")) else None)
+
+            page.goto((site / "index.html").as_uri())
+            page.wait_for_load_state("load")
+            names = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            expected = sorted(["paper-m", HOSTILE, "chance-m", "broken-ckpt", "old-m", "zeta", "alpha"])
+            assert sorted(names) == expected
+            assert HOSTILE in names  # shown as text, not parsed as an element
+            assert page.locator("#matrix-table img").count() == 0
+
+            header = page.locator("#matrix-table thead th", has_text="tiny-knn")
+            header.click()
+            assert header.get_attribute("aria-sort") == "descending"
+            order = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            # tiny-knn means: paper-m 73.17, alpha 65, zeta 55, hostile 40, chance-m 11; then empties
+            assert order[:5] == ["paper-m", "alpha", "zeta", HOSTILE, "chance-m"]
+            assert sorted(order[5:]) == ["broken-ckpt", "old-m"]
+            header.click()
+            assert header.get_attribute("aria-sort") == "ascending"
+            order = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            assert order[:5] == ["chance-m", HOSTILE, "zeta", "alpha", "paper-m"]
+            page.locator("#matrix-table thead th", has_text="method").click()
+            assert page.locator("#matrix-table tbody td.method").all_inner_texts() == sorted(expected, reverse=True)
+
+            shot = artifacts / "leaderboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            page.goto((site / "task-tiny-knn.html").as_uri())
+            page.wait_for_load_state("load")
+            assert page.locator("#task-table > tbody > tr").count() == 5
+            page.locator("#task-table > tbody > tr", has_text="paper-m").locator("summary").click()
+            assert page.locator("#task-table > tbody > tr", has_text="paper-m").locator("details table").is_visible()
+            page.screenshot(path=str(artifacts / "leaderboard-task.png"), full_page=True)
+            assert problems == [] and dialogs == []
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture(autouse=True)
+def _need_chromium() -> None:
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); see .ci/run"
