@@ -1,0 +1,236 @@
+"""TruthfulQA multiple-choice data, read from its real on-disk layouts under ``DATA_ROOT/truthfulqa/``.
+
+Layouts (``source: auto`` takes the first present, in this order):
+
+- ``mc_json``: the official ``data/mc_task.json`` (sylinrl/TruthfulQA): a list of
+  ``{question, mc1_targets: {answer: 0|1}, mc2_targets: {...}}``;
+- ``hf_parquet``: the Hugging Face ``truthful_qa`` ``multiple_choice`` config:
+  ``multiple_choice/validation-*.parquet`` with ``question``, ``mc1_targets`` and
+  ``mc2_targets`` as ``{choices: [...], labels: [...]}``;
+- ``csv``: the official ``TruthfulQA.csv`` (MC1 = Best Answer against the Incorrect Answers;
+  MC2 = Correct Answers against Incorrect Answers, "; "-separated) — only when asked for.
+
+The revision is recorded: the official files were revised in January 2025 (790 questions);
+the Hugging Face copy keeps the original 817.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cl_bench.components import register
+from cl_bench.errors import ClBenchError
+from cl_bench.models.causal_lm import StrictParams
+from cl_bench.specs import validate_params
+
+LAYOUT_HINT = (
+    "expected DATA_ROOT/truthfulqa/data/mc_task.json (official repo) or "
+    "DATA_ROOT/truthfulqa/multiple_choice/validation-*.parquet (Hugging Face truthful_qa); pass --data-root"
+)
+
+
+_DROPPED: list[int] = []  # empty choices dropped by the current load (single-threaded loader state)
+
+
+@dataclass(frozen=True)
+class MCTargets:
+    choices: tuple[str, ...]
+    labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MCQuestion:
+    question: str
+    mc1: MCTargets
+    mc2: MCTargets
+
+
+@dataclass
+class MultipleChoiceData:
+    """A list of multiple-choice questions (TruthfulQA)."""
+
+    name: str
+    questions: list[MCQuestion]
+    revision: str
+    source: str  # the file read
+    file_sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    arch_inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"cl_bench.multiple_choice.v1\0")
+        for q in self.questions:
+            h.update(json.dumps([q.question, q.mc1.choices, q.mc1.labels, q.mc2.choices, q.mc2.labels]).encode())
+        return h.hexdigest()
+
+    @property
+    def train(self) -> Any:
+        raise ClBenchError("TruthfulQA has no training split: the method's recipe must name its own train.data")
+
+
+def revision_of(n_questions: int) -> str:
+    if n_questions == 817:
+        return "original-817 (2021; Hugging Face truthful_qa)"
+    if n_questions == 790:
+        return "2025-01 revision (790 questions; official repo)"
+    return f"unknown revision ({n_questions} questions)"
+
+
+def make_targets(choices: list[str], labels: list[int], where: str, kind: str, drop_empty: bool = False) -> MCTargets:
+    if len(choices) != len(labels):
+        raise ClBenchError(f"{where}: {kind} has {len(choices)} choices but {len(labels)} labels")
+    if drop_empty:
+        kept = [(c, v) for c, v in zip(choices, labels) if not (isinstance(c, str) and not c.strip())]
+        if len(kept) < len(choices):
+            _DROPPED.append((_DROPPED.pop() if _DROPPED else 0) + len(choices) - len(kept))
+        choices, labels = [c for c, _ in kept], [v for _, v in kept]
+    if len(choices) < 2:
+        raise ClBenchError(f"{where}: {kind} has fewer than two choices")
+    for c in choices:
+        if not isinstance(c, str) or not c.strip():
+            raise ClBenchError(f"{where}: {kind} has an empty answer choice (use empty_choices: drop to skip them)")
+    labs = [int(x) for x in labels]
+    if any(x not in (0, 1) for x in labs):
+        raise ClBenchError(f"{where}: {kind} labels must be 0 or 1, got {sorted(set(labs))}")
+    if 1 not in labs:
+        raise ClBenchError(f"{where}: {kind} has no true answer (no label 1)")
+    if 0 not in labs:
+        raise ClBenchError(f"{where}: {kind} has no false answer (no label 0)")
+    if kind == "mc1_targets" and labs.count(1) != 1:
+        raise ClBenchError(f"{where}: mc1_targets must have exactly one true answer, got {labs.count(1)}")
+    return MCTargets(tuple(choices), tuple(labs))
+
+
+def _question(
+    row: dict[str, Any], where: str, mc1: tuple[list, list], mc2: tuple[list, list], drop_empty: bool
+) -> MCQuestion:
+    q = row.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise ClBenchError(f"{where}: missing or empty 'question'")
+    return MCQuestion(
+        q, make_targets(*mc1, where, "mc1_targets", drop_empty), make_targets(*mc2, where, "mc2_targets", drop_empty)
+    )
+
+
+
+
+
+def read_mc_json(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
+    """The official ``mc_task.json``; answer→label objects keep their file order (duplicates too)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: pairs)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ClBenchError(f"{path}: not a readable mc_task.json ({e})") from None
+    if not isinstance(rows, list):
+        raise ClBenchError(f"{path}: expected a JSON list of questions")
+    out = []
+    for i, pairs in enumerate(rows):
+        row = dict(pairs) if isinstance(pairs, list) else {}
+        where = f"{path} item {i}"
+        for key in ("mc1_targets", "mc2_targets"):
+            if not isinstance(row.get(key), list):
+                raise ClBenchError(f"{where}: missing '{key}' (an answer -> 0/1 object)")
+        mc1 = ([a for a, _ in row["mc1_targets"]], [v for _, v in row["mc1_targets"]])
+        mc2 = ([a for a, _ in row["mc2_targets"]], [v for _, v in row["mc2_targets"]])
+        out.append(_question(row, where, mc1, mc2, drop_empty))
+    return out
+
+
+def read_hf_parquet(files: list[Path], drop_empty: bool = False) -> list[MCQuestion]:
+    import pandas as pd
+
+    try:
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    except (OSError, ValueError, ImportError) as e:  # pyarrow's errors subclass these
+        raise ClBenchError(f"{files[0].parent}: cannot read the parquet files ({e})") from None
+    missing = {"question", "mc1_targets", "mc2_targets"} - set(df.columns)
+    if missing:
+        raise ClBenchError(f"{files[0]}: missing column(s) {sorted(missing)}")
+    out = []
+    for i, row in enumerate(df.to_dict("records")):
+        where = f"{files[0].parent} row {i}"
+        targets = []
+        for key in ("mc1_targets", "mc2_targets"):
+            t = row[key]
+            if not isinstance(t, dict) or "choices" not in t or "labels" not in t:
+                raise ClBenchError(f"{where}: '{key}' must be {{choices, labels}}")
+            targets.append((list(t["choices"]), [int(x) for x in t["labels"]]))
+        out.append(_question(row, where, targets[0], targets[1], drop_empty))
+    return out
+
+
+def read_csv(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ClBenchError(f"{path}: not a readable TruthfulQA.csv ({e})") from None
+    need = {"Question", "Best Answer", "Correct Answers", "Incorrect Answers"}
+    if need - set(df.columns):
+        raise ClBenchError(f"{path}: missing column(s) {sorted(need - set(df.columns))}")
+
+    def split(cell: str) -> list[str]:
+        return [a.strip() for a in cell.split(";") if a.strip()]
+
+    out = []
+    for i, row in enumerate(df.to_dict("records")):
+        where = f"{path} row {i + 2}"
+        best, correct, wrong = row["Best Answer"].strip(), split(row["Correct Answers"]), split(row["Incorrect Answers"])
+        mc1 = ([best, *wrong], [1] + [0] * len(wrong))
+        mc2 = ([*correct, *wrong], [1] * len(correct) + [0] * len(wrong))
+        out.append(_question({"question": row["Question"]}, where, mc1, mc2, drop_empty))
+    return out
+
+
+class TruthfulQAParams(StrictParams):
+    source: Literal["auto", "mc_json", "hf_parquet", "csv"] = "auto"
+    empty_choices: Literal["error", "drop"] = "error"  # the 2025 mc_task.json has 39 empty strings
+    limit: int | None = None  # first N questions (smoke runs)
+
+
+def _locate(folder: Path, source: str) -> tuple[str, list[Path]]:
+    candidates = {
+        "mc_json": [folder / "data" / "mc_task.json", folder / "mc_task.json"],
+        "hf_parquet": sorted((folder / "multiple_choice").glob("validation-*.parquet")),
+        "csv": [folder / "TruthfulQA.csv"],
+    }
+    order = ["mc_json", "hf_parquet"] if source == "auto" else [source]
+    for kind in order:
+        found = [p for p in candidates[kind] if p.is_file()]
+        if found:
+            return kind, found if kind == "hf_parquet" else found[:1]
+    raise ClBenchError(f"no TruthfulQA {'files' if source == 'auto' else source} in {folder}: {LAYOUT_HINT}")
+
+
+@register("dataset", "truthfulqa")
+def load_truthfulqa(params: dict[str, Any], data_root: Path | None) -> MultipleChoiceData:
+    p = validate_params(TruthfulQAParams, params, "dataset truthfulqa params")
+    if data_root is None:
+        raise ClBenchError(f"TruthfulQA needs real data: {LAYOUT_HINT} (or set CLBENCH_DATA)")
+    folder = Path(data_root) / "truthfulqa"
+    kind, files = _locate(folder, p.source)
+    drop = p.empty_choices == "drop"
+    _DROPPED.clear()
+    reader = {"mc_json": lambda d: read_mc_json(files[0], d), "hf_parquet": lambda d: read_hf_parquet(files, d),
+              "csv": lambda d: read_csv(files[0], d)}[kind]
+    questions = reader(drop)
+    n_dropped = _DROPPED.pop() if _DROPPED else 0
+    if not questions:
+        raise ClBenchError(f"{files[0]}: no questions")
+    n_all = len(questions)
+    if p.limit is not None:
+        questions = questions[: p.limit]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return MultipleChoiceData(
+        name="truthfulqa", questions=questions, revision=revision_of(n_all),
+        source=f"{kind}:{files[0].relative_to(data_root)}", file_sha256=h.hexdigest(),
+        meta={"n_questions_in_file": n_all, "layout": kind, "empty_choices_dropped": n_dropped},
+    )

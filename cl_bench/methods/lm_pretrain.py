@@ -1,0 +1,139 @@
+"""``lm-pretrain``: next-token pretraining of a causal LM (e.g. ``tiny-gpt2``) on a text corpus.
+
+The corpus (``train.data`` of the method, e.g. the ``lm-corpus`` dataset) is tokenized as one
+stream (documents separated by the end-of-text token) and cut into blocks of ``block_size + 1``
+tokens; every epoch visits the blocks in a seeded random order. Recipe fields used: ``epochs``,
+``batch_size``, ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (cosine/constant),
+``warmup_epochs``; objective params: ``block_size``, ``max_steps`` (caps the run), ``grad_clip``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from cl_bench.components import register
+from cl_bench.errors import ClBenchError
+from cl_bench.methods.objective import Objective
+from cl_bench.models.causal_lm import StrictParams
+from cl_bench.specs import TrainRecipe, validate_params
+
+
+class LMPretrainParams(StrictParams):
+    block_size: int = Field(default=256, ge=8)
+    max_steps: int | None = Field(default=None, ge=1)
+    grad_clip: float = Field(default=1.0, gt=0)
+
+
+@dataclass
+class LMTrainCard:
+    objective: str
+    steps: int
+    tokens_seen: int
+    corpus_tokens: int
+    first_loss: float
+    final_loss: float  # mean over the last 10% of steps
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def token_blocks(model: Any, documents: list[str], block_size: int) -> torch.Tensor:
+    """The corpus as one token stream cut into [n_blocks, block_size + 1]."""
+    stream: list[int] = []
+    for doc in documents:
+        stream += model.tok_encode(doc) + [model.eot_token_id]
+    n = len(stream) // (block_size + 1)
+    if n == 0:
+        raise ClBenchError(
+            f"the training corpus has {len(stream)} tokens: fewer than one block of {block_size + 1}"
+        )
+    return torch.tensor(stream[: n * (block_size + 1)], dtype=torch.long).view(n, block_size + 1)
+
+
+def _optimizer(params: list[torch.nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_at(step: int, total: int, warmup: int, recipe: TrainRecipe) -> float:
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    if recipe.schedule == "constant":
+        return recipe.lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@register("objective", "lm-pretrain")
+class LMPretrain(Objective):
+    """Next-token cross-entropy; trains through its own ``train_model`` (not the image trainer)."""
+
+    @staticmethod
+    def train_model(
+        model: Any, recipe: TrainRecipe, split: Any, num_classes: int, seed: int,
+        device: torch.device, progress: bool,
+    ) -> LMTrainCard:
+        p = validate_params(LMPretrainParams, recipe.params, "train.params (lm-pretrain)")
+        documents = getattr(split, "documents", None)
+        if documents is None:
+            raise ClBenchError("lm-pretrain needs a text corpus: set the method's train.data (e.g. {name: lm-corpus})")
+        if p.block_size > model.max_length:
+            raise ClBenchError(f"train.params.block_size {p.block_size} exceeds the model's context {model.max_length}")
+        blocks = token_blocks(model, documents, p.block_size)
+        gen = torch.Generator().manual_seed(seed)
+        per_epoch = math.ceil(len(blocks) / recipe.batch_size)
+        total = per_epoch * recipe.epochs if p.max_steps is None else min(p.max_steps, per_epoch * recipe.epochs)
+        warmup = min(recipe.warmup_epochs * per_epoch, total)
+        params = [q for q in model.parameters() if q.requires_grad]
+        opt = _optimizer(params, recipe)
+        losses: list[float] = []
+        t0 = time.perf_counter()
+        model.train()
+        step = 0
+        bar = _bar(total, progress)
+        while step < total:
+            order = torch.randperm(len(blocks), generator=gen)
+            for b in range(0, len(order), recipe.batch_size):
+                if step >= total:
+                    break
+                batch = blocks[order[b : b + recipe.batch_size]].to(device)
+                logits = model.hf(input_ids=batch[:, :-1]).logits
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, total, warmup, recipe)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, p.grad_clip)
+                opt.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if bar is not None:
+            bar.close()
+        model.eval()
+        tail = losses[-max(1, len(losses) // 10) :]
+        return LMTrainCard(
+            objective="lm-pretrain", steps=step, tokens_seen=step * recipe.batch_size * p.block_size,
+            corpus_tokens=int(blocks.numel()), first_loss=losses[0], final_loss=sum(tail) / len(tail),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+
+
+def _bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="lm-pretrain", unit="step")
