@@ -31,6 +31,7 @@ from cl_bench.data.dfa import IGNORE, DFASplit
 from cl_bench.data.linreg import LinRegSampler
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
+from cl_bench.methods.trainer import build_optimizer, lr_at_step
 from cl_bench.specs import TrainRecipe, validate_params
 
 
@@ -74,28 +75,13 @@ class ICLTrainCard:
         return asdict(self)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
-def lr_at(step: int, total: int, warmup: int, recipe: TrainRecipe) -> float:
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
-    if recipe.schedule == "constant":
-        return recipe.lr
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 class _Loop:
     """Optimiser, schedule, clipping, loss log and progress bar shared by both kinds of run."""
 
     def __init__(self, model: torch.nn.Module, recipe: TrainRecipe, p: ICLPretrainParams, total: int,
                  per_epoch: int, progress: bool, desc: str) -> None:
         self.params = [q for q in model.parameters() if q.requires_grad]
-        self.opt = make_optimizer(self.params, recipe)
+        self.opt = build_optimizer(self.params, recipe)
         self.recipe, self.p, self.total = recipe, p, total
         self.warmup = min(recipe.warmup_epochs * per_epoch, total)
         self.losses: list[float] = []
@@ -109,7 +95,7 @@ class _Loop:
         if not torch.isfinite(loss):
             raise ClBenchError(f"icl-pretrain: the loss became {float(loss)} at step {len(self.losses)}; lower the lr")
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(len(self.losses), self.total, self.warmup, self.recipe)
+            g["lr"] = lr_at_step(len(self.losses), self.total, self.warmup, self.recipe)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.p.grad_clip)

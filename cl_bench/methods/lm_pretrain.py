@@ -21,6 +21,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
+from cl_bench.methods.trainer import build_optimizer, lr_at_step
 from cl_bench.models.causal_lm import StrictParams
 from cl_bench.specs import TrainRecipe, validate_params
 
@@ -58,22 +59,6 @@ def token_blocks(model: Any, documents: list[str], block_size: int) -> torch.Ten
     return torch.tensor(stream[: n * (block_size + 1)], dtype=torch.long).view(n, block_size + 1)
 
 
-def _optimizer(params: list[torch.nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
-def lr_at(step: int, total: int, warmup: int, recipe: TrainRecipe) -> float:
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
-    if recipe.schedule == "constant":
-        return recipe.lr
-    progress = (step - warmup) / max(1, total - warmup)
-    return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @register("objective", "lm-pretrain")
 class LMPretrain(Objective):
     """Next-token cross-entropy; trains through its own ``train_model`` (not the image trainer)."""
@@ -95,7 +80,7 @@ class LMPretrain(Objective):
         total = per_epoch * recipe.epochs if p.max_steps is None else min(p.max_steps, per_epoch * recipe.epochs)
         warmup = min(recipe.warmup_epochs * per_epoch, total)
         params = [q for q in model.parameters() if q.requires_grad]
-        opt = _optimizer(params, recipe)
+        opt = build_optimizer(params, recipe)
         losses: list[float] = []
         t0 = time.perf_counter()
         model.train()
@@ -110,7 +95,7 @@ class LMPretrain(Objective):
                 logits = model.hf(input_ids=batch[:, :-1]).logits
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(step, total, warmup, recipe)
+                    g["lr"] = lr_at_step(step, total, warmup, recipe)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, p.grad_clip)
