@@ -146,6 +146,9 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
     result = protocol.run(obtained.model, data, params, ctx)
     protocol_s = time.perf_counter() - t_proto - stats["features_s"]
 
+    result.extras.setdefault(
+        "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)
+    )
     if hasattr(data, "num_classes") and hasattr(data, "test"):  # feeds the near-chance sanity gate
         result.extras.setdefault("num_classes", int(data.num_classes))
         result.extras.setdefault("n_test", len(data.test))

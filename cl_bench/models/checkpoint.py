@@ -23,6 +23,7 @@ from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.fingerprint import file_sha256
+from cl_bench.models.released_formats import read_released_state_dict
 
 CONTAINER_KEYS = (
     "state_dict",
@@ -241,7 +242,7 @@ def load_into(encoder: nn.Module, path: Path) -> LoadReport:
     target = encoder.state_dict()
     if not target:
         raise ClBenchError(f"arch {arch} has no weights: it cannot load checkpoint {path}")
-    state = read_state_dict(path)
+    state = read_released_state_dict(path)  # any released layout; pickled extras stay inert
     prefix = choose_prefix(set(state), set(target))
     mapped, dropped = remap_keys(state, set(target), prefix)
     missing = [k for k in target if k not in mapped]
