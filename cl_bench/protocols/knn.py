@@ -1,0 +1,101 @@
+"""Weighted kNN on L2-normalized features (the InstDisc / DINO protocol).
+
+Each test item takes its ``k`` most cosine-similar training items (``k`` is clamped to the
+training-set size); class ``c`` scores ``Σ exp(sim / T)`` over those neighbours of class ``c``.
+Ties are broken deterministically: among equally similar training items the lower index is
+the neighbour, and the selected neighbours' weights are summed in index order; class ties in
+top-k go to the lower class index (see ``classification_metrics``).
+
+Test items are processed ``chunk_size`` rows at a time, so memory is bounded by
+``chunk_size × n_train`` similarities (plus the features themselves), whatever the test size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from cl_bench.components import register
+from cl_bench.data.types import ImageClassificationData
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
+from cl_bench.protocols.linear_probe import classification_metrics
+
+SIMILARITY_BUDGET = 1 << 25  # similarities held at once when chunk_size is automatic (128 MiB in float32)
+
+
+class KnnParams(ProtocolParams):
+    k: int = Field(20, ge=1)
+    temperature: float = Field(0.07, gt=0.0, allow_inf_nan=False)
+    chunk_size: int | None = Field(None, ge=1)  # test rows per block; None: from SIMILARITY_BUDGET
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Rows divided by their Euclidean norm (all-zero rows stay zero)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def auto_chunk_size(n_train: int, budget: int = SIMILARITY_BUDGET) -> int:
+    """Test rows per block so that a block's similarity matrix holds at most ``budget`` entries."""
+    return max(1, budget // max(1, n_train))
+
+
+def _nearest(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries per row (ties: lower column first), as (values, indices), each row
+    sorted by column index."""
+    vals, idx = torch.topk(sims, k, dim=1)
+    kth = vals[:, -1:]
+    tied = (sims >= kth).sum(1) > k  # rows where the k-th value is shared beyond the top-k
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        s, t = sims[rows], kth[rows]
+        eq = s == t
+        need = k - (s > t).sum(1, keepdim=True)
+        keep = (s > t) | (eq & (eq.cumsum(1) <= need))
+        idx[rows] = keep.nonzero()[:, 1].view(len(rows), k)
+    idx, _ = idx.sort(dim=1)
+    return sims.gather(1, idx), idx
+
+
+def knn_predict(
+    train_feats: torch.Tensor | np.ndarray,
+    train_labels: torch.Tensor | np.ndarray,
+    test_feats: torch.Tensor | np.ndarray,
+    k: int = 20,
+    T: float = 0.07,
+    num_classes: int | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Class scores [N_test, C]: Σ exp(cos / T) over each test item's k nearest training items.
+
+    Features are L2-normalized here; computation happens on ``train_feats``' device in float32.
+    """
+    train = l2_normalize(torch.as_tensor(train_feats).float())
+    device = train.device
+    labels = torch.as_tensor(train_labels, device=device).long()
+    test = torch.as_tensor(test_feats).float().to(device)
+    C = int(num_classes if num_classes is not None else int(labels.max()) + 1)
+    k = min(int(k), train.shape[0])
+    chunk = chunk_size or auto_chunk_size(train.shape[0])
+    scores = torch.zeros(test.shape[0], C, dtype=torch.float32, device=device)
+    for start in range(0, test.shape[0], chunk):
+        q = l2_normalize(test[start : start + chunk])
+        sims, idx = _nearest(q @ train.T, k)
+        weights = sims.div_(T).exp_()
+        scores[start : start + chunk].scatter_add_(1, labels[idx], weights)
+    return scores
+
+
+def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunContext) -> ProtocolResult:
+    train = torch.from_numpy(ctx.features(model, data.train)).to(ctx.device)
+    test = torch.from_numpy(ctx.features(model, data.test)).to(ctx.device)
+    scores = knn_predict(
+        train, data.train.labels, test, params.k, params.temperature, data.num_classes, params.chunk_size
+    )
+    k = min(params.k, len(data.train.labels))
+    return ProtocolResult(metrics=classification_metrics(scores, data.test.labels), extras={"k_used": k})
+
+
+PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run))
