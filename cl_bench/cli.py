@@ -197,6 +197,12 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_export(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.export import cli_export
+
+    return cli_export(args.checkpoint, args.out, args.to)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Benchmark contrastive and in-context learning methods.")
     p.add_argument("--version", action="version", version=f"cl_bench {__version__}")
@@ -264,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first evaluate this checkpoint of --methods M on --tasks, then compare")
     run_args(sp, checkpoint=False)
     sp.set_defaults(fn=cmd_regress, results_dir=None)
+    sp = sub.add_parser("export", help="convert a ResNet backbone checkpoint for detectron2 / mmdet / mmseg")
+    sp.add_argument("--to", required=True, choices=["detectron2", "mmdet", "mmseg"])
+    sp.add_argument("checkpoint", help="encoder checkpoint (.safetensors / .pth; MoCo/PixPro prefixes handled)")
+    sp.add_argument("out", help="output file: .pkl for detectron2, .pth for mmdet/mmseg")
+    sp.set_defaults(fn=cmd_export)
     return p
 
 

@@ -1,0 +1,81 @@
+"""What the detection and segmentation fine-tuning loops share: SGD with detectron2/mmseg
+parameter groups, per-iteration learning rates, a seeded index stream and the loop guard.
+
+- detectron2 ``WarmupMultiStepLR``: ``lr * warmup(it) * gamma ** (#steps <= it)``, with linear
+  warmup ``factor * (1 - a) + a`` for ``a = it / warmup_iters`` (``warmup_factor`` = 1/1000).
+- mmseg ``PolyLR``: ``(lr - min_lr) * (1 - it / iters) ** power + min_lr``.
+- Weight decay is not applied to normalisation parameters (detectron2 ``WEIGHT_DECAY_NORM: 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cl_bench.errors import ClBenchError
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, weight_decay_norm: float = 0.0
+        ) -> torch.optim.SGD:
+    """SGD over the trainable parameters; norm-layer parameters get ``weight_decay_norm``."""
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+    seen: set[int] = set()
+    normal, norm = [], []
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (norm if id(p) in norm_ids else normal).append(p)
+    groups = [{"params": normal, "weight_decay": weight_decay}]
+    if norm:
+        groups.append({"params": norm, "weight_decay": weight_decay_norm})
+    if not normal and not norm:
+        raise ClBenchError("the model has no trainable parameters (everything frozen?): nothing to fine-tune")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def multistep_lr(it: int, lr: float, steps: Sequence[int], gamma: float, warmup_iters: int,
+                 warmup_factor: float) -> float:
+    """detectron2 WarmupMultiStepLR (linear warmup) at iteration ``it`` (0-based)."""
+    factor = 1.0
+    if it < warmup_iters:
+        a = it / warmup_iters
+        factor = warmup_factor * (1 - a) + a
+    return lr * factor * gamma ** sum(1 for s in steps if s <= it)
+
+
+def poly_lr(it: int, total: int, lr: float, power: float, min_lr: float, warmup_iters: int = 0) -> float:
+    """mmseg PolyLR (optionally after a linear warmup from lr/1000)."""
+    base = (lr - min_lr) * (1 - it / max(1, total)) ** power + min_lr
+    if it < warmup_iters:
+        a = it / warmup_iters
+        base *= 0.001 * (1 - a) + a
+    return base
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def index_stream(n: int, seed: int) -> Iterator[int]:
+    """Endless epoch-wise shuffled indices ``0..n-1`` (a new permutation per epoch), seeded."""
+    if n < 1:
+        raise ClBenchError("the training split is empty: nothing to fine-tune on")
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from (int(i) for i in rng.permutation(n))
+
+
+def check_finite(loss: torch.Tensor, it: int, what: str, lr: float) -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise ClBenchError(
+            f"{what} loss became {value} at iteration {it + 1}; lower the task's lr (now {lr:g}) or add warmup"
+        )

@@ -1,0 +1,178 @@
+"""``segmentation``: fine-tune the method's encoder + an FCN / DeepLabV3 head; mIoU as mmseg computes it.
+
+The encoder is deep-copied, its last stages dilated to ``output_stride`` (8), BN handled as
+the task says, and a head put on the last stage (:mod:`cl_bench.models.seg_heads`).
+Training (mmseg's recipe): per iteration ``batch_size`` images from seeded per-epoch
+permutations; each is rescaled by a factor uniform in ``scale_range`` (bilinear image,
+nearest labels), randomly cropped to ``crop_size`` (padded with 0 / 255 where smaller) and
+flipped with probability ``hflip``; all of this drawn from a numpy generator seeded by the
+run seed. Pixel cross-entropy ignoring 255; SGD with poly learning rate.
+
+Test: whole-image inference (``test_mode: whole``) or a sliding window (``slide``: crops of
+``test_crop`` every ``test_stride``, logits averaged where windows overlap, as mmseg's
+``slide_inference``); argmax; :class:`cl_bench.metrics.miou.IoUAccumulator` over the whole
+split (mIoU, mAcc, aAcc; per-class IoU in the extras).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from cl_bench.components import register
+from cl_bench.data.dense_types import SegmentationData, SegmentationSplit
+from cl_bench.errors import ClBenchError
+from cl_bench.metrics.miou import IoUAccumulator
+from cl_bench.models.dense_trunk import dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
+from cl_bench.models.seg_heads import build_segmenter
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
+from cl_bench.protocols.dense_schedule import check_finite, index_stream, poly_lr, set_lr, sgd
+
+
+class SegmentationParams(ProtocolParams):
+    head: Literal["fcn", "deeplabv3"] = "fcn"
+    output_stride: int = Field(8, ge=1)
+    bn: Literal["frozen", "finetune", "sync"] = "sync"
+    freeze_at: int = Field(0, ge=0)
+    iterations: int = Field(ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_iters: int = Field(0, ge=0)
+    crop_size: tuple[int, int] = (512, 1024)  # (H, W)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    head_channels: int = Field(512, ge=1)
+    fcn_num_convs: int = Field(2, ge=0)
+    concat_input: bool = True
+    dropout: float = Field(0.1, ge=0, lt=1)
+    aspp_rates: list[int] = Field(default_factory=lambda: [12, 24, 36], min_length=1)
+    test_mode: Literal["whole", "slide"] = "whole"
+    test_crop: tuple[int, int] = (512, 1024)
+    test_stride: tuple[int, int] = (341, 682)
+
+
+def augment_pair(image: torch.Tensor, label: np.ndarray, p: SegmentationParams, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random rescale, crop (pad 0 / 255) and flip of one (image [3, H, W], label [H, W])."""
+    h, w = label.shape
+    s = rng.uniform(*p.scale_range)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    img = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    lab = torch.from_numpy(label.astype(np.int64))[None, None].float()
+    lab = F.interpolate(lab, size=(nh, nw), mode="nearest")[0, 0].long()
+    ch, cw = p.crop_size
+    ph, pw = max(0, ch - nh), max(0, cw - nw)
+    if ph or pw:
+        img = F.pad(img, (0, pw, 0, ph), value=0.0)
+        lab = F.pad(lab, (0, pw, 0, ph), value=255)
+    y0 = int(rng.integers(0, img.shape[1] - ch + 1))
+    x0 = int(rng.integers(0, img.shape[2] - cw + 1))
+    img, lab = img[:, y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < p.hflip:
+        img, lab = img.flip(-1), lab.flip(-1)
+    return img, lab
+
+
+def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: SegmentationParams, ctx: RunContext
+                    ) -> dict[str, Any]:
+    device = ctx.device
+    opt = sgd(model, p.lr, p.momentum, p.weight_decay)
+    rng = np.random.default_rng(ctx.seed + 11)
+    stream = index_stream(len(split), ctx.seed)
+    model.train()
+    losses, window = [], []
+    every = max(1, p.iterations // 20)
+    t0 = time.perf_counter()
+    for it in range(p.iterations):
+        pairs = [augment_pair(split.image(i), split.label_map(i), p, rng) for i in
+                 (next(stream) for _ in range(p.batch_size))]
+        x = torch.stack([a for a, _ in pairs]).to(device)
+        y = torch.stack([b for _, b in pairs]).to(device)
+        set_lr(opt, poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr, p.warmup_iters))
+        logits = model(x)
+        if bool((y != 255).any()):
+            loss = F.cross_entropy(logits, y, ignore_index=255)
+        else:  # every pixel ignored in this crop: no gradient signal, keep the graph alive
+            loss = logits.sum() * 0.0
+        check_finite(loss, it, "segmentation", p.lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.append(float(loss.detach()))
+        if len(window) == every or it == p.iterations - 1:
+            losses.append(round(float(np.mean(window)), 5))
+            window = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - t0
+    return {"iterations": p.iterations, "loss_curve": losses, "train_s": round(wall, 3),
+            "images_per_s": round(p.iterations * p.batch_size / wall, 3) if wall > 0 else 0.0}
+
+
+@torch.no_grad()
+def infer(model: torch.nn.Module, image: torch.Tensor, num_classes: int, p: SegmentationParams) -> torch.Tensor:
+    """Logits [C, H, W] of one image (whole or sliding window)."""
+    x = image[None]
+    if p.test_mode == "whole":
+        return model(x)[0]
+    _, _, h, w = x.shape
+    ch, cw = min(p.test_crop[0], h), min(p.test_crop[1], w)
+    sh, sw = p.test_stride
+    ys = list(range(0, max(h - ch, 0) + 1, sh))
+    xs = list(range(0, max(w - cw, 0) + 1, sw))
+    if ys[-1] + ch < h:
+        ys.append(h - ch)
+    if xs[-1] + cw < w:
+        xs.append(w - cw)
+    logits = torch.zeros(num_classes, h, w, device=x.device)
+    count = torch.zeros(1, h, w, device=x.device)
+    for y0 in ys:
+        for x0 in xs:
+            logits[:, y0:y0 + ch, x0:x0 + cw] += model(x[:, :, y0:y0 + ch, x0:x0 + cw])[0]
+            count[:, y0:y0 + ch, x0:x0 + cw] += 1
+    return logits / count
+
+
+def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationParams, ctx: RunContext
+                     ) -> ProtocolResult:
+    if not isinstance(data, SegmentationData):
+        raise ClBenchError(f"the segmentation protocol needs a segmentation dataset, got {type(data).__name__}")
+    torch.manual_seed(ctx.seed)  # head init, dropout, multi-scale choice: fixed by the run seed
+    encoder = copy.deepcopy(encoder).to(ctx.device)
+    trunk = trunk_of(encoder)
+    dilated = dilate_to_output_stride(trunk, params.output_stride)
+    frozen = freeze_at(trunk, params.freeze_at)
+    model = build_segmenter(trunk, params.head, data.num_classes, params.head_channels, params.fcn_num_convs,
+                            params.concat_input, params.dropout, params.aspp_rates)
+    model, bn_note = set_batchnorm(model, params.bn)
+    model.to(ctx.device)
+    card = train_segmenter(model, data.train, params, ctx)
+    model.eval()
+    acc = IoUAccumulator(data.num_classes, data.ignore_index)
+    t0 = time.perf_counter()
+    for i in range(len(data.test)):
+        logits = infer(model, data.test.image(i).to(ctx.device), data.num_classes, params)
+        acc.update(logits.argmax(0).cpu().numpy(), data.test.label_map(i))
+    metrics, extras = acc.result(data.class_names)
+    extras.update({
+        "head": params.head, "output_stride": trunk.strides[trunk.names[-1]], "dilated_stages": dilated,
+        "bn": bn_note, "frozen": frozen, "train": card, "predict_s": round(time.perf_counter() - t0, 3),
+        "n_train": len(data.train), "n_test": len(data.test),
+    })
+    return ProtocolResult(metrics=metrics, extras=extras)
+
+
+register("protocol", "segmentation")(
+    Protocol("segmentation", requires="image_encoder", params=SegmentationParams, run=run_segmentation,
+             data_kind="segmentation")
+)
