@@ -63,7 +63,7 @@ def test_raw_dfa_respects_the_documented_ranges():
         dfa = sample_raw_dfa(rng, n, sorted(rng.choice(18, size=int(rng.integers(4, 19)), replace=False)), 3)
         assert dfa.n_states == n
         for s, edges in enumerate(dfa.edges):
-            assert 1 <= len(edges) <= 3
+            assert len(edges) in range(1, 4)
             syms, targets = [a for a, _ in edges], [t for _, t in edges]
             assert len(set(syms)) == len(syms) and len(set(targets)) == len(targets)
             assert s not in targets  # no self loops
@@ -100,7 +100,7 @@ def test_generated_dataset_ranges_and_disjointness(data):
     assert len(train_keys) == p.n_train and len(test_keys) == p.n_test
     for split in (data.train, data.test):
         for dfa, seq in zip(split.dfas, split.sequences):
-            assert 1 <= dfa.n_states <= p.max_states
+            assert dfa.n_states in range(1, p.max_states + 1)
             assert len(dfa.alphabet) <= p.max_alphabet
             assert all(1 <= len(e) <= p.max_edges for e in dfa.edges)
             strings = decode(seq).split("|")

@@ -77,7 +77,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(reference, tiny_root: P
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     n_at_kill = len(list(results.glob("*/*/seed*.json")))
-    assert 1 <= n_at_kill < len(expected)  # really midway
+    assert 0 < n_at_kill < len(expected)  # really midway
 
     resumed = subprocess.run(_sweep_cmd(results), env=env, cwd=tmp_path, capture_output=True, text=True,
                              timeout=300, check=False)
