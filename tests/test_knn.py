@@ -125,5 +125,15 @@ def test_protocol_on_digits_pixels():
 def test_bad_params_name_the_field():
     with pytest.raises(ClBenchError, match="'k'"):
         validate_params(KnnParams, {"k": 0}, "task.yaml: protocol.params")
-    with pytest.raises(ClBenchError, match="'temperature'"):
-        validate_params(KnnParams, {"temperature": -1}, "task.yaml: protocol.params")
+    for t in (-1, 0.01):  # 0.01: exp(1 / T) would overflow float32
+        with pytest.raises(ClBenchError, match="'temperature'"):
+            validate_params(KnnParams, {"temperature": t}, "task.yaml: protocol.params")
+    with pytest.raises(ClBenchError, match="'chunk_size'"):
+        validate_params(KnnParams, {"chunk_size": 0}, "task.yaml: protocol.params")
+
+
+def test_smallest_temperature_stays_finite():
+    xtr, ytr, xte, _ = _gaussian(40, 5, 4, 3, seed=4)
+    xte[0] = xtr[0]  # similarity exactly 1 with one neighbour
+    scores = knn_predict(xtr, ytr, xte, 40, 1 / 80, 3)
+    assert torch.isfinite(scores).all() and scores.max() > 1e34

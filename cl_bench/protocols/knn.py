@@ -24,11 +24,12 @@ from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, Ru
 from cl_bench.protocols.linear_probe import classification_metrics
 
 SIMILARITY_BUDGET = 1 << 25  # similarities held at once when chunk_size is automatic (128 MiB in float32)
+MIN_TEMPERATURE = 1.0 / 80.0  # exp(1 / T) must stay far inside float32 (exp(80) ≈ 5.5e34)
 
 
 class KnnParams(ProtocolParams):
     k: int = Field(20, ge=1)
-    temperature: float = Field(0.07, gt=0.0, allow_inf_nan=False)
+    temperature: float = Field(0.07, ge=MIN_TEMPERATURE, allow_inf_nan=False)
     chunk_size: int | None = Field(None, ge=1)  # test rows per block; None: from SIMILARITY_BUDGET
 
 
@@ -45,9 +46,12 @@ def auto_chunk_size(n_train: int, budget: int = SIMILARITY_BUDGET) -> int:
 def _nearest(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest entries per row (ties: lower column first), as (values, indices), each row
     sorted by column index."""
-    vals, idx = torch.topk(sims, k, dim=1)
-    kth = vals[:, -1:]
-    tied = (sims >= kth).sum(1) > k  # rows where the k-th value is shared beyond the top-k
+    n = sims.shape[1]
+    vals, idx = torch.topk(sims, min(k + 1, n), dim=1)
+    kth = vals[:, k - 1 : k]
+    # the k-th value is shared beyond the top-k exactly when the (k+1)-th equals it
+    tied = vals[:, k] == vals[:, k - 1] if k < n else torch.zeros(len(sims), dtype=torch.bool, device=sims.device)
+    idx = idx[:, :k].contiguous()
     if bool(tied.any()):
         rows = tied.nonzero().squeeze(1)
         s, t = sims[rows], kth[rows]
@@ -70,8 +74,11 @@ def knn_predict(
 ) -> torch.Tensor:
     """Class scores [N_test, C]: Σ exp(cos / T) over each test item's k nearest training items.
 
-    Features are L2-normalized here; computation happens on ``train_feats``' device in float32.
+    Features are L2-normalized here; computation happens on ``train_feats``' device in float32,
+    so ``T`` must be at least ``MIN_TEMPERATURE`` (1/80).
     """
+    if not T >= MIN_TEMPERATURE:
+        raise ValueError(f"T={T} would overflow exp(sim / T) in float32; use T >= {MIN_TEMPERATURE}")
     train = l2_normalize(torch.as_tensor(train_feats).float())
     device = train.device
     labels = torch.as_tensor(train_labels, device=device).long()
