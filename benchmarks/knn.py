@@ -63,8 +63,8 @@ def row(data: tuple, threads: int, repeat: int) -> dict[str, Any]:
         return clf.fit(xtr, ytr).predict(xte)
 
     t_sk, pred = best_of(sk, repeat)
-    return dict(threads=threads, acc_ours=float((ours == yte).mean() * 100), acc_sk=float((pred == yte).mean() * 100),
-                differ=int((ours != pred).sum()), t_ours=t_ours, t_sk=t_sk)
+    return {"threads": threads, "acc_ours": float((ours == yte).mean() * 100), "acc_sk": float((pred == yte).mean() * 100),
+                "differ": int((ours != pred).sum()), "t_ours": t_ours, "t_sk": t_sk}
 
 
 def main() -> None:
@@ -87,10 +87,10 @@ def main() -> None:
     report = "\n".join([
         f"\n## knn ({time.strftime('%Y-%m-%d')})\n",
         f"`python benchmarks/knn.py{quick} --threads {args.threads} --repeat {args.repeat}`\n",
-        f"{platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), python "
+        (f"{platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), python "
         f"{platform.python_version()}, torch {torch.__version__}, sklearn {__import__('sklearn').__version__}; "
         f"{shape[0]:,} train x {shape[1]:,} test x {shape[2]}-d, {shape[3]} classes, k={K}, T={T}; "
-        f"best of {args.repeat}.\n",
+        f"best of {args.repeat}.\n"),
         "| threads | top-1 ours | top-1 sklearn | predictions that differ | ours s | sklearn s | speed-up |",
         "|---|---|---|---|---|---|---|",
         *map(fmt, rows),

@@ -94,8 +94,8 @@ def fixed_l2_row(name: str, data: Dataset, l2: float, tol: float, threads: int, 
     acc_ours = float(((xte @ W + b).argmax(1) == yte).mean() * 100)
     acc_sk = float((sk.predict(xte) == yte).mean() * 100)
     gap = objective(xtr, ytr, W, b, l2) - objective(xtr, ytr, sk.coef_.T.astype(np.float64), sk.intercept_, l2)
-    return dict(data=name, threads=threads, l2=l2, tol=tol, acc_ours=acc_ours, acc_sk=acc_sk,
-                t_ours=t_ours, t_sk=t_sk, gap=gap, sk_iter=int(np.max(sk.n_iter_)))
+    return {"data": name, "threads": threads, "l2": l2, "tol": tol, "acc_ours": acc_ours, "acc_sk": acc_sk,
+                "t_ours": t_ours, "t_sk": t_sk, "gap": gap, "sk_iter": int(np.max(sk.n_iter_))}
 
 
 def search_row(name: str, data: Dataset, threads: int, repeat: int) -> dict[str, Any]:
@@ -109,9 +109,9 @@ def search_row(name: str, data: Dataset, threads: int, repeat: int) -> dict[str,
                               tol=params.tol, max_iter=params.max_iter, refit=True)
     t_sk, cv = best_of(lambda: cv.fit(xtr, ytr), repeat)
     sk_l2 = 1.0 / (2.0 * float(cv.C_[0]) * len(fit))
-    return dict(data=name, threads=threads, l2_ours=extras["l2"], l2_sk=sk_l2,
-                acc_ours=float((scores.argmax(1).numpy() == yte).mean() * 100),
-                acc_sk=float((cv.predict(xte) == yte).mean() * 100), t_ours=t_ours, t_sk=t_sk)
+    return {"data": name, "threads": threads, "l2_ours": extras["l2"], "l2_sk": sk_l2,
+                "acc_ours": float((scores.argmax(1).numpy() == yte).mean() * 100),
+                "acc_sk": float((cv.predict(xte) == yte).mean() * 100), "t_ours": t_ours, "t_sk": t_sk}
 
 
 def main() -> None:
@@ -174,10 +174,10 @@ def render(args: argparse.Namespace, fixed: list[dict[str, Any]], search: list[d
     flags = " ".join(f for f in ("--quick", "--search") if getattr(args, f[2:]))
     out = [f"\n## linear_probe ({time.strftime('%Y-%m-%d')})\n",
            f"`python benchmarks/linear_probe.py {flags} --threads {args.threads} --repeat {args.repeat}`".replace("  ", " "),
-           f"\n{platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), python "
+           (f"\n{platform.machine()}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), python "
            f"{platform.python_version()}, torch {torch.__version__}, sklearn "
            f"{__import__('sklearn').__version__}; best of {repeat}; grid for the search: "
-           f"{DEFAULT_L2_GRID[0]:g}…{DEFAULT_L2_GRID[-1]:g} ({len(DEFAULT_L2_GRID)} points).\n",
+           f"{DEFAULT_L2_GRID[0]:g}…{DEFAULT_L2_GRID[-1]:g} ({len(DEFAULT_L2_GRID)} points).\n"),
            "Fixed λ:\n", FIXED_HEAD, *map(fmt_fixed, fixed)]
     if search:
         out += ["\nλ search (ours: protocol defaults; sklearn: LogisticRegressionCV, same split/grid/tol):\n",
