@@ -412,15 +412,9 @@ class ReleasedCheckpoint:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from cl_bench.models.checkpoint import _read_safetensors as read  # one reader, one message
 
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
-        raise ClBenchError(
-            f"checkpoint {path} is not a readable safetensors file ({type(e).__name__}); "
-            "it may be truncated or corrupt: download or export it again"
-        ) from None
+    return read(path)
 
 
 def read_released(path: Path) -> ReleasedCheckpoint:
