@@ -203,6 +203,19 @@ def cmd_export(args: argparse.Namespace, reg: Registry) -> int:
     return cli_export(args.checkpoint, args.out, args.to)
 
 
+def cmd_diff(args: argparse.Namespace, reg: Registry) -> int:
+    import json
+
+    from cl_bench.diff import diff_results
+
+    report = diff_results(Path(args.a), Path(args.b))
+    if args.format == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text(limit=args.limit))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Benchmark contrastive and in-context learning methods.")
     p.add_argument("--version", action="version", version=f"cl_bench {__version__}")
@@ -275,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("checkpoint", help="encoder checkpoint (.safetensors / .pth; MoCo/PixPro prefixes handled)")
     sp.add_argument("out", help="output file: .pkl for detectron2, .pth for mmdet/mmseg")
     sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("diff", help="which test items flipped between two results (same task)")
+    sp.add_argument("a", help="result A: results/<method>/<task>/seed<k>.json")
+    sp.add_argument("b", help="result B (e.g. another checkpoint or seed of the same task)")
+    sp.add_argument("--limit", type=int, default=20, help="flipped items to list (default 20)")
+    sp.add_argument("--format", default="text", choices=["text", "json"])
+    sp.set_defaults(fn=cmd_diff)
     return p
 
 

@@ -45,6 +45,7 @@ class RunOutcome:
     feature_cache_hits: int = 0
     feature_cache_misses: int = 0
     notes: list[str] = field(default_factory=list)
+    predictions: Any = None  # cl_bench.predictions.Predictions, when the protocol gives them
 
 
 def resolve_device(name: str) -> torch.device:
@@ -175,5 +176,5 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
         ),
         created_utc=utc_now(), command=opts.command,
     )
-    path = write_result(opts.results_dir, record) if opts.write else None
-    return RunOutcome(record, path, obtained, stats["hits"], stats["misses"])
+    path = write_result(opts.results_dir, record, result.predictions) if opts.write else None
+    return RunOutcome(record, path, obtained, stats["hits"], stats["misses"], predictions=result.predictions)

@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from cl_bench.atomic import write_atomic
 from cl_bench.engine import RunOptions
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.specs import ResultRecord, canonical_hash
 from cl_bench.store import result_path, write_result
 from cl_bench.sweep import PlannedRun, SweepReport, existing_comparable
@@ -208,7 +209,9 @@ def evaluate_run(run: PlannedRun, opts: RunOptions, artifact: dict[str, Any] | N
                 return {"error": artifact["error"]}
             install_checkpoint(opts, artifact)
         outcome = engine_run(run.task, run.method, replace(opts, seed=run.seed, write=False, progress=False))
-        return {"record": outcome.record.model_dump(mode="json"), "seconds": time.perf_counter() - t0}
+        preds = outcome.predictions
+        return {"record": outcome.record.model_dump(mode="json"), "seconds": time.perf_counter() - t0,
+                "predictions": None if preds is None else preds.to_bytes()}
     except Exception as e:  # noqa: BLE001 - reported by the driver
         return {"error": _describe(e)}
 
@@ -326,7 +329,8 @@ class RayExecutor:
             report.failed.append((r, out["error"]))
             return
         record = ResultRecord.model_validate(out["record"])
-        write_result(opts.results_dir, record)
+        blob = out.get("predictions")
+        write_result(opts.results_dir, record, None if blob is None else Predictions.from_bytes(blob))
         report.done.append((r, record.primary, time.perf_counter() - t0))
 
 

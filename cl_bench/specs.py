@@ -175,6 +175,7 @@ class ResultRecord(Strict):
     timings: Timings
     created_utc: str
     command: str | None = None
+    predictions: dict[str, Any] | None = None  # {file, sha256, n}: per-item predictions beside the JSON
 
     @property
     def primary(self) -> float:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cl_bench.atomic import write_atomic
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions, write_predictions
 from cl_bench.specs import ResultRecord, TaskSpec, load_result
 
 
@@ -17,8 +18,15 @@ def result_path(results_dir: Path, method: str, task: str, seed: int) -> Path:
     return Path(results_dir) / method / task / f"seed{seed}.json"
 
 
-def write_result(results_dir: Path, record: ResultRecord) -> Path:
+def write_result(results_dir: Path, record: ResultRecord, predictions: Predictions | None = None) -> Path:
+    """Write the record (and first its per-item predictions, if any: a reader never sees a
+    result whose predictions file is not complete)."""
     path = result_path(results_dir, record.method, record.task, record.seed)
+    if predictions is not None:
+        try:
+            record = record.model_copy(update={"predictions": write_predictions(path, predictions)})
+        except OSError as e:
+            raise ClBenchError(f"cannot write predictions beside {path}: {e.strerror}; check --results-dir") from None
     text = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     try:
         write_atomic(path, text)

@@ -21,6 +21,7 @@ class ProtocolParams(BaseModel):
 class ProtocolResult:
     metrics: dict[str, float]
     extras: dict[str, Any] = field(default_factory=dict)  # JSON-able: per-class scores, curves
+    predictions: Any = None  # cl_bench.predictions.Predictions: one row per evaluated item
 
 
 class RunContext:

@@ -21,7 +21,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.linear_probe import classification_metrics
+from cl_bench.protocols.linear_probe import classification_result
 
 SIMILARITY_BUDGET = 1 << 25  # similarities held at once when chunk_size is automatic (128 MiB in float32)
 MIN_TEMPERATURE = 1.0 / 80.0  # exp(1 / T) must stay far inside float32 (exp(80) ≈ 5.5e34)
@@ -102,7 +102,7 @@ def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunC
         train, data.train.labels, test, params.k, params.temperature, data.num_classes, params.chunk_size
     )
     k = min(params.k, len(data.train.labels))
-    return ProtocolResult(metrics=classification_metrics(scores, data.test.labels), extras={"k_used": k})
+    return classification_result(scores, data.test.labels, {"k_used": k})
 
 
 PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run))

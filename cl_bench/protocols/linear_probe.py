@@ -32,6 +32,7 @@ from cl_bench.components import register
 from cl_bench.data.splits import stratified_split
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 _TOL_CHANGE = 1e-12  # L-BFGS also stops when the objective or the step changes less than this
@@ -162,6 +163,15 @@ def classification_metrics(scores: torch.Tensor | np.ndarray, labels: torch.Tens
     return out
 
 
+def classification_result(scores: torch.Tensor | np.ndarray, labels: np.ndarray, extras: dict[str, Any]) -> ProtocolResult:
+    """Metrics plus per-item predictions (top-1 class; correct exactly as ``top1`` counts it)."""
+    scores_np = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    labels = np.asarray(labels)
+    preds = Predictions(item=np.arange(len(labels)), pred=scores_np.argmax(1),
+                        correct=topk_correct(scores, labels, 1), target=labels)
+    return ProtocolResult(metrics=classification_metrics(scores, labels), extras=extras, predictions=preds)
+
+
 def accuracy(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> float:
     """Top-1 accuracy (fraction) of the linear classifier (W, b) on (X, y)."""
     return float(topk_correct(torch.addmm(b, X, W), y, 1).mean())
@@ -234,7 +244,7 @@ def _run(model: Any, data: ImageClassificationData, params: LinearProbeParams, c
     scores, extras = linear_probe_scores(
         train, data.train.labels, test, data.num_classes, params, ctx.seed, ctx.device
     )
-    return ProtocolResult(metrics=classification_metrics(scores, data.test.labels), extras=extras)
+    return classification_result(scores, data.test.labels, extras)
 
 
 PROTOCOL = register("protocol", "linear_probe")(
