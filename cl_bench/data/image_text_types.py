@@ -115,6 +115,6 @@ class CaptionedImageData:
     @property
     def fingerprint(self) -> str:
         parts = [self.name, self.test.fingerprint, self.train.fingerprint if self.train else "-"]
-        parts += self.class_names or [] 
+        parts += self.class_names or []
         parts += self.templates or []
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
