@@ -23,11 +23,13 @@ class ImageTextEncoder(nn.Module):
 
     Images come as float [N, 3, H, W] in [0, 1] (the encoder resizes/normalises itself); texts
     as a list of str. Outputs are L2-normalised [N, D] float tensors, so a dot product is the
-    cosine similarity. ``logit_scale`` is the learnt (or released) inverse temperature.
+    cosine similarity. ``logit_scale`` is the log of the inverse temperature (CLIP's
+    parametrisation: scores are ``exp(logit_scale) * cos``).
     """
 
     embed_dim: int
     batch_size: int = 256
+    embeds_pair_items: bool = True  # embed_split also takes MMEB items (cached like any split)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,7 +55,8 @@ class ImageTextEncoder(nn.Module):
         return F.normalize(out, dim=-1)
 
     def embed_split(self, split: Any, device: torch.device) -> np.ndarray:
-        """The engine's cached-feature hook: an ImageList or a TextSplit, in batches."""
+        """The engine's cached-feature hook: an ImageList, a TextSplit, or MMEB items (anything
+        with ``batches(n)`` yielding (texts, images) and a ``fingerprint``), in batches."""
         self.eval()
         self.to(device)
         out: list[torch.Tensor] = []
@@ -64,6 +67,10 @@ class ImageTextEncoder(nn.Module):
             elif isinstance(split, TextSplit):
                 for i in range(0, len(split), self.batch_size):
                     out.append(self.embed_texts(split.texts[i : i + self.batch_size]).float().cpu())
+            elif hasattr(split, "batches"):  # cl_bench.data.mmeb.PairItems: text and/or image items
+                for texts, images in split.batches(self.batch_size):
+                    ims = [None if im is None else im.to(device) for im in images]
+                    out.append(self.embed_pairs(texts, ims).float().cpu())
             else:
                 raise TypeError(f"an image–text encoder embeds an ImageList or a TextSplit, not {type(split).__name__}")
         if not out:

@@ -1,0 +1,134 @@
+"""``open-clip``: an open_clip model (architecture by name) with weights from a local checkpoint.
+
+Params: ``model`` — an open_clip architecture name (``ViT-B-32``, ``RN50``, ``ViT-B-32-quickgelu``
+for OpenAI's weights ...; ``local-dir:/path`` also works, offline); ``batch_size``. The model is
+built with ``open_clip.create_model_and_transforms(model, pretrained=None)`` (random weights,
+no download); the weights come from ``--checkpoint FILE`` (``load_checkpoint``: a
+``.safetensors`` file or a ``torch.save`` state dict read with ``weights_only=True``, optionally
+under ``state_dict`` and with DDP's ``module.`` prefix; every model key must be present).
+
+Tokenizer: ``open_clip.get_tokenizer(model)`` — for the built-in CLIP models this is open_clip's
+own BPE tokenizer whose vocabulary ships inside the package (works offline); a model whose text
+tower needs a Hugging Face tokenizer must find it in the local HF cache, else ClBenchError.
+
+Images arrive as float [N, 3, H, W] in [0, 1] and get the model's own ``preprocess_cfg``
+(resize mode, size, interpolation, mean/std) on tensors (:mod:`cl_bench.models.clip_preprocess`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from cl_bench.components import register
+from cl_bench.errors import ClBenchError
+from cl_bench.models.clip_preprocess import normalize, resize_center_crop
+from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.specs import validate_params
+
+
+class OpenClipParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "ViT-B-32"
+    batch_size: int = Field(default=64, ge=1)
+
+
+def _import_open_clip() -> Any:
+    try:
+        import open_clip
+    except ImportError:  # pragma: no cover - a dependency
+        raise ClBenchError("arch open-clip needs the open_clip_torch package: pip install open_clip_torch") from None
+    return open_clip
+
+
+class OpenClipEncoder(ImageTextEncoder):
+    """Wraps an open_clip ``CLIP``/``CustomTextCLIP`` model and its tokenizer."""
+
+    def __init__(self, model_name: str, batch_size: int = 64) -> None:
+        super().__init__()
+        open_clip = _import_open_clip()
+        self.model_name = model_name
+        self.batch_size = batch_size
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
+        except RuntimeError as e:
+            raise ClBenchError(f"arch open-clip: unknown model {model_name!r} ({str(e).splitlines()[0]}); "
+                               "see open_clip.list_models()") from None
+        self.clip = model.eval()
+        try:
+            self.tokenizer = open_clip.get_tokenizer(model_name)
+        except Exception as e:  # noqa: BLE001 - HF tokenizers raise OSError/ValueError/HTTP errors offline
+            raise ClBenchError(f"arch open-clip: no tokenizer for {model_name!r} offline ({type(e).__name__}); "
+                               "put the tokenizer in the local Hugging Face cache") from None
+        cfg = dict(getattr(self.clip.visual, "preprocess_cfg", {}) or {})
+        size = cfg.get("size", getattr(self.clip.visual, "image_size", 224))
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        self.resize_mode = cfg.get("resize_mode", "shortest")
+        self.interpolation = cfg.get("interpolation", "bicubic")
+        probe = self.clip.encode_text(self.tokenizer(["a"]))
+        self.embed_dim = int(probe.shape[-1])
+        blob = json.dumps({"model": model_name, "pre": [self.image_size, self.mean, self.std, self.resize_mode,
+                                                        self.interpolation]}, sort_keys=True, default=str)
+        self.register_buffer("settings_tag", torch.tensor(list(hashlib.sha256(blob.encode()).digest()),
+                                                          dtype=torch.uint8), persistent=False)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale
+
+    def _device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = resize_center_crop(images.float(), self.image_size, self.resize_mode, self.interpolation)
+        return normalize(x, self.mean, self.std)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images.to(self._device()))
+        return F.normalize(self.clip.encode_image(x).float(), dim=-1)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(list(texts)).to(self._device())
+        return F.normalize(self.clip.encode_text(ids).float(), dim=-1)
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Load open_clip weights from a file (see the module doc); returns a load report."""
+        from cl_bench.models.checkpoint import read_state_dict
+        from cl_bench.models.fingerprint import file_sha256
+
+        state = read_state_dict(Path(path))
+        if state and all(k.startswith("module.") for k in state):
+            state = {k[len("module."):]: v for k, v in state.items()}
+        own = self.clip.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing:
+            raise ClBenchError(
+                f"checkpoint {path} does not fit open_clip {self.model_name!r}: {len(missing)} missing key(s), "
+                f"e.g. {missing[0]!r}; is it a checkpoint of another architecture?"
+            )
+        bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise ClBenchError(
+                f"checkpoint {path}: {bad[0]!r} has shape {tuple(state[bad[0]].shape)}, open_clip "
+                f"{self.model_name!r} expects {tuple(own[bad[0]].shape)}"
+            )
+        self.clip.load_state_dict({k: state[k] for k in own}, strict=True)
+        self.clip.eval()
+        return {"path": str(path), "sha256": file_sha256(Path(path)), "format": "open_clip",
+                "model": self.model_name, "n_loaded": len(own), "dropped": unexpected}
+
+
+@register("arch", "open-clip")
+def build_open_clip(params: dict[str, Any], **_: Any) -> OpenClipEncoder:
+    p: OpenClipParams = validate_params(OpenClipParams, params, where="arch open-clip")
+    return OpenClipEncoder(p.model, p.batch_size)

@@ -1,0 +1,183 @@
+"""Image–text retrieval (protocol ``retrieval``): Recall@K in both directions, several captions
+per image, as COCO / Flickr30k Karpathy-split evaluations (and LAION's CLIP_benchmark) do.
+
+- text→image (``t2i_r{K}``): each caption has one image; a hit if that image is among the K
+  most similar images.
+- image→text (``i2t_r{K}``): each image has >= 1 captions; a hit if ANY of its captions is
+  among the K most similar captions (the rank of its best-ranked caption is < K).
+- ``rsum`` = the sum of the six recalls (K = 1, 5, 10), ``mean_recall`` = rsum / 6; all in %.
+
+Similarity is the dot product of the L2-normalised embeddings (cosine).
+
+Ranks, exactly and in bounded memory. The rank of a query's positive is the number of other
+candidates that come before it when candidates are sorted by decreasing similarity, ties
+(bitwise-equal float32 similarities) broken by the lower candidate index: the order a stable
+sort of -score gives, and what ``torch.topk`` gives whenever there are no ties. For images
+the candidates are the captions ordered by (image index, caption index) — the caption order
+itself in COCO/Flickr/scenes data, where an image's captions are consecutive — and the other
+captions of the same image do not count. The rank is counted, not searched: for a query q
+with positive score g, rank = #{j < pos: s_qj >= g} + #{j > pos: s_qj > g}, i.e. one
+comparison per similarity against g or against the next float above g. Similarities are
+computed tile by tile (``block_size`` captions × ``block_size`` images; a tile's values are
+bitwise reproducible because every tile is computed by the same call on the same slices),
+so memory is O(block_size²) for any N — never the full N×M matrix. A first pass computes only
+the tiles that hold positive pairs (about one per caption block) to get each query's g.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from cl_bench.components import register
+from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages
+from cl_bench.errors import ClBenchError
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
+
+
+class RetrievalParams(ProtocolParams):
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
+    block_size: int = Field(default=1024, ge=16)  # tile side: memory and speed, never numbers
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("ks must be distinct positive integers")
+        return sorted(v)
+
+
+def _next_up(x: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(x, torch.full_like(x, float("inf")))
+
+
+def _as_float_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32)) if isinstance(x, np.ndarray) else x.float()
+
+
+def retrieval_ranks(
+    text_emb: np.ndarray | torch.Tensor,
+    image_emb: np.ndarray | torch.Tensor,
+    owner: np.ndarray,
+    block_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of each caption's image among all images, rank of each image's best caption among
+    the captions of other images), 0-based, ties as described in the module docstring."""
+    T, I = _as_float_tensor(text_emb), _as_float_tensor(image_emb)
+    owner = np.asarray(owner, dtype=np.int64)
+    n_t, n_i = len(T), len(I)
+    if T.ndim != 2 or I.ndim != 2 or T.shape[1] != I.shape[1]:
+        raise ClBenchError("text and image embeddings must be [N, D] with one D; "
+                           f"got {tuple(T.shape)} and {tuple(I.shape)}")
+    if owner.shape != (n_t,) or (n_t and (owner.min() < 0 or owner.max() >= n_i)):
+        raise ClBenchError(f"need one image index in 0..{n_i - 1} for each of the {n_t} captions")
+    if n_i == 0 or n_t == 0:
+        raise ClBenchError("retrieval needs at least one image and one caption")
+    if np.bincount(owner, minlength=n_i).min() == 0:
+        raise ClBenchError("every image needs at least one caption for image→text retrieval")
+    if not (torch.isfinite(T).all() and torch.isfinite(I).all()):
+        raise ClBenchError("embeddings contain NaN or inf: the model's outputs are broken")
+
+    order = np.argsort(owner, kind="stable")  # captions grouped by image (a no-op for COCO order)
+    T = T[torch.from_numpy(order)].contiguous()
+    own = torch.from_numpy(owner[order])
+    b = int(block_size)
+    row_blocks = [(r, min(r + b, n_t)) for r in range(0, n_t, b)]
+    col_blocks = [(c, min(c + b, n_i)) for c in range(0, n_i, b)]
+
+    def tile(r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        return T[r0:r1] @ I[c0:c1].T
+
+    def diagonal(r0: int, r1: int) -> list[tuple[int, int]]:
+        lo, hi = int(own[r0]), int(own[r1 - 1])  # owners are sorted
+        return [(c0, c1) for c0, c1 in col_blocks if c0 <= hi and c1 > lo]
+
+    # pass 1: each caption's score with its own image, from the tile that pass 2 recomputes
+    gold_t = torch.empty(n_t)
+    for r0, r1 in row_blocks:
+        for c0, c1 in diagonal(r0, r1):
+            rows = torch.nonzero((own[r0:r1] >= c0) & (own[r0:r1] < c1)).flatten()
+            s = tile(r0, r1, c0, c1)
+            gold_t[r0 + rows] = s[rows, own[r0 + rows] - c0]
+    # each image's best caption: highest score, then the first position
+    gold_i = torch.full((n_i,), -float("inf")).scatter_reduce(0, own, gold_t, "amax")
+    pos = torch.arange(n_t)
+    is_best = gold_t == gold_i[own]
+    best_pos = torch.full((n_i,), n_t, dtype=torch.long).scatter_reduce(
+        0, own[is_best], pos[is_best], "amin")
+
+    # pass 2: count who comes before each positive, tile by tile
+    thr_t_up = _next_up(gold_t)
+    thr_i_up = _next_up(gold_i)
+    rank_t = torch.zeros(n_t, dtype=torch.long)
+    rank_i = torch.zeros(n_i, dtype=torch.long)
+    for r0, r1 in row_blocks:
+        o = own[r0:r1]
+        diag = set(diagonal(r0, r1))
+        for c0, c1 in col_blocks:
+            s = tile(r0, r1, c0, c1)
+            if (c0, c1) not in diag:
+                # text rows: images before the row's own image compare with >=, after with >
+                thr_r = torch.where(o >= c1, gold_t[r0:r1], thr_t_up[r0:r1])
+                rank_t[r0:r1] += (s >= thr_r[:, None]).sum(1)
+                # image columns: captions before the image's best caption >=, after >
+                # (off the diagonal the whole block lies before, or after, every best caption)
+                thr_c = gold_i[c0:c1] if r1 <= int(best_pos[c0]) else thr_i_up[c0:c1]
+                rank_i[c0:c1] += (s >= thr_c[None, :]).sum(0)
+                continue
+            cols = torch.arange(c0, c1)
+            positive = o[:, None] == cols[None, :]
+            thr_r = torch.where(cols[None, :] < o[:, None], gold_t[r0:r1, None], thr_t_up[r0:r1, None])
+            rank_t[r0:r1] += ((s >= thr_r) & ~positive).sum(1)
+            before = torch.arange(r0, r1)[:, None] < best_pos[None, c0:c1]
+            thr_c = torch.where(before, gold_i[None, c0:c1], thr_i_up[None, c0:c1])
+            rank_i[c0:c1] += ((s >= thr_c) & ~positive).sum(0)
+    t2i = np.empty(n_t, np.int64)
+    t2i[order] = rank_t.numpy()
+    return t2i, rank_i.numpy()
+
+
+def recalls(t2i_rank: np.ndarray, i2t_rank: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """Recall@K (%) in both directions, plus rsum and mean_recall over every (direction, K)."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_r{k}"] = float(100.0 * np.mean(i2t_rank < k))
+        out[f"t2i_r{k}"] = float(100.0 * np.mean(t2i_rank < k))
+    out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks))
+    out["mean_recall"] = out["rsum"] / (2 * len(ks))
+    return out
+
+
+def run_retrieval(model: Any, data: Any, params: RetrievalParams, ctx: RunContext) -> ProtocolResult:
+    split = data.test if isinstance(data, CaptionedImageData) else data
+    if not isinstance(split, CaptionedImages):
+        raise ClBenchError(
+            f"protocol retrieval needs captioned images (e.g. dataset scenes-captions or coco-captions), "
+            f"got {type(data).__name__}")
+    texts, owner = split.caption_texts()
+    image_emb = ctx.features(model, split.images)
+    text_emb = ctx.features(model, texts)
+    if len(image_emb) != len(split) or len(text_emb) != len(texts):
+        raise ClBenchError(f"the model gave {len(image_emb)} image / {len(text_emb)} text embeddings for "
+                           f"{len(split)} images / {len(texts)} captions")
+    t2i, i2t = retrieval_ranks(_unit(text_emb), _unit(image_emb), owner, params.block_size)
+    metrics = recalls(t2i, i2t, params.ks)
+    extras = {
+        "n_images": len(split), "n_captions": len(texts),
+        "t2i_median_rank": float(np.median(t2i) + 1), "i2t_median_rank": float(np.median(i2t) + 1),
+        "t2i_mean_rank": float(t2i.mean() + 1), "i2t_mean_rank": float(i2t.mean() + 1),
+        "ties": "equal similarities ordered by lower candidate index (stable sort of -score)",
+    }
+    return ProtocolResult(metrics=metrics, extras=extras)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+register("protocol", "retrieval")(Protocol(
+    "retrieval", requires="image_text", params=RetrievalParams, run=run_retrieval, data_kind="captioned_images"))
