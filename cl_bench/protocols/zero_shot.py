@@ -24,6 +24,7 @@ from cl_bench.components import register
 from cl_bench.data.image_text_types import CaptionedImageData
 from cl_bench.data.text_types import TextSplit
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 
@@ -74,7 +75,7 @@ def zero_shot_scores(scores: np.ndarray, labels: np.ndarray, class_names: list[s
     return ProtocolResult(metrics=metrics, extras={
         "per_class_top1": per_class, "n_test": len(labels), "num_classes": n_classes,
         "prediction_counts": np.bincount(pred, minlength=n_classes).tolist(),
-    })
+    }, predictions=Predictions(item=np.arange(len(labels)), pred=pred, correct=ranks < 1, target=labels))
 
 
 def run_zero_shot(model: Any, data: Any, params: ZeroShotParams, ctx: RunContext) -> ProtocolResult:

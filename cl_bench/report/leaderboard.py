@@ -218,7 +218,7 @@ def _plots(board: Board, out: Path) -> None:
                     if isinstance(cv, dict) and len(cv.get("x", [])) == len(cv.get("y", [])) > 0:
                         curves.setdefault(cname, {"meta": cv, "series": {}}) \
                             ["series"].setdefault(e.method, []).append(cv)
-                for gname, gv in (rec.extras.get("per_group") or {}).items():
+                for gname, gv in _groups(rec.extras).items():
                     if isinstance(gv, dict):
                         slot = groups.setdefault(gname, {}).setdefault(e.method, {})
                         for g, v in gv.items():
@@ -242,6 +242,19 @@ def _plots(board: Board, out: Path) -> None:
             name = f"plots/{view.slug}-groups-{slug(gname)}.svg"
             write_atomic(out / name, svg)
             view.plots.append((str(gname), name))
+
+
+# extras keys that protocols use for one score per group (drawn as grouped bars)
+GROUP_KEYS = {"per_pattern": "per MMVP pattern", "per_dataset": "per dataset", "per_class_top1": "per class top-1"}
+
+
+def _groups(extras: dict[str, Any]) -> dict[str, Any]:
+    """Named {group: score} dicts of a result: ``per_group`` entries plus the well-known keys."""
+    out = dict(extras.get("per_group") or {})
+    for key, title in GROUP_KEYS.items():
+        if isinstance(extras.get(key), dict):
+            out.setdefault(title, extras[key])
+    return out
 
 
 def _environment() -> jinja2.Environment:
