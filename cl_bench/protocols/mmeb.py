@@ -26,6 +26,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.data.mmeb import META_TASKS, SPLITS, MMEBData, MMEBDataset, PairItems
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 
@@ -101,11 +102,10 @@ def run_mmeb(model: Any, data: MMEBData, params: MMEBProtocolParams, ctx: RunCon
         items += [f"{ds.name}:{i}" for i in range(len(ds))]
         preds_all.append(preds)
     result = ProtocolResult(metrics=group_means(per_dataset, data.datasets),
-                            extras={"per_dataset": per_dataset, "datasets": info, "normalize": params.normalize})
-    try:
-        from cl_bench.predictions import Predictions
-    except ImportError:  # pragma: no cover - predictions are optional
-        return result
+                            extras={"per_dataset": per_dataset, "datasets": info, "normalize": params.normalize,
+                                    # the sanity gate's chance level: a uniform guess per dataset, averaged
+                                    "chance": float(np.mean([100.0 / v["mean_candidates"] for v in info.values()])),
+                                    "n_eval": int(sum(v["n_rows"] for v in info.values()))})
     pred = np.concatenate(preds_all)
     result.predictions = Predictions(item=np.array(items), pred=pred, correct=pred == 0, target=np.zeros_like(pred))
     return result

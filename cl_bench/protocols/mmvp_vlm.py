@@ -29,6 +29,7 @@ from cl_bench.components import register
 from cl_bench.data.mmvp import MMVPData, own_image
 from cl_bench.data.text_types import TextSplit
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 
@@ -98,6 +99,7 @@ def run_mmvp_vlm(model: Any, data: MMVPData, params: MMVPParams, ctx: RunContext
     result = ProtocolResult(
         metrics={"average": s["average"], "pairs": s["pairs"], "statements": s["statements"]},
         extras={"per_pattern": s["per_pattern"], "pattern_pairs": s["pattern_pairs"], "n_pairs": data.n_pairs,
+                "chance": 25.0, "n_eval": int(data.n_pairs),  # a coin flip per statement: both right 1 in 4
                 "logit_scale": scale, "prefix": params.prefix},
     )
     _attach_predictions(result, data, s)
@@ -107,10 +109,6 @@ def run_mmvp_vlm(model: Any, data: MMVPData, params: MMVPParams, ctx: RunContext
 def _attach_predictions(result: ProtocolResult, data: MMVPData, s: dict[str, Any]) -> None:
     """One row per pair: item = the pair's index; pred = 2-bit code of the two picks
     (bit 1: statement 1 picked image 1, bit 0: statement 2 picked image 1); target likewise."""
-    try:
-        from cl_bench.predictions import Predictions
-    except ImportError:  # pragma: no cover - predictions are optional
-        return
     picks = s["picks_image_one"].reshape(-1, 2).astype(int)
     truth = np.array([own_image(int(q)) == 0 for q in data.qids]).reshape(-1, 2).astype(int)
     result.predictions = Predictions(item=np.arange(data.n_pairs), pred=picks[:, 0] * 2 + picks[:, 1],
