@@ -15,6 +15,7 @@ import pytest
 
 from cl_bench.engine import RunOptions
 from cl_bench.executors import run_lock
+from cl_bench.predictions import PREDICTIONS_SUFFIX, read_predictions
 from cl_bench.registry import Registry
 from cl_bench.store import result_path, write_result
 from cl_bench.sweep import dry_run, plan, render_dry_run, run_sweep
@@ -43,8 +44,14 @@ def _snapshot(results: Path) -> dict[str, dict]:
         rel = p.relative_to(results)
         if p.is_dir() or rel.parts[0] == ".locks":
             continue
+        if p.name.endswith(PREDICTIONS_SUFFIX):  # checked through its result; alone it is an orphan
+            if not p.with_name(p.name.removesuffix(PREDICTIONS_SUFFIX) + ".json").exists():
+                out[str(rel)] = {"orphan predictions": True}
+            continue
         data = json.loads(p.read_text())  # a partial file would fail here
         out[str(rel)] = {k: data[k] for k in ("metrics", "model_fingerprint", "task_spec_hash", "seed")}
+        preds = read_predictions(p, data.get("predictions"))  # complete, and the one the result names
+        out[str(rel)]["predictions"] = (preds.pred.tolist(), preds.correct.tolist())
     return out
 
 
