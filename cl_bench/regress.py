@@ -62,14 +62,17 @@ def tolerance_for(spec: TaskSpec) -> Tolerance:
 
 # --------------------------------------------------------------------------- sanity gate
 
+CLASS_ACCURACY_METRICS = ("top1", "accuracy", "acc")
+
+
 def chance_level(record: ResultRecord) -> float | None:
     """Chance accuracy in percent, from the protocol's extras, or None when unknown."""
     ex = record.extras or {}
     if isinstance(ex.get("chance"), (int, float)):
         return float(ex["chance"])
     n = ex.get("num_classes")
-    if isinstance(n, int) and n > 1:
-        return 100.0 / n
+    if isinstance(n, int) and n > 1 and record.primary_metric in CLASS_ACCURACY_METRICS:
+        return 100.0 / n  # a uniform guess among the classes; meaningless for other metrics
     return None
 
 

@@ -118,6 +118,10 @@ def test_sanity_gate(tiny_registry: Registry, tmp_path: Path) -> None:
     small_n = make_record(knn, "m", 0, 10.9, extras={"chance": 10.0})  # no n: the 1-point floor
     assert suspect_reasons(small_n) and not suspect_reasons(make_record(knn, "m", 0, 11.1, extras={"chance": 10.0}))
     assert chance_level(make_record(knn, "m", 0, 50.0, extras={})) is None
+    # a class count says nothing about chance for a metric that is not class accuracy
+    recall = make_record(knn, "m", 0, 12.0).model_copy(update={"primary_metric": "mean_recall",
+                                                               "metrics": {"mean_recall": 12.0}})
+    assert chance_level(recall) is None and not suspect_reasons(recall)
     bn_only = make_record(knn, "m", 0, 90.0, checkpoint={"missing": ["bn1.num_batches_tracked"]})
     assert missing_backbone_keys(bn_only) == [] and not suspect_reasons(bn_only)
     hf = make_record(knn, "m", 0, 90.0, checkpoint={"missing_keys": ["encoder.layer.0.weight"]})
