@@ -44,13 +44,6 @@ class Predictions:
         if len(np.unique(self.item)) != n:
             raise ValueError("predictions: item ids must be unique")
 
-    @classmethod
-    def from_scores(cls, scores: np.ndarray, labels: np.ndarray) -> Predictions:
-        """Classification: top-1 of ``scores`` [N, C] against ``labels``; items are row indices."""
-        pred = np.asarray(scores).argmax(1)
-        labels = np.asarray(labels)
-        return cls(item=np.arange(len(labels)), pred=pred, correct=pred == labels, target=labels)
-
     def to_bytes(self) -> bytes:
         arrays = {"item": self.item, "pred": self.pred, "correct": self.correct}
         if self.target is not None:
