@@ -192,7 +192,7 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
                 opts = _run_options(args, seed)
                 opts.results_dir = current
                 _print_outcome(run(reg.task(task), method, opts))
-    report = compare(current or Path("results"), Path(args.baseline), reg, tasks=tasks, methods=methods)
+    report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods)
     sys.stdout.write(render_report(report))
     return 1 if report.failed else 0
 
@@ -216,6 +216,11 @@ def cmd_diff(args: argparse.Namespace, reg: Registry) -> int:
     return 0
 
 
+def default_results() -> str:
+    """Where results go without --results-dir: $CLBENCH_RESULTS, else ./results."""
+    return os.environ.get("CLBENCH_RESULTS") or "results"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Benchmark contrastive and in-context learning methods.")
     p.add_argument("--version", action="version", version=f"cl_bench {__version__}")
@@ -229,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--checkpoint", default=None, help="evaluate this checkpoint under the method's loader")
         sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
         sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
-        sp.add_argument("--results-dir", default="results", help="where result JSONs go (default ./results)")
+        sp.add_argument("--results-dir", default=default_results(),
+                        help="where result JSONs go (default $CLBENCH_RESULTS, else ./results)")
 
     sp = sub.add_parser("list", help="list tasks, methods or components")
     sp.add_argument("what", choices=["tasks", "methods", "datasets", "protocols", "objectives", "archs"])
@@ -261,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("table", help="methods × tasks: mean ± std over seeds")
-    sp.add_argument("--results-dir", default="results")
+    sp.add_argument("--results-dir", default=default_results())
     sp.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex", "json"])
     sp.add_argument("--tasks", default=None)
     sp.add_argument("--methods", default=None)
@@ -269,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_table)
 
     sp = sub.add_parser("leaderboard", help="static HTML leaderboard (works offline)")
-    sp.add_argument("--results-dir", default="results")
+    sp.add_argument("--results-dir", default=default_results())
     sp.add_argument("--out", default="leaderboard", help="output folder (default ./leaderboard)")
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None)

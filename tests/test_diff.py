@@ -71,3 +71,4 @@ def test_runs_store_predictions_that_agree_with_the_metric(tmp_path):
     assert 100.0 * preds.correct.mean() == pytest.approx(out.record.metrics["top1"])
     assert np.array_equal(preds.correct, preds.pred == preds.target)
     assert main(["diff", str(out.path), str(out.path)]) == 0
+

@@ -73,3 +73,12 @@ def test_table_cli(tiny_root, tmp_path, capsys):
     write_result(tmp_path / "r", _record(task, "a", 0, 42.0))
     assert main(["table", "--results-dir", str(tmp_path / "r"), "--format", "csv"]) == 0
     assert "a,tiny-knn,top1,42" in capsys.readouterr().out
+
+
+def test_results_dir_default_follows_clbench_results(tmp_path, monkeypatch):
+    from cl_bench.cli import build_parser
+
+    monkeypatch.setenv("CLBENCH_RESULTS", str(tmp_path / "elsewhere"))
+    assert build_parser().parse_args(["run", "--method", "m", "--task", "t"]).results_dir == str(tmp_path / "elsewhere")
+    monkeypatch.delenv("CLBENCH_RESULTS")
+    assert build_parser().parse_args(["table"]).results_dir == "results"
