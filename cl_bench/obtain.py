@@ -69,6 +69,13 @@ def trainer_for(objective: str) -> Any:
     return train_encoder
 
 
+def _train_split_key(objective: str, split: Any) -> str:
+    """What of the training split a checkpoint depends on: only the images (dense splits) for a label-free objective."""
+    if getattr(components.get("objective", objective), "needs_labels", True):
+        return split.fingerprint
+    return getattr(split, "images_fingerprint", split.fingerprint)
+
+
 def _training_data(
     ref: DatasetRef | None, task_data: ImageClassificationData, data_root: Path | None
 ) -> ImageClassificationData:
@@ -132,7 +139,7 @@ def _train_cached(
         "recipe": rhash,
         "arch": method.arch.model_dump(mode="json"),
         "arch_inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in arch_inputs(data).items()},
-        "train_split": train_data.train.fingerprint,
+        "train_split": _train_split_key(recipe.objective, train_data.train),
         "seed": seed,
         "trainer": TRAINER_VERSION,
     })

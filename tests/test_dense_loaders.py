@@ -237,3 +237,26 @@ def test_scenes_components_generate_once(name: str, tmp_path: Path, monkeypatch:
         assert a.has_masks and a.test.gt_json.is_file() and a.category_ids == [1, 2, 4, 7, 9, 13]
     with pytest.raises(ClBenchError, match="n_train"):
         components.get("dataset", name)({"n_train": 0}, None)
+
+
+def test_label_free_checkpoints_shared_by_the_voc_and_coco_twins(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One image set in two annotation formats: a self-supervised checkpoint is keyed on the images only."""
+    from cl_bench.obtain import _train_split_key
+
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path))
+    params = {"n_train": 8, "n_test": 4, "image_size": 64}
+    voc = components.get("dataset", "scenes-voc")(params, None).train
+    coco = components.get("dataset", "scenes-coco")(params, None).train
+    other = components.get("dataset", "scenes-coco")({**params, "seed": 3}, None).train
+    assert voc.fingerprint != coco.fingerprint  # the annotations differ
+    for objective in ("simclr", "pixpro"):
+        assert _train_split_key(objective, voc) == _train_split_key(objective, coco)
+        assert _train_split_key(objective, coco) != _train_split_key(objective, other)
+    # a supervised objective sees the labels: no sharing
+    assert _train_split_key("supervised", voc) != _train_split_key("supervised", coco)
+    # one changed pixel is a different image set
+    path = coco.file_names[0]
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path, format="JPEG")
+    changed = components.get("dataset", "scenes-coco")(params, None).train
+    assert _train_split_key("simclr", changed) != _train_split_key("simclr", voc)
