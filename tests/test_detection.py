@@ -240,3 +240,52 @@ def test_dense_task_specs_validate(task_id: str) -> None:
             components.get("dataset", task.dataset.name)(task.dataset.params, None)
     for method in ("pixpro", "pixcontrast", "pixpro-r50"):
         assert "image_encoder" in reg.method(method).provides
+
+
+# ------------------------------------------------------------ PixPro's pretrained FPN variant
+def pyramid(levels: int = 2, channels: int = 16) -> nn.Module:
+    torch.manual_seed(0)
+    return components.get("arch", "with-fpn")(
+        {"base": {"name": "small-resnet", "params": {"width": 8}}, "levels": levels, "channels": channels},
+        in_channels=3, image_size=(48, 48))
+
+
+def test_with_fpn_embeds_like_its_body_and_saves_the_fpn() -> None:
+    enc = pyramid().eval()
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(enc(x), enc.body(x))
+        levels = enc.pyramid_of(enc.feature_maps(x))
+    assert list(levels) == ["0", "1"] and all(v.shape[1] == 16 for v in levels.values())
+    assert levels["0"].shape[-1] == 2 * levels["1"].shape[-1]
+    assert any(k.startswith("fpn.") for k in enc.state_dict()) and trunk_of(enc).stages["stage3"] is enc.body.stages[2]
+
+
+def test_pixpro_pretrains_the_fpn_and_the_detector_starts_from_it(coco) -> None:
+    from cl_bench.specs import TrainRecipe
+
+    enc = pyramid()
+    fpn_before = {k: v.clone() for k, v in enc.fpn.state_dict().items()}
+    recipe = TrainRecipe(objective="pixpro", params={"proj_hidden": 16, "proj_dim": 8, "instance_weight": 1.0},
+                         epochs=1, batch_size=3, lr=0.01, augment={"out_size": 32})
+    card = components.get("objective", "pixpro").train_model(enc, recipe, coco.train, 0, 0, torch.device("cpu"))
+    assert card.steps == 2
+    assert any(not torch.equal(fpn_before[k], v) for k, v in enc.fpn.state_dict().items())  # the FPN learned
+
+    from cl_bench.models.detectors import pretrained_fpn
+
+    cfg = detector_config(DetectionParams(head="fpn", **TINY), coco)
+    trunk = trunk_of(enc)
+    fpn = pretrained_fpn(enc, trunk, cfg)
+    det = build_detector(trunk, cfg, fpn)
+    assert det.backbone.fpn is enc.fpn
+    assert pretrained_fpn(enc, trunk, detector_config(DetectionParams(head="c4", **TINY), coco)) is None
+    with pytest.raises(ClBenchError, match="fpn_levels / fpn_channels"):
+        pretrained_fpn(enc, trunk, detector_config(DetectionParams(head="fpn", **{**TINY, "fpn_channels": 32}), coco))
+
+    ctx = RunContext(torch.device("cpu"), 0, lambda m, s: np.zeros((0, 1)))
+    r = run_detection(enc, coco, DetectionParams(head="fpn", bn="finetune", masks="off", **{**TINY, "iterations": 2}),
+                      ctx)
+    assert r.extras["fpn"] == "pretrained" and r.extras["detector"] == "Faster R-CNN FPN"
+    assert run_detection(small(), coco, DetectionParams(head="fpn", masks="off", **{**TINY, "iterations": 1}),
+                         ctx).extras["fpn"] == "new"

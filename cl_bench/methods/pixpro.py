@@ -16,12 +16,15 @@ larger feature-bin diagonal is below ``threshold`` (T = 0.7).
 - **PixContrast**: for every cell ``i`` with a positive, ``-log Σ_{j∈A_p} e^{cos(x_i,x'_j)/τ} /
   Σ_{j∈A_p∪A_n} e^{cos(x_i,x'_j)/τ}`` where A_p / A_n are the positive / other cells of the other
   view of the same image; mean over such cells, averaged over both directions (:func:`pixcontrast_loss`).
+- **pretrained FPN** (arch ``with-fpn``, the paper's head-network pre-training): the pixel loss
+  runs on every FPN level (shared projector and PPM) and is averaged over the levels; the FPN
+  is saved with the encoder and loaded into the FPN detector (:mod:`cl_bench.models.pyramid`).
 - **instance branch** (``instance_weight`` > 0, the paper's PixPro + instance): pooled features
   -> MLP projector -> MLP predictor, BYOL's ``2 - 2 cos`` against the momentum projection of
   the other view, both directions, added with weight ``instance_weight`` (α).
 
 The shared image trainer cannot feed crop geometry, so the objective trains itself
-(``train_model``, used by :func:`cl_bench.obtain.trainer_for`). Only the encoder is kept.
+(``train_model``, used by :func:`cl_bench.obtain.trainer_for`). Only the encoder (with its FPN, if any) is kept.
 """
 
 from __future__ import annotations
@@ -140,9 +143,17 @@ def ppm_transform(dim: int, layers: int) -> nn.Module:
                          nn.Conv2d(dim, dim, 1))
 
 
-def last_map(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def dense_maps(encoder: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(the maps the pixel task runs on, the backbone's last map for the instance branch).
+
+    A plain encoder: its last map, once. A ``with-fpn`` encoder: every FPN level ('0'..'L-1',
+    the parameter-free pooled level left out), which pretrains the FPN with the backbone.
+    """
     maps = encoder.feature_maps(x)
-    return maps[list(maps)[-1]]
+    last = maps[list(maps)[-1]]
+    if hasattr(encoder, "pyramid_of"):
+        return list(encoder.pyramid_of(maps).values()), last
+    return [last], last
 
 
 def momentum_at(step: int, total: int, base: float) -> float:
@@ -156,7 +167,9 @@ class PixelObjective(Objective):
     n_views = 2
     mode = "pixpro"
 
-    def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
+    def __init__(self, embed_dim: int, num_classes: int, instance_dim: int | None = None, **params: Any) -> None:
+        """``embed_dim``: channels of the maps the pixel task runs on; ``instance_dim``: of the
+        backbone's last map (the instance branch's input), when it differs (a pretrained FPN)."""
         super().__init__(embed_dim, num_classes)
         self.params = validate_params(PixelParams, params, f"train.params (objective {self.mode})")
         p = self.params
@@ -164,31 +177,37 @@ class PixelObjective(Objective):
         self.transform = ppm_transform(p.proj_dim, p.transform_layers) if self.mode == "pixpro" else nn.Identity()
         self.instance = p.instance_weight > 0
         if self.instance:
-            self.inst_projector = mlp(embed_dim, p.proj_hidden, p.proj_dim)
+            self.inst_projector = mlp(instance_dim or embed_dim, p.proj_hidden, p.proj_dim)
             self.predictor = mlp(p.proj_dim, p.proj_hidden, p.proj_dim)
 
     def online(self) -> list[nn.Module]:
         """The modules the momentum branch mirrors (besides the encoder)."""
         return [self.projector, *([self.inst_projector] if self.instance else [])]
 
-    def loss(self, encoder: nn.Module, target: nn.ModuleList, v1: Any, v2: Any) -> dict[str, torch.Tensor]:
+    def pixel_loss(self, feats: torch.Tensor, t_feats: torch.Tensor, target_proj: nn.Module, v1: Any, v2: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pixel loss on one feature level of both views, positives per image)."""
         n = len(v1.images)
-        feats = last_map(encoder, torch.cat([v1.images, v2.images]))
         fh, fw = feats.shape[-2:]
         pos = positive_mask(v1, v2, fh, fw, self.params.threshold)
         x = self.projector(feats)
-        x1, x2 = x[:n], x[n:]
         with torch.no_grad():
-            t_enc, t_proj = target[0], target[1]
-            t_feats = last_map(t_enc, torch.cat([v1.images, v2.images]))
-            k = t_proj(t_feats)
+            k = target_proj(t_feats)
             k1, k2 = k[:n], k[n:]
         if self.mode == "pixpro":
             y = ppm(x, self.transform, self.params.gamma)
-            pixel = pixpro_loss(y[:n], y[n:], k1, k2, pos)
-        else:
-            pixel = pixcontrast_loss(x1, x2, k1, k2, pos, self.params.temperature)
-        out = {"pixel": pixel, "positives_per_image": pos.sum(dim=(1, 2)).float().mean()}
+            return pixpro_loss(y[:n], y[n:], k1, k2, pos), pos.sum(dim=(1, 2)).float().mean()
+        return pixcontrast_loss(x[:n], x[n:], k1, k2, pos, self.params.temperature), pos.sum(dim=(1, 2)).float().mean()
+
+    def loss(self, encoder: nn.Module, target: nn.ModuleList, v1: Any, v2: Any) -> dict[str, torch.Tensor]:
+        """Pixel loss (mean over the levels of a pretrained FPN, if any) + the optional instance branch."""
+        n = len(v1.images)
+        levels, feats = dense_maps(encoder, torch.cat([v1.images, v2.images]))
+        with torch.no_grad():
+            t_levels, t_feats = dense_maps(target[0], torch.cat([v1.images, v2.images]))
+        per_level = [self.pixel_loss(f, t, target[1], v1, v2) for f, t in zip(levels, t_levels)]
+        pixel = torch.stack([loss for loss, _ in per_level]).mean()
+        out = {"pixel": pixel, "positives_per_image": per_level[-1][1]}
         total = pixel
         if self.instance:
             q = self.predictor(self.inst_projector(feats.mean(dim=(2, 3))))
@@ -216,11 +235,12 @@ class PixelObjective(Objective):
         with torch.no_grad():
             was = encoder.training
             encoder.eval()
-            dim = int(last_map(encoder, images[:1].to(device)).shape[1])
+            levels, last = dense_maps(encoder, images[:1].to(device))
             encoder.train(was)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            obj = cls(embed_dim=dim, num_classes=num_classes, **recipe.params)
+            obj = cls(embed_dim=int(levels[0].shape[1]), num_classes=num_classes, instance_dim=int(last.shape[1]),
+                      **recipe.params)
         obj.to(device)
         target = nn.ModuleList([copy.deepcopy(encoder), *[copy.deepcopy(m) for m in obj.online()]]).to(device)
         for p in target.parameters():

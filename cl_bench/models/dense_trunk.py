@@ -64,7 +64,12 @@ class TrunkInfo:
 
 
 def trunk_of(encoder: nn.Module) -> Trunk:
-    """The stage view of ``encoder`` (shares its modules); other encoders -> ClBenchError."""
+    """The stage view of ``encoder`` (shares its modules); other encoders -> ClBenchError.
+
+    An encoder with a pretrained FPN (``with-fpn``) gives its body's stages; the detector takes the FPN.
+    """
+    if hasattr(encoder, "fpn") and hasattr(encoder, "body"):
+        return trunk_of(encoder.body)
     arch = getattr(encoder, "arch_name", type(encoder).__name__)
     if all(hasattr(encoder, a) for a in ("conv1", "bn1", "relu", "maxpool", "layer4", "normalize")):
         if getattr(encoder, "in_channels", 3) != 3:

@@ -68,11 +68,12 @@ class DetectorConfig:
 class FPNBackbone(nn.Module):
     """Trunk stages -> FPN levels '0'..'L-1' plus 'pool' (stride x2 of the last)."""
 
-    def __init__(self, trunk: Trunk, in_names: list[str], out_channels: int) -> None:
+    def __init__(self, trunk: Trunk, in_names: list[str], out_channels: int,
+                 fpn: FeaturePyramidNetwork | None = None) -> None:
         super().__init__()
         self.trunk = trunk
         self.in_names = in_names
-        self.fpn = FeaturePyramidNetwork(
+        self.fpn = fpn if fpn is not None else FeaturePyramidNetwork(
             [trunk.channels[n] for n in in_names], out_channels, extra_blocks=LastLevelMaxPool()
         )
         self.out_channels = out_channels
@@ -134,8 +135,29 @@ def _common_kwargs(cfg: DetectorConfig) -> dict:
             **{n: getattr(cfg, n) for n in names}}
 
 
-def build_detector(trunk: Trunk, cfg: DetectorConfig) -> FasterRCNN:
-    """A torchvision ``FasterRCNN`` (``MaskRCNN`` with masks) whose backbone is ``trunk``."""
+def pretrained_fpn(encoder: nn.Module, trunk: Trunk, cfg: DetectorConfig) -> FeaturePyramidNetwork | None:
+    """The FPN a ``with-fpn`` encoder was pretrained with, if the task's FPN has its shape; else None.
+
+    A pretrained FPN of another shape (levels, channels) than the task asks for -> ClBenchError.
+    """
+    fpn = getattr(encoder, "fpn", None)
+    if cfg.head != "fpn" or fpn is None:
+        return None
+    want = (list(trunk.names[-cfg.fpn_levels:]), cfg.fpn_channels)
+    have = (list(encoder.in_names), encoder.fpn_channels)
+    if want != have:
+        raise ClBenchError(
+            f"the method pretrained an FPN over stages {have[0]} with {have[1]} channels but the task's "
+            f"detector has one over {want[0]} with {want[1]}: match fpn_levels / fpn_channels to the arch"
+        )
+    return fpn
+
+
+def build_detector(trunk: Trunk, cfg: DetectorConfig, fpn: FeaturePyramidNetwork | None = None) -> FasterRCNN:
+    """A torchvision ``FasterRCNN`` (``MaskRCNN`` with masks) whose backbone is ``trunk``.
+
+    ``fpn``: a pretrained FPN to use instead of a fresh one (see :func:`pretrained_fpn`).
+    """
     names = trunk.names
     n_out = cfg.num_classes + 1
     ratios = tuple(float(r) for r in cfg.aspect_ratios)
@@ -149,7 +171,7 @@ def build_detector(trunk: Trunk, cfg: DetectorConfig) -> FasterRCNN:
                 f"anchor_sizes needs one size per FPN level ({len(levels) + 1} with the pooled level), "
                 f"got {list(cfg.anchor_sizes)}"
             )
-        backbone: nn.Module = FPNBackbone(trunk, in_names, cfg.fpn_channels)
+        backbone: nn.Module = FPNBackbone(trunk, in_names, cfg.fpn_channels, fpn)
         anchors = AnchorGenerator(tuple((int(s),) for s in cfg.anchor_sizes), (ratios,) * len(cfg.anchor_sizes))
         box_pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
         box_head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head_dim)

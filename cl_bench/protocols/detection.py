@@ -35,7 +35,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
 from cl_bench.models.dense_trunk import freeze_at, set_batchnorm, trunk_of
-from cl_bench.models.detectors import DetectorConfig, build_detector
+from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
 
@@ -242,7 +242,8 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     encoder = copy.deepcopy(encoder).to(ctx.device)
     trunk = trunk_of(encoder)
     frozen = freeze_at(trunk, params.freeze_at)
-    model = build_detector(trunk, cfg)
+    fpn = pretrained_fpn(encoder, trunk, cfg)
+    model = build_detector(trunk, cfg, fpn)
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
     model = _maybe_distributed(model, params)
@@ -254,7 +255,8 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     metrics, extras = evaluate(data, dets, masks)
     extras.update({
         "detector": f"{'Mask' if cfg.masks else 'Faster'} R-CNN {params.head.upper()}", "bn": bn_note,
-        "frozen": frozen, "train": train_card, "predict_s": round(predict_s, 3),
+        "frozen": frozen, "fpn": "pretrained" if fpn is not None else ("new" if cfg.head == "fpn" else "none"),
+        "train": train_card, "predict_s": round(predict_s, 3),
         "n_train": len(data.train), "n_test": len(data.test),
         "n_detections": int(sum(len(d.scores) for d in dets)),
     })
