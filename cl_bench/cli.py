@@ -94,11 +94,15 @@ def _print_outcome(outcome) -> None:
 
 
 def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.distributed import init_from_env
     from cl_bench.engine import run
 
     task, method = reg.task(args.task), reg.method(args.method)
+    args.device = init_from_env(args.device)  # under torchrun: one process per device
     for seed in _seeds(args):
-        _print_outcome(run(task, method, _run_options(args, seed)))
+        outcome = run(task, method, _run_options(args, seed))
+        if outcome is not None:  # None: a torchrun worker rank (rank 0 reports)
+            _print_outcome(outcome)
     return 0
 
 
@@ -125,6 +129,8 @@ def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
 def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.sweep import dry_run, plan, render_dry_run, run_sweep
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ClBenchError("clbench sweep runs in one process (parallel runs: --executor ray); torchrun is for clbench run")
     runs = plan(reg, _csv(args.methods), _csv(args.tasks), _seeds(args))
     opts = _run_options(args)
     if args.dry_run:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from cl_bench import components
 from cl_bench.cache import Cache
+from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
 from cl_bench.protocols.base import Protocol, RunContext
@@ -105,10 +106,14 @@ def extract_features(model: torch.nn.Module, split: Any, device: torch.device, b
     return torch.cat(out).numpy()
 
 
-def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
-    """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off."""
+def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
+    """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off.
+
+    None only on the worker ranks of a ``torchrun`` job (:mod:`cl_bench.distributed`).
+    """
     t_start = time.perf_counter()
     protocol = check_compatible(task, method)
+    check_protocol(protocol.name)
     params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")
     device = resolve_device(opts.device)
     data_root = data_root_of(opts)
@@ -146,6 +151,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome:
     t_proto = time.perf_counter()
     result = protocol.run(obtained.model, data, params, ctx)
     protocol_s = time.perf_counter() - t_proto - stats["features_s"]
+    if not is_main():  # a torchrun worker: rank 0 evaluates and writes
+        return None
 
     result.extras.setdefault(
         "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)

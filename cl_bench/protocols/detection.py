@@ -2,7 +2,7 @@
 
 The encoder (resnet18/50 or small-resnet) is wrapped stage by stage (:mod:`cl_bench.models.dense_trunk`)
 into an FPN or C4 detector (:mod:`cl_bench.models.detectors`); BN is frozen, fine-tuned or
-synchronised as the task says; the first ``freeze_at`` parts are frozen (detectron2 ``FREEZE_AT``).
+synchronised as the task says (several processes under ``torchrun``: :mod:`cl_bench.distributed`); the first ``freeze_at`` parts are frozen (detectron2 ``FREEZE_AT``).
 Training: SGD (momentum, weight decay, none on norm layers), detectron2's warmup + multi-step
 schedule per iteration, ``batch_size`` images per iteration drawn from seeded per-epoch
 permutations, horizontal flip with probability ``hflip`` (drawn in the main process, so the
@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from cl_bench.components import register
 from cl_bench.data.dense_types import DetectionData, DetectionSplit
+from cl_bench.distributed import is_main, shard, sync_report, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
@@ -145,7 +146,8 @@ def _batches(data: TrainTargets, p: DetectionParams, seed: int) -> Any:
 
     def keys() -> Any:
         while True:
-            yield [(next(stream), bool(rng.random() < p.hflip)) for _ in range(p.batch_size)]
+            # the whole global batch is drawn on every rank (same seeded stream), each loads its share
+            yield shard([(next(stream), bool(rng.random() < p.hflip)) for _ in range(p.batch_size)])
 
     if p.num_workers == 0:
         for batch in keys():
@@ -246,9 +248,12 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     model = build_detector(trunk, cfg, fpn)
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
-    model = _maybe_distributed(model, params)
+    model = wrap_ddp(model, ctx.device, params.bn, find_unused=cfg.masks)
     train_card = train_detector(model, TrainTargets(data.train, cfg.masks), params, ctx)
+    ddp = sync_report(model)
     model = getattr(model, "module", model)
+    if not is_main():  # rank 0 evaluates and writes
+        return ProtocolResult(metrics={}, extras={"ddp": ddp})
     t0 = time.perf_counter()
     dets, masks = predict(model, data.test, params, ctx.device, cfg.masks)
     predict_s = time.perf_counter() - t0
@@ -260,19 +265,9 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
         "n_train": len(data.train), "n_test": len(data.test),
         "n_detections": int(sum(len(d.scores) for d in dets)),
     })
+    if ddp is not None:
+        extras["ddp"] = ddp
     return ProtocolResult(metrics=metrics, extras=extras)
-
-
-def _maybe_distributed(model: torch.nn.Module, p: DetectionParams) -> torch.nn.Module:
-    """Under ``torchrun`` (torch.distributed initialised, world > 1): DDP (SyncBN was set by ``bn``)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return model
-    raise ClBenchError(
-        "multi-process detection training is not wired into the engine yet: run one process per task "
-        "(on one device, bn: sync equals fine-tuned BN over the whole batch)"
-    )
 
 
 def _bar(total: int, progress: bool) -> Any:

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.dense_types import SegmentationData, SegmentationSplit
+from cl_bench.distributed import is_main, shard, sync_report, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.dense_trunk import dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
@@ -94,8 +95,9 @@ def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: Segment
     every = max(1, p.iterations // 20)
     t0 = time.perf_counter()
     for it in range(p.iterations):
-        pairs = [augment_pair(split.image(i), split.label_map(i), p, rng) for i in
-                 (next(stream) for _ in range(p.batch_size))]
+        # every rank draws (and augments) the same seeded global batch and trains on its share
+        pairs = shard([augment_pair(split.image(i), split.label_map(i), p, rng) for i in
+                       (next(stream) for _ in range(p.batch_size))])
         x = torch.stack([a for a, _ in pairs]).to(device)
         y = torch.stack([b for _, b in pairs]).to(device)
         set_lr(opt, poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr, p.warmup_iters))
@@ -156,7 +158,12 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
                             params.concat_input, params.dropout, params.aspp_rates)
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
+    model = wrap_ddp(model, ctx.device, params.bn)
     card = train_segmenter(model, data.train, params, ctx)
+    ddp = sync_report(model)
+    model = getattr(model, "module", model)
+    if not is_main():  # rank 0 evaluates and writes
+        return ProtocolResult(metrics={}, extras={"ddp": ddp})
     model.eval()
     acc = IoUAccumulator(data.num_classes, data.ignore_index)
     t0 = time.perf_counter()
@@ -169,6 +176,8 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
         "bn": bn_note, "frozen": frozen, "train": card, "predict_s": round(time.perf_counter() - t0, 3),
         "n_train": len(data.train), "n_test": len(data.test),
     })
+    if ddp is not None:
+        extras["ddp"] = ddp
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
