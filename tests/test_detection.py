@@ -103,6 +103,9 @@ def test_freeze_at_like_detectron2() -> None:
     assert all(p.requires_grad for p in trunk.stages["stage2"].parameters())
     with pytest.raises(ClBenchError, match="freeze_at"):
         freeze_at(trunk, 9)
+    assert freeze_at(trunk_of(small()), "all") == ["stem", "stage1", "stage2", "stage3"]
+    deep = trunk_of(components.get("arch", "resnet18")({}, in_channels=3, image_size=(64, 64)))
+    assert freeze_at(deep, "all")[-1] == "res5" and not any(p.requires_grad for p in deep.parameters())
 
 
 def test_multistep_lr_matches_detectron2_formula() -> None:
@@ -223,7 +226,8 @@ def test_bad_lr_steps_rejected() -> None:
 
 
 @pytest.mark.parametrize("task_id", ["scenes-voc-det", "scenes-coco-det", "scenes-seg", "voc07-det-c4",
-                                     "coco-det-fpn-1x", "coco-det-c4-1x", "cityscapes-seg-fcn"])
+                                     "coco-det-fpn-1x", "coco-det-c4-1x", "cityscapes-seg-fcn",
+                                     "scenes-voc-det-frozen", "scenes-coco-det-frozen", "scenes-seg-frozen"])
 def test_dense_task_specs_validate(task_id: str) -> None:
     from cl_bench.registry import Registry
     from cl_bench.specs import validate_params
@@ -238,7 +242,13 @@ def test_dense_task_specs_validate(task_id: str) -> None:
     if task_id.startswith(("voc07", "coco-det", "cityscapes")):
         with pytest.raises(ClBenchError, match="--data-root"):
             components.get("dataset", task.dataset.name)(task.dataset.params, None)
-    for method in ("pixpro", "pixcontrast", "pixpro-r50"):
+    if task_id.endswith("-frozen"):  # the frozen-feature twin differs from its task only in freezing
+        twin = reg.task(task_id.removesuffix("-frozen"))
+        assert task.dataset == twin.dataset and task.primary_metric == twin.primary_metric
+        diff = {k for k in {*task.protocol.params, *twin.protocol.params}
+                if task.protocol.params.get(k) != twin.protocol.params.get(k)}
+        assert diff == {"freeze_at", "bn"} and (params.freeze_at, params.bn) == (3, "frozen")
+    for method in ("pixpro", "pixcontrast", "pixpro-r50", "pixpro-fpn"):
         assert "image_encoder" in reg.method(method).provides
 
 

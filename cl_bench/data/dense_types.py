@@ -139,27 +139,6 @@ class _ImageFiles(ImageSplit):
         return self.image(index), int(self.labels[index])
 
     @property
-    def images_fingerprint(self) -> str:
-        """The images alone, in order (bytes, not names, not annotations): what a label-free trainer sees.
-
-        Two annotation formats of one image set (the VOC and COCO scenes twins) share it, so a
-        self-supervised checkpoint trained on one is reused for the other. Splits too large to
-        hash byte by byte keep their full fingerprint (never shared).
-        """
-        cached = getattr(self, "_images_fp", None)
-        if cached is None:
-            if sum(p.stat().st_size for p in self.file_names) > HASH_BYTES_LIMIT:
-                cached = self.fingerprint
-            else:
-                h = hashlib.sha256(b"images-v1")
-                for path in self.file_names:
-                    data = path.read_bytes()
-                    h.update(str(len(data)).encode() + b"\0" + data)
-                cached = h.hexdigest()
-            self._images_fp = cached
-        return cached
-
-    @property
     def labels(self) -> np.ndarray:  # type: ignore[override]
         if self._labels is None:
             self._labels = np.asarray([self.image_label(i) for i in range(len(self))], dtype=np.int64)
@@ -209,6 +188,27 @@ class DetectionSplit(_ImageFiles):
 
     def target(self, index: int) -> DetectionRecord:
         return self.records[index]
+
+    @property
+    def images_fingerprint(self) -> str:
+        """The images alone, in order (bytes, not names, not annotations): what a label-free trainer sees.
+
+        Two annotation formats of one image set (the VOC and COCO scenes twins) share it, so a
+        self-supervised checkpoint trained on one is reused for the other. Splits too large to
+        hash byte by byte keep their full fingerprint (never shared).
+        """
+        cached = getattr(self, "_images_fp", None)
+        if cached is None:
+            if sum(p.stat().st_size for p in self.file_names) > HASH_BYTES_LIMIT:
+                cached = self.fingerprint
+            else:
+                h = hashlib.sha256(b"images-v1")
+                for path in self.file_names:
+                    data = path.read_bytes()
+                    h.update(str(len(data)).encode() + b"\0" + data)
+                cached = h.hexdigest()
+            self._images_fp = cached
+        return cached
 
     def image_label(self, index: int) -> int:
         r = self.records[index]

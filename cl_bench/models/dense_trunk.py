@@ -132,8 +132,11 @@ def _freeze_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def freeze_at(trunk: Trunk, n: int) -> list[str]:
-    """detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem, k freezes stem + k-1 stages."""
+def freeze_at(trunk: Trunk, n: int | str) -> list[str]:
+    """detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem, k freezes stem + k-1 stages;
+    ``"all"``: stem and every stage, whatever the encoder's depth (frozen-feature dense probes)."""
+    if n == "all":
+        n = len(trunk.stages) + 1
     if not 0 <= n <= len(trunk.stages) + 1:
         raise ClBenchError(f"freeze_at must be 0..{len(trunk.stages) + 1}, got {n}")
     frozen: list[str] = []

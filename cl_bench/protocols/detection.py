@@ -2,7 +2,8 @@
 
 The encoder (resnet18/50 or small-resnet) is wrapped stage by stage (:mod:`cl_bench.models.dense_trunk`)
 into an FPN or C4 detector (:mod:`cl_bench.models.detectors`); BN is frozen, fine-tuned or
-synchronised as the task says (several processes under ``torchrun``: :mod:`cl_bench.distributed`); the first ``freeze_at`` parts are frozen (detectron2 ``FREEZE_AT``).
+synchronised as the task says (several processes under ``torchrun``: :mod:`cl_bench.distributed`);
+the first ``freeze_at`` parts are frozen (detectron2 ``FREEZE_AT``; ``all``: a frozen-feature probe).
 Training: SGD (momentum, weight decay, none on norm layers), detectron2's warmup + multi-step
 schedule per iteration, ``batch_size`` images per iteration drawn from seeded per-epoch
 permutations, horizontal flip with probability ``hflip`` (drawn in the main process, so the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class DetectionParams(ProtocolParams):
     head: Literal["fpn", "c4"] = "fpn"
     masks: Literal["auto", "on", "off"] = "auto"  # auto: Mask R-CNN when the dataset has masks
     bn: Literal["frozen", "finetune", "sync"] = "sync"
-    freeze_at: int = Field(0, ge=0)
+    freeze_at: Annotated[int, Field(ge=0)] | Literal["all"] = 0  # "all": the whole backbone (a frozen-feature probe)
     iterations: int = Field(ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.02, gt=0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class SegmentationParams(ProtocolParams):
     head: Literal["fcn", "deeplabv3"] = "fcn"
     output_stride: int = Field(8, ge=1)
     bn: Literal["frozen", "finetune", "sync"] = "sync"
-    freeze_at: int = Field(0, ge=0)
+    freeze_at: Annotated[int, Field(ge=0)] | Literal["all"] = 0  # "all": the whole backbone (a frozen-feature probe)
     iterations: int = Field(ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
