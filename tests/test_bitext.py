@@ -197,6 +197,28 @@ def test_minilm_on_real_tatoeba_equals_independent_computation() -> None:
     assert result.extras["pairs"]["deu-eng"]["accuracy"] > result.extras["pairs"]["jpn-eng"]["accuracy"]
 
 
+def test_predictions_are_the_source_to_target_retrievals_and_give_accuracy_and_f1() -> None:
+    # pair aaa: the hand-worked example (retrieves [0, 1, 1]); pair bbb: 2 sentences, both right
+    embs = {"a0": [0], "a1": [10], "a2": [20], "A0": [0], "A1": [10], "A2": [35],
+            "b0": [0], "b1": [90], "B0": [5], "B1": [80]}
+    pairs = [BitextPair("aaa-eng", TextSplit(["a0", "a1", "a2"]), TextSplit(["A0", "A1", "A2"])),
+             BitextPair("bbb-eng", TextSplit(["b0", "b1"]), TextSplit(["B0", "B1"]))]
+    data = BitextData("toy", pairs)
+    ctx = RunContext(torch.device("cpu"), 0, lambda m, split: np.concatenate([unit(embs[t]) for t in split.texts]))
+    result = run_bitext(None, data, BitextParams(margin_k=2), ctx)
+    p = result.predictions
+    assert p.item.tolist() == ["aaa-eng:0", "aaa-eng:1", "aaa-eng:2", "bbb-eng:0", "bbb-eng:1"]
+    assert len(set(p.item.tolist())) == len(p.item)
+    assert p.pred.tolist() == [0, 1, 1, 0, 1] and p.target.tolist() == [0, 1, 2, 0, 1]
+    assert p.correct.tolist() == [True, True, False, True, True]
+    # the task's numbers are unweighted means over pairs: recompute them pair by pair from the rows
+    by_pair = [np.array([it.startswith(pair.name) for it in p.item.tolist()]) for pair in pairs]
+    acc = [100 * p.correct[m].mean() for m in by_pair]
+    f1 = [100 * f1_score(p.target[m], p.pred[m], average="weighted", zero_division=0) for m in by_pair]
+    assert result.metrics["accuracy"] == pytest.approx(np.mean(acc)) == pytest.approx((200 / 3 + 100) / 2)
+    assert result.metrics["f1"] == pytest.approx(np.mean(f1))
+
+
 def test_protocol_rejects_other_data() -> None:
     ctx = RunContext(torch.device("cpu"), 0, lambda m, s: np.zeros((1, 2), np.float32))
     with pytest.raises(ClBenchError, match="needs bitext data"):

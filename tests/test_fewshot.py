@@ -10,7 +10,13 @@ from sklearn.linear_model import LogisticRegression
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
-from cl_bench.protocols.fewshot import FewShotParams, draw_indices, fewshot_accuracies, summarize
+from cl_bench.protocols.fewshot import (
+    FewShotParams,
+    draw_indices,
+    fewshot_accuracies,
+    fewshot_runs,
+    summarize,
+)
 from cl_bench.protocols.linear_probe import sklearn_c
 from cl_bench.registry import PROJECT_ROOT
 from cl_bench.specs import load_task, validate_params
@@ -66,6 +72,26 @@ def test_metric_equals_sklearn_fit_draw_by_draw() -> None:
     assert m["top1"] == pytest.approx((np.mean(ours[1]) + np.mean(ours[5])) / 2)
 
 
+def test_predictions_one_row_per_shot_draw_and_test_item_reproduce_top1() -> None:
+    xtr, ytr = blobs(20, 4, 8, spread=4.0, seed=2)
+    xte, yte = blobs(15, 4, 8, spread=4.0, seed=5)
+    params = FewShotParams(shots=[1, 3], draws=2, l2=0.05)
+    accs, p = fewshot_runs(xtr, ytr, xte, yte, 4, params)
+    assert len(p.item) == 2 * 2 * len(yte) and len(set(p.item.tolist())) == len(p.item)
+    assert p.item[len(yte) + 7] == "k1/d1/q7" and p.item[-1] == f"k3/d1/q{len(yte) - 1}"
+    np.testing.assert_array_equal(p.target, np.tile(yte, 4))
+    np.testing.assert_array_equal(p.correct, p.pred == p.target)
+    top1 = summarize(accs)["top1"]
+    assert 0.0 < top1 < 100.0
+    assert top1 == pytest.approx(100 * np.mean(p.pred == p.target), abs=1e-9)
+    for k in (1, 3):
+        for d in range(2):
+            rows = np.char.startswith(p.item.astype(str), f"k{k}/d{d}/")
+            assert accs[k][d] == pytest.approx(100 * np.mean(p.correct[rows]), abs=1e-9)
+    assert accs == fewshot_accuracies(xtr, ytr, xte, yte, 4, params)
+    np.testing.assert_array_equal(fewshot_runs(xtr, ytr, xte, yte, 4, params)[1].pred, p.pred)  # same draws
+
+
 def test_separable_classes_are_perfect_with_one_shot() -> None:
     xtr, ytr = blobs(10, 4, 6, spread=0.01, seed=3)
     xte, yte = blobs(10, 4, 6, spread=0.01, seed=3)
@@ -96,5 +122,7 @@ def test_protocol_on_digits_pixels_and_task_spec() -> None:
     assert set(m) >= set(task.metrics)
     assert 40.0 < m["top1_1shot"] < m["top1_5shot"] < m["top1_10shot"] <= 100.0  # more labels help
     assert len(result.extras["per_draw_top1"]["5"]) == 5
+    assert len(result.predictions.item) == 3 * 5 * len(data.test.labels)
+    assert m["top1"] == pytest.approx(100 * result.predictions.correct.mean(), abs=1e-9)
     with pytest.raises(ClBenchError, match="shot counts must be distinct"):
         validate_params(protocol.params, {"shots": [1, 1]}, "here")

@@ -24,6 +24,7 @@ from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.icl_fewshot import (
     ICLFewShotParams,
+    fixed_subsample_indices,
     orderings,
     pairs_for,
     run_icl_fewshot,
@@ -141,6 +142,24 @@ def test_order_spread_is_mean_over_draws_of_max_minus_min() -> None:
     assert len(runs) == 2 and all(len(r) == 3 for r in runs)
     assert res.metrics["spread_k3"] == pytest.approx(np.mean([max(r) - min(r) for r in runs]))
     assert res.metrics["acc_k3"] == pytest.approx(np.mean(runs))
+
+
+def test_predictions_are_the_primary_k_queries_of_every_draw_and_order() -> None:
+    data = small_data(n_test=12)
+    params = ICLFewShotParams(ks=[0, 2], primary_k=2, draws=2, orders=2, n_test=8)
+    res = run_icl_fewshot(tiny_model(), data, params, ctx(seed=3))
+    p = res.predictions
+    kept = fixed_subsample_indices(12, 8)
+    assert len(kept) == 8 and kept[-1] < 12 and len(p.item) == 2 * 2 * 8 and len(set(p.item.tolist())) == 32
+    assert p.item[8 + 1] == f"seed3/k2/d0/o1/q{kept[1]}"  # only primary_k = 2; k = 0 is not stored
+    np.testing.assert_array_equal(p.target, np.tile([data.test.examples[i].label for i in kept], 4))
+    np.testing.assert_array_equal(p.correct, p.pred == p.target)
+    assert res.metrics["accuracy"] == pytest.approx(100 * np.mean(p.pred == p.target), abs=1e-9)
+    runs = res.extras["curve"][1]["runs"]  # [draw][order] accuracy
+    for d in range(2):
+        for o in range(2):
+            rows = np.char.startswith(p.item.astype(str), f"seed3/k2/d{d}/o{o}/")
+            assert runs[d][o] == pytest.approx(100 * np.mean(p.correct[rows]), abs=1e-9)
 
 
 def test_a_k_that_does_not_fit_the_context_is_dropped_and_recorded() -> None:

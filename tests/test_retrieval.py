@@ -11,7 +11,13 @@ from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages, 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.image_text import ImageTextEncoder
 from cl_bench.protocols.base import RunContext
-from cl_bench.protocols.retrieval import RetrievalParams, recalls, retrieval_ranks
+from cl_bench.protocols.retrieval import (
+    RetrievalParams,
+    rank_and_retrieve,
+    recalls,
+    retrieval_predictions,
+    retrieval_ranks,
+)
 
 
 def naive_ranks(T: np.ndarray, I: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +88,45 @@ def test_matches_naive_on_random_and_integer_data(block):
     want = naive_ranks(Ti, Ii, owner)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("block", [16, 37])
+def test_top1_matches_naive_and_is_right_exactly_at_rank_zero(block):
+    rng = np.random.default_rng(2)
+    n_i = 40
+    owner = np.concatenate([np.arange(n_i), rng.integers(0, n_i, 60)])
+    rng.shuffle(owner)
+    for I, T in ((rng.normal(size=(n_i, 6)), None), (rng.integers(-1, 2, size=(n_i, 3)), 3)):
+        I = I.astype(np.float32)
+        T = (I[owner] + rng.normal(size=I[owner].shape)) if T is None else rng.integers(-1, 2, size=(len(owner), T))
+        T = T.astype(np.float32)
+        r = rank_and_retrieve(T, I, owner, block)
+        S = T.astype(np.float64) @ I.astype(np.float64).T
+        want_t = [min(range(n_i), key=lambda j: (-S[t, j], j)) for t in range(len(T))]
+        want_i = [min(range(len(T)), key=lambda c: (-S[c, i], owner[c], c)) for i in range(n_i)]
+        assert r.t2i_top1.tolist() == want_t and r.i2t_top1.tolist() == want_i
+        np.testing.assert_array_equal(r.t2i == 0, r.t2i_top1 == owner)
+        np.testing.assert_array_equal(r.i2t == 0, r.i2t_top1 == r.i2t_best)
+        assert (owner[r.i2t_best] == np.arange(n_i)).all()
+
+
+def test_protocol_stores_r1_verdicts_for_both_directions():
+    # the hand-worked example through the protocol: t2i top-1 images c0..c4 -> I0, I1, I2, I2, I1;
+    # i2t top-1 captions I0..I2 -> c0, c1, c3 (I1's best own caption is c2)
+    split = CaptionedImages(ImageList(np.zeros((3, 3, 2, 2), np.float32)), [["c0", "c1"], ["c2"], ["c3", "c4"]])
+    ctx = RunContext(torch.device("cpu"), 0, lambda m, s: HAND_I if isinstance(s, ImageList) else HAND_T)
+    res = components.get("protocol", "retrieval").run(None, CaptionedImageData("toy", None, split),
+                                                      RetrievalParams(ks=[5]), ctx)
+    p = res.predictions
+    assert p.item.tolist() == ["i2t:0", "i2t:1", "i2t:2", "t2i:0", "t2i:1", "t2i:2", "t2i:3", "t2i:4"]
+    assert len(set(p.item.tolist())) == 3 + 5
+    assert p.pred.tolist() == [0, 1, 3, 0, 1, 2, 2, 1] and p.target.tolist() == [0, 2, 3, 0, 0, 1, 2, 2]
+    i2t = np.char.startswith(p.item.astype(str), "i2t:")
+    r1 = recalls(*retrieval_ranks(HAND_T, HAND_I, HAND_OWNER), [1])  # R@1 although ks has no 1
+    assert 100 * p.correct[i2t].mean() == pytest.approx(r1["i2t_r1"]) == pytest.approx(200 / 3)
+    assert 100 * p.correct[~i2t].mean() == pytest.approx(r1["t2i_r1"]) == pytest.approx(40.0)
+    np.testing.assert_array_equal(p.correct, p.pred == p.target)
+    assert retrieval_predictions(rank_and_retrieve(HAND_T, HAND_I, HAND_OWNER), HAND_OWNER).item.tolist() == p.item.tolist()
 
 
 def test_recall_matches_topk_without_ties():

@@ -124,6 +124,32 @@ def test_mc1_mc2_hand_worked_example(tmp_path: Path) -> None:
     assert QA_PREAMBLE.endswith("A: The 1992 Olympics were held in Barcelona, Spain.") and QA_PREAMBLE.count("\n\n") == 5
 
 
+def test_predictions_one_row_per_question_reproduce_mc1_and_mark_mc2_majority(tmp_path: Path) -> None:
+    items = [
+        {"question": "A?", "mc1_targets": {"t": 1, "f1": 0, "f2": 0}, "mc2_targets": {"t": 1, "t2": 1, "f1": 0}},
+        {"question": "B?", "mc1_targets": {"f1": 0, "t": 1}, "mc2_targets": {"f1": 0, "t": 1, "f2": 0}},
+        {"question": "C?", "mc1_targets": {"f2": 0, "t": 1}, "mc2_targets": {"t": 1, "f2": 0}},
+    ]
+    data = load_truthfulqa({}, _write_json(tmp_path, items))
+    model = FixedScores({" t": -2.0, " t2": -3.0, " f1": -1.0, " f2": -4.0})
+    r1 = run_multiple_choice(model, data, MultipleChoiceParams(targets="mc1"), None)
+    p1 = r1.predictions
+    # A picks f1 (index 1, true is 0); B picks f1 (0, true 1); C picks t (1, true 1)
+    assert p1.item.tolist() == [0, 1, 2] and len(set(p1.item.tolist())) == 3
+    assert p1.pred.tolist() == [1, 0, 1] and p1.target.tolist() == [0, 1, 1]
+    assert p1.correct.tolist() == [False, False, True]
+    assert r1.metrics["mc1"] == pytest.approx(100 * np.mean(p1.pred == p1.target))
+    r2 = run_multiple_choice(model, data, MultipleChoiceParams(targets="mc2"), None)
+    p2 = r2.predictions
+    e = math.exp
+    mass = [(e(-2) + e(-3)) / (e(-2) + e(-3) + e(-1)), e(-2) / (e(-1) + e(-2) + e(-4)), e(-2) / (e(-2) + e(-4))]
+    assert r2.metrics["mc2"] == pytest.approx(100 * np.mean(mass), abs=1e-9)
+    # mc2 is no verdict: correct = true mass > 0.5 (.33, .26, .88); pred = argmax, target = first true
+    assert p2.correct.tolist() == [m > 0.5 for m in mass] == [False, False, True]
+    assert p2.pred.tolist() == [2, 0, 0] and p2.target.tolist() == [0, 1, 0]
+    assert p2.item.tolist() == [0, 1, 2]
+
+
 def test_mc_scores_equal_explicit_per_choice_forward_passes() -> None:
     data = load_truthfulqa({"empty_choices": "drop", "limit": 2}, SHARED_DATA)
     model = tiny_model(seed=5, n_positions=1024)

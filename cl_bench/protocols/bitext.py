@@ -29,6 +29,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.data.text_types import BitextData
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 MTEB_METRICS = ("accuracy", "precision", "recall", "f1")
@@ -126,6 +127,14 @@ def _margin_from_matrix(sim: torch.Tensor, k: int, margin: str) -> tuple[np.ndar
 
 def score_pair(src_emb: np.ndarray, tgt_emb: np.ndarray, params: BitextParams) -> dict[str, float]:
     """Every bitext metric of one aligned pair from its source and target embeddings."""
+    return score_pair_with_retrieved(src_emb, tgt_emb, params)[0]
+
+
+def score_pair_with_retrieved(
+    src_emb: np.ndarray, tgt_emb: np.ndarray, params: BitextParams
+) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`score_pair` plus the target each source sentence retrieves (nearest neighbour), the
+    retrieval MTEB's accuracy / precision / recall / F1 are computed from."""
     if src_emb.shape != tgt_emb.shape:
         raise ClBenchError(f"source embeddings {src_emb.shape} and target embeddings {tgt_emb.shape} differ")
     src, tgt = l2_normalize(src_emb), l2_normalize(tgt_emb)
@@ -143,17 +152,22 @@ def score_pair(src_emb: np.ndarray, tgt_emb: np.ndarray, params: BitextParams) -
     out["error_nn"] = (out["error_nn_src2tgt"] + out["error_nn_tgt2src"]) / 2
     out["error_margin_src2tgt"], out["error_margin_tgt2src"] = error_rate(mg_st), error_rate(mg_ts)
     out["error_margin"] = (out["error_margin_src2tgt"] + out["error_margin_tgt2src"]) / 2
-    return {k: float(v) for k, v in out.items()}
+    return {k: float(v) for k, v in out.items()}, nn_st
 
 
 def run_bitext(model: Any, data: Any, params: BitextParams, ctx: RunContext) -> ProtocolResult:
     if not isinstance(data, BitextData):
         raise ClBenchError(f"protocol bitext needs bitext data (e.g. dataset tatoeba), got {type(data).__name__}")
     per_pair: dict[str, dict[str, float]] = {}
+    items: list[str] = []
+    retrieved: list[np.ndarray] = []
     for pair in data.pairs:
         src = ctx.features(model, pair.source)
         tgt = ctx.features(model, pair.target)
-        per_pair[pair.name] = {**score_pair(src, tgt, params), "n": float(len(pair.source))}
+        scores, nn_st = score_pair_with_retrieved(src, tgt, params)
+        per_pair[pair.name] = {**scores, "n": float(len(pair.source))}
+        items += [f"{pair.name}:{i}" for i in range(len(nn_st))]
+        retrieved.append(nn_st)
     names = [*MTEB_METRICS, *LASER_METRICS]
     metrics = {m: float(np.mean([v[m] for v in per_pair.values()])) for m in names}
     extras = {
@@ -163,7 +177,15 @@ def run_bitext(model: Any, data: Any, params: BitextParams, ctx: RunContext) -> 
         "margin_k": params.margin_k,
         "direction": "accuracy/precision/recall/f1: source (xxx) -> target (eng), as MTEB",
     }
-    return ProtocolResult(metrics=metrics, extras=extras)
+    # One row per (pair, source sentence) of the MTEB direction (source -> target, nearest
+    # neighbour), the retrieval the headline f1 / accuracy are computed from: pred = the retrieved
+    # target, target = the aligned one, correct = pred == target (MTEB's per-sentence accuracy; a
+    # pair's accuracy is 100 * its mean; f1 follows from the preds, see mteb_scores). The LASER
+    # error rates (both directions, margin) are not stored per item.
+    pred = np.concatenate(retrieved).astype(np.int64)
+    gold = np.concatenate([np.arange(len(r)) for r in retrieved]).astype(np.int64)
+    preds = Predictions(item=np.array(items), pred=pred, correct=pred == gold, target=gold)
+    return ProtocolResult(metrics=metrics, extras=extras, predictions=preds)
 
 
 register("protocol", "bitext")(

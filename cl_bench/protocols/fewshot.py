@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from cl_bench.components import register
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.linear_probe import fit_logistic, sklearn_c, standardize, topk_correct
 
@@ -70,11 +71,33 @@ def fewshot_accuracies(
     device: torch.device | str = "cpu",
 ) -> dict[int, list[float]]:
     """Top-1 accuracy (percent) of every draw, per shot count."""
+    return fewshot_runs(train_feats, train_labels, test_feats, test_labels, num_classes, params, device)[0]
+
+
+def fewshot_runs(
+    train_feats: np.ndarray,
+    train_labels: np.ndarray,
+    test_feats: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    params: FewShotParams,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[int, list[float]], Predictions]:
+    """:func:`fewshot_accuracies` plus one prediction row per (shot count, draw, test item).
+
+    Item ``"k<k>/d<d>/q<i>"``: test item i under draw d of k shots. The draws depend only on the
+    task (``draw_seed``), not on the run seed, so the ids name the same labelled subset in every
+    run of the task. Every (k, draw) scores the whole test split, so 100 * mean(correct) over all
+    rows is ``top1`` (the mean over shot counts of the mean over draws)."""
     xtr, xte = standardize(np.asarray(train_feats), np.asarray(test_feats))
     Xtr, Xte = torch.from_numpy(xtr).to(device), torch.from_numpy(xte).to(device)
     ytr = np.asarray(train_labels, dtype=np.int64)
     yte = torch.from_numpy(np.asarray(test_labels, dtype=np.int64)).to(device)
     out: dict[int, list[float]] = {}
+    items: list[str] = []
+    preds: list[np.ndarray] = []
+    correct: list[np.ndarray] = []
+    n_test = len(yte)
     for k in params.shots:
         accs = []
         for d in range(params.draws):
@@ -87,9 +110,16 @@ def fewshot_accuracies(
                 params.max_iter,
                 params.tol,
             )
-            accs.append(float(topk_correct(torch.addmm(b, Xte, W), yte, 1).mean() * 100.0))
+            scores = torch.addmm(b, Xte, W)
+            right = topk_correct(scores, yte, 1)
+            accs.append(float(right.mean() * 100.0))
+            items += [f"k{k}/d{d}/q{i}" for i in range(n_test)]
+            preds.append(scores.argmax(dim=1).cpu().numpy())
+            correct.append(np.asarray(right, dtype=bool))
         out[k] = accs
-    return out
+    target = np.tile(yte.cpu().numpy(), len(preds))
+    return out, Predictions(item=np.array(items), pred=np.concatenate(preds), correct=np.concatenate(correct),
+                            target=target)
 
 
 def summarize(accs: dict[int, list[float]]) -> dict[str, float]:
@@ -105,7 +135,7 @@ def summarize(accs: dict[int, list[float]]) -> dict[str, float]:
 def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: RunContext) -> ProtocolResult:
     train = ctx.features(model, data.train)
     test = ctx.features(model, data.test)
-    accs = fewshot_accuracies(
+    accs, preds = fewshot_runs(
         train, data.train.labels, test, data.test.labels, data.num_classes, params, ctx.device
     )
     extras = {
@@ -114,7 +144,7 @@ def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: 
         "sklearn_C": {str(k): sklearn_c(params.l2, k * data.num_classes) for k in params.shots},
         "standardized_with": "mean/std of all training features (labels unused)",
     }
-    return ProtocolResult(metrics=summarize(accs), extras=extras)
+    return ProtocolResult(metrics=summarize(accs), extras=extras, predictions=preds)
 
 
 PROTOCOL = register("protocol", "fewshot_linear")(

@@ -30,6 +30,7 @@ from cl_bench.components import register
 from cl_bench.data.fewshot_text import FewShotExample, FewShotTextData
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.cpt import FORMAT, INPUT, LABEL, CPTParams, PromptTuningParams
+from cl_bench.predictions import Predictions
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
@@ -75,10 +76,14 @@ def orderings(demos: list[int], seed: int, draw: int, n_orders: int) -> list[lis
 
 def fixed_subsample(examples: list[FewShotExample], n: int | None) -> list[FewShotExample]:
     """The evaluated examples: the same for every seed, so seeds vary only the demonstrations."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    keep = np.sort(np.random.default_rng(12345).permutation(len(examples))[:n])
-    return [examples[i] for i in keep]
+    return [examples[i] for i in fixed_subsample_indices(len(examples), n)]
+
+
+def fixed_subsample_indices(n_examples: int, n: int | None) -> np.ndarray:
+    """Test-split indices of :func:`fixed_subsample`, in its order."""
+    if n is None or n >= n_examples:
+        return np.arange(n_examples)
+    return np.sort(np.random.default_rng(12345).permutation(n_examples)[:n])
 
 
 def score_matrix(model: Any, pairs: list[tuple[list[int], list[int]]], n_classes: int) -> np.ndarray:
@@ -117,7 +122,8 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
         raise ClBenchError(f"protocol icl_fewshot needs few-shot text data, got {type(data).__name__}")
     from cl_bench.methods import cpt as cpt_mod
 
-    evaluated = fixed_subsample(data.test.examples, params.n_test)
+    test_index = fixed_subsample_indices(len(data.test.examples), params.n_test)
+    evaluated = [data.test.examples[i] for i in test_index]
     y = np.array([e.label for e in evaluated])
     pool = fp.demo_pool(data, evaluated)
     has_pair = any(e.text_b is not None for e in evaluated)
@@ -129,6 +135,7 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
     cards: dict[str, list[Any]] = {"cpt": [], "prompt-tuning": []}
     stats = {"ll_tokens": 0, "ll_seconds": 0.0, "requests": 0}
     example_prompt = None
+    rows: dict[str, list[Any]] = {"item": [], "pred": [], "correct": [], "target": []}
     for k in sorted(params.ks):
         runs, runs_cal, runs_cpt, runs_pt = [], [], [], []
         adapt_here = k > 0 and k in params.adapt_ks
@@ -151,6 +158,13 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
                 stats["ll_tokens"] += sum(len(a) + len(b) for a, b in pairs)
                 stats["requests"] += len(pairs)
                 accs.append(100.0 * float(np.mean(ll.argmax(axis=1) == y)))
+                if k == params.primary_k:
+                    # the units ``accuracy`` averages: query q (test-split index) under demonstration
+                    # draw d, order o; the draws and orders follow the run seed, so it is in the id
+                    rows["item"] += [f"seed{ctx.seed}/k{k}/d{d}/o{o}/q{i}" for i in test_index]
+                    rows["pred"].append(ll.argmax(axis=1))
+                    rows["correct"].append(ll.argmax(axis=1) == y)
+                    rows["target"].append(y)
                 if params.calibrate:
                     p_cf = fp.calibration_prior(score_matrix(model, pairs_for(model, data, block, cf_queries), C))
                     accs_cal.append(100.0 * float(np.mean(fp.calibrated_predictions(ll, p_cf) == y)))
@@ -191,7 +205,12 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
         raise ClBenchError(f"icl_fewshot: primary_k {params.primary_k} could not be scored: {dropped.get(str(params.primary_k))}")
     metrics["accuracy"] = metrics[f"acc_k{params.primary_k}"]
     chance = 100.0 * float(np.max(np.bincount(y, minlength=C))) / len(y)
-    return ProtocolResult(metrics=metrics, extras={
+    # ICL at primary_k only: 100 * mean(correct) is ``accuracy`` (every draw x order scores every
+    # query, so the pooled mean is the mean over draws x orders); calibrated / CPT / prompt-tuning
+    # accuracies are not stored per item
+    preds = Predictions(item=np.array(rows["item"]), pred=np.concatenate(rows["pred"]),
+                        correct=np.concatenate(rows["correct"]), target=np.concatenate(rows["target"]))
+    return ProtocolResult(predictions=preds, metrics=metrics, extras={
         "curve": curve, "curves": plot_curves(curve), "dropped_ks": dropped, "label_words": data.label_words,
         "chance": chance,
         "format": data.format.model_dump(), "n_test": len(evaluated), "n_pool": len(pool),

@@ -22,6 +22,7 @@ import numpy as np
 from cl_bench.components import register
 from cl_bench.data.truthfulqa import MCQuestion, MultipleChoiceData
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 QA_PREAMBLE = (
@@ -66,16 +67,37 @@ def mc2_true_mass(lls: list[float], labels: tuple[int, ...]) -> float:
 
 def score_questions(model: Any, questions: list[MCQuestion], targets: str) -> tuple[list[float], list[bool]]:
     """Per-question MC1 or MC2 score, and whether each request's continuation was greedy."""
+    scores, greedy, _ = score_questions_with_predictions(model, questions, targets)
+    return scores, greedy
+
+
+def score_questions_with_predictions(
+    model: Any, questions: list[MCQuestion], targets: str
+) -> tuple[list[float], list[bool], Predictions]:
+    """:func:`score_questions` plus one prediction row per question (item = question index).
+
+    pred = the first-argmax choice, target = the first true choice (for MC1 the only one).
+    MC1: correct = the MC1 verdict, so 100 * mean(correct) is ``mc1``. MC2 is a continuous score,
+    not a verdict: correct = (true mass > 0.5), the question counted as answered truthfully when
+    the model puts most of its probability on true answers; ``clbench diff`` then counts flips of
+    that majority verdict, and ``mc2`` (the mean true mass) is not 100 * mean(correct)."""
     picks = [q.mc1 if targets == "mc1" else q.mc2 for q in questions]
     requests = [(truthfulqa_context(q.question), " " + c) for q, t in zip(questions, picks) for c in t.choices]
     results = model.loglikelihood(requests)
     scores, greedy, k = [], [], 0
+    pred, target, correct = [], [], []
     for t in picks:
         lls = [ll for ll, _ in results[k : k + len(t.choices)]]
         greedy += [g for _, g in results[k : k + len(t.choices)]]
         k += len(t.choices)
-        scores.append(mc1_correct(lls, t.labels) if targets == "mc1" else mc2_true_mass(lls, t.labels))
-    return scores, greedy
+        score = mc1_correct(lls, t.labels) if targets == "mc1" else mc2_true_mass(lls, t.labels)
+        scores.append(score)
+        pred.append(int(np.argmax(np.asarray(lls, dtype=np.float64))))
+        target.append(t.labels.index(1))
+        correct.append(score == 1.0 if targets == "mc1" else score > 0.5)
+    preds = Predictions(item=np.arange(len(questions)), pred=np.asarray(pred, dtype=np.int64),
+                        correct=np.asarray(correct, dtype=bool), target=np.asarray(target, dtype=np.int64))
+    return scores, greedy, preds
 
 
 def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleChoiceParams, ctx: RunContext) -> ProtocolResult:
@@ -83,7 +105,7 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
         raise ClBenchError(f"{type(model).__name__} is not a causal LM (it has no loglikelihood)")
     if not isinstance(data, MultipleChoiceData):
         raise ClBenchError(f"protocol multiple_choice needs multiple-choice data, got {type(data).__name__}")
-    scores, greedy = score_questions(model, data.questions, params.targets)
+    scores, greedy, preds = score_questions_with_predictions(model, data.questions, params.targets)
     n_choices = [len((q.mc1 if params.targets == "mc1" else q.mc2).choices) for q in data.questions]
     return ProtocolResult(
         metrics={params.targets: 100.0 * float(np.mean(scores))},
@@ -94,6 +116,7 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
             "scorer": type(model).__name__,
             "empty_choices_dropped": int(data.meta.get("empty_choices_dropped", 0)),
         },
+        predictions=preds,
     )
 
 

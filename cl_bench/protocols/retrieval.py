@@ -26,7 +26,7 @@ the tiles that hold positive pairs (about one per caption block) to get each que
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from pydantic import Field, field_validator
 from cl_bench.components import register
 from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages
 from cl_bench.errors import ClBenchError
+from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 
 
@@ -58,6 +59,16 @@ def _as_float_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, np.float32)) if isinstance(x, np.ndarray) else x.float()
 
 
+class Ranked(NamedTuple):
+    """Ranks (0-based) and top-1 retrievals of both directions; caption indices are the input's."""
+
+    t2i: np.ndarray  # [captions] rank of the caption's image among all images
+    i2t: np.ndarray  # [images] rank of the image's best caption among the captions of other images
+    t2i_top1: np.ndarray  # [captions] the first image in the caption's ranking
+    i2t_top1: np.ndarray  # [images] the first caption in the image's ranking (own captions included)
+    i2t_best: np.ndarray  # [images] the image's best (highest-scoring, then first) own caption
+
+
 def retrieval_ranks(
     text_emb: np.ndarray | torch.Tensor,
     image_emb: np.ndarray | torch.Tensor,
@@ -66,6 +77,19 @@ def retrieval_ranks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rank of each caption's image among all images, rank of each image's best caption among
     the captions of other images), 0-based, ties as described in the module docstring."""
+    r = rank_and_retrieve(text_emb, image_emb, owner, block_size)
+    return r.t2i, r.i2t
+
+
+def rank_and_retrieve(
+    text_emb: np.ndarray | torch.Tensor,
+    image_emb: np.ndarray | torch.Tensor,
+    owner: np.ndarray,
+    block_size: int = 1024,
+) -> Ranked:
+    """:func:`retrieval_ranks` plus each query's top-1 candidate, in the same order (ties: the
+    lower candidate index), from the same tiles: rank 0 exactly when the top-1 is the positive
+    (the caption's image; for an image, its best caption)."""
     T, I = _as_float_tensor(text_emb), _as_float_tensor(image_emb)
     owner = np.asarray(owner, dtype=np.int64)
     n_t, n_i = len(T), len(I)
@@ -114,11 +138,23 @@ def retrieval_ranks(
     thr_i_up = _next_up(gold_i)
     rank_t = torch.zeros(n_t, dtype=torch.long)
     rank_i = torch.zeros(n_i, dtype=torch.long)
+    # running top-1 of every caption (over images) and image (over caption positions); tiles come
+    # in increasing candidate order and only a strictly larger score replaces: the first maximum
+    top_t, top_t_val = torch.zeros(n_t, dtype=torch.long), torch.full((n_t,), -float("inf"))
+    top_i, top_i_val = torch.zeros(n_i, dtype=torch.long), torch.full((n_i,), -float("inf"))
     for r0, r1 in row_blocks:
         o = own[r0:r1]
         diag = set(diagonal(r0, r1))
         for c0, c1 in col_blocks:
             s = tile(r0, r1, c0, c1)
+            v, j = s.max(dim=1)  # first maximum within the tile
+            better = v > top_t_val[r0:r1]
+            top_t_val[r0:r1] = torch.where(better, v, top_t_val[r0:r1])
+            top_t[r0:r1] = torch.where(better, j + c0, top_t[r0:r1])
+            v, j = s.max(dim=0)
+            better = v > top_i_val[c0:c1]
+            top_i_val[c0:c1] = torch.where(better, v, top_i_val[c0:c1])
+            top_i[c0:c1] = torch.where(better, j + r0, top_i[c0:c1])
             if (c0, c1) not in diag:
                 # text rows: images before the row's own image compare with >=, after with >
                 thr_r = torch.where(o >= c1, gold_t[r0:r1], thr_t_up[r0:r1])
@@ -137,7 +173,9 @@ def retrieval_ranks(
             rank_i[c0:c1] += ((s >= thr_c) & ~positive).sum(0)
     t2i = np.empty(n_t, np.int64)
     t2i[order] = rank_t.numpy()
-    return t2i, rank_i.numpy()
+    t2i_top1 = np.empty(n_t, np.int64)
+    t2i_top1[order] = top_t.numpy()
+    return Ranked(t2i, rank_i.numpy(), t2i_top1, order[top_i.numpy()], order[best_pos.numpy()])
 
 
 def recalls(t2i_rank: np.ndarray, i2t_rank: np.ndarray, ks: list[int]) -> dict[str, float]:
@@ -163,7 +201,8 @@ def run_retrieval(model: Any, data: Any, params: RetrievalParams, ctx: RunContex
     if len(image_emb) != len(split) or len(text_emb) != len(texts):
         raise ClBenchError(f"the model gave {len(image_emb)} image / {len(text_emb)} text embeddings for "
                            f"{len(split)} images / {len(texts)} captions")
-    t2i, i2t = retrieval_ranks(_unit(text_emb), _unit(image_emb), owner, params.block_size)
+    ranked = rank_and_retrieve(_unit(text_emb), _unit(image_emb), owner, params.block_size)
+    t2i, i2t = ranked.t2i, ranked.i2t
     metrics = recalls(t2i, i2t, params.ks)
     extras = {
         "n_images": len(split), "n_captions": len(texts),
@@ -171,7 +210,22 @@ def run_retrieval(model: Any, data: Any, params: RetrievalParams, ctx: RunContex
         "t2i_mean_rank": float(t2i.mean() + 1), "i2t_mean_rank": float(i2t.mean() + 1),
         "ties": "equal similarities ordered by lower candidate index (stable sort of -score)",
     }
-    return ProtocolResult(metrics=metrics, extras=extras)
+    return ProtocolResult(metrics=metrics, extras=extras, predictions=retrieval_predictions(ranked, owner))
+
+
+def retrieval_predictions(ranked: Ranked, owner: np.ndarray) -> Predictions:
+    """One row per image ("i2t:<image>") and per caption ("t2i:<caption>"): pred = the top-1
+    candidate, target = the positive (a caption's image; an image's best own caption), correct =
+    the R@1 verdict (rank < 1), so 100 * mean(correct) over each direction's rows is ``i2t_r1`` /
+    ``t2i_r1`` whatever ``ks`` is; ``clbench diff`` pools both directions' rows."""
+    n_i, n_t = len(ranked.i2t), len(ranked.t2i)
+    items = [f"i2t:{i}" for i in range(n_i)] + [f"t2i:{t}" for t in range(n_t)]
+    return Predictions(
+        item=np.array(items),
+        pred=np.concatenate([ranked.i2t_top1, ranked.t2i_top1]),
+        correct=np.concatenate([ranked.i2t < 1, ranked.t2i < 1]),
+        target=np.concatenate([ranked.i2t_best, np.asarray(owner, dtype=np.int64)]),
+    )
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
