@@ -13,7 +13,6 @@ from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.fewshot import (
     FewShotParams,
     draw_indices,
-    fewshot_accuracies,
     fewshot_runs,
     summarize,
 )
@@ -56,7 +55,7 @@ def test_metric_equals_sklearn_fit_draw_by_draw() -> None:
     xte, yte = blobs(40, 5, 12, spread=3.0, seed=0)
     xte = xte + np.random.default_rng(1).normal(size=xte.shape).astype(np.float32)
     params = FewShotParams(shots=[1, 5], draws=3, l2=0.05)
-    ours = fewshot_accuracies(xtr, ytr, xte, yte, 5, params)
+    ours = fewshot_runs(xtr, ytr, xte, yte, 5, params)[0]
     mu, sd = xtr.mean(0), xtr.std(0)
     for k in (1, 5):
         for d in range(3):
@@ -88,14 +87,14 @@ def test_predictions_one_row_per_shot_draw_and_test_item_reproduce_top1() -> Non
         for d in range(2):
             rows = np.char.startswith(p.item.astype(str), f"k{k}/d{d}/")
             assert accs[k][d] == pytest.approx(100 * np.mean(p.correct[rows]), abs=1e-9)
-    assert accs == fewshot_accuracies(xtr, ytr, xte, yte, 4, params)
+    assert accs == fewshot_runs(xtr, ytr, xte, yte, 4, params)[0]
     np.testing.assert_array_equal(fewshot_runs(xtr, ytr, xte, yte, 4, params)[1].pred, p.pred)  # same draws
 
 
 def test_separable_classes_are_perfect_with_one_shot() -> None:
     xtr, ytr = blobs(10, 4, 6, spread=0.01, seed=3)
     xte, yte = blobs(10, 4, 6, spread=0.01, seed=3)
-    m = summarize(fewshot_accuracies(xtr, ytr, xte, yte, 4, FewShotParams(shots=[1, 3], draws=2)))
+    m = summarize(fewshot_runs(xtr, ytr, xte, yte, 4, FewShotParams(shots=[1, 3], draws=2))[0])
     assert m == {
         "top1_1shot": 100.0,
         "top1_1shot_std": 0.0,

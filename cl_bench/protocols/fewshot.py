@@ -61,19 +61,6 @@ def draw_indices(labels: np.ndarray, num_classes: int, k: int, draw: int, draw_s
     return np.sort(np.concatenate(picked))
 
 
-def fewshot_accuracies(
-    train_feats: np.ndarray,
-    train_labels: np.ndarray,
-    test_feats: np.ndarray,
-    test_labels: np.ndarray,
-    num_classes: int,
-    params: FewShotParams,
-    device: torch.device | str = "cpu",
-) -> dict[int, list[float]]:
-    """Top-1 accuracy (percent) of every draw, per shot count."""
-    return fewshot_runs(train_feats, train_labels, test_feats, test_labels, num_classes, params, device)[0]
-
-
 def fewshot_runs(
     train_feats: np.ndarray,
     train_labels: np.ndarray,
@@ -83,7 +70,8 @@ def fewshot_runs(
     params: FewShotParams,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[int, list[float]], Predictions]:
-    """:func:`fewshot_accuracies` plus one prediction row per (shot count, draw, test item).
+    """Top-1 accuracy (percent) of every draw, per shot count, and one prediction row per
+    (shot count, draw, test item).
 
     Item ``"k<k>/d<d>/q<i>"``: test item i under draw d of k shots. The draws depend only on the
     task (``draw_seed``), not on the run seed, so the ids name the same labelled subset in every
