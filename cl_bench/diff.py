@@ -61,6 +61,8 @@ class DiffReport:
             f"{self.fixed} fixed (wrong in A, right in B), {self.broken} broken (right in A, wrong in B); "
             f"McNemar exact p = {self.mcnemar_p:.3g}",
         ]
+        if self.a.extras.get("predictions_of"):  # the protocol says what its rows verdict, when not the primary metric
+            lines.insert(1, f"per-item verdicts: {self.a.extras['predictions_of']}")
         shown = [f for f in self.flips if f.kind != "changed"][:limit]
         if shown:
             lines.append("item\ttarget\tA\tB\tflip")

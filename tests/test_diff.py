@@ -43,6 +43,18 @@ def test_diff_hand_worked(tmp_path, capsys):
     assert {f["item"]: (f["pred_a"], f["pred_b"]) for f in out["flips"]}["4"] == ("4", "0")
     # McNemar exact two-sided on 1 fixed vs 2 broken: 2 * P(X <= 1), X ~ Bin(3, 1/2), capped at 1
     assert out["mcnemar_p"] == pytest.approx(min(1.0, 2 * binom.cdf(1, 3, 0.5)))
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "per-item verdicts" not in capsys.readouterr().out  # the rows are the primary metric's own
+
+
+def test_diff_says_what_the_rows_verdict_when_the_protocol_tells(tmp_path, capsys):
+    rec = _record("a")
+    rec.extras["predictions_of"] = "R@1 verdicts"
+    p = Predictions(np.arange(3), np.array([0, 1, 1]), np.array([True, True, False]), np.arange(3))
+    a = write_result(tmp_path / "a", rec, p)
+    b = write_result(tmp_path / "b", _record("b"), p)
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "per-item verdicts: R@1 verdicts" in capsys.readouterr().out
 
 
 def test_diff_refuses_other_data_and_tampered_predictions(tmp_path, capsys):

@@ -213,6 +213,7 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
     return ProtocolResult(predictions=preds, metrics=metrics, extras={
         "curve": curve, "curves": plot_curves(curve), "dropped_ks": dropped, "label_words": data.label_words,
         "chance": chance,
+        "predictions_of": f"plain ICL at k={params.primary_k} (the 'accuracy' metric), not calibrated / CPT / prompt tuning",
         "format": data.format.model_dump(), "n_test": len(evaluated), "n_pool": len(pool),
         "example_prompt": (example_prompt or "")[-2000:],
         "content_free": params.content_free if params.calibrate else None,

@@ -115,6 +115,8 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
             "mean_choices": float(np.mean(n_choices)), "greedy_fraction": float(np.mean(greedy)),
             "scorer": type(model).__name__,
             "empty_choices_dropped": int(data.meta.get("empty_choices_dropped", 0)),
+            **({"predictions_of": "MC2: whether the true choices hold more than half the mass (mc2 is the mean mass)"}
+               if params.targets == "mc2" else {}),
         },
         predictions=preds,
     )

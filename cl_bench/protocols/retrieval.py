@@ -209,6 +209,7 @@ def run_retrieval(model: Any, data: Any, params: RetrievalParams, ctx: RunContex
         "t2i_median_rank": float(np.median(t2i) + 1), "i2t_median_rank": float(np.median(i2t) + 1),
         "t2i_mean_rank": float(t2i.mean() + 1), "i2t_mean_rank": float(i2t.mean() + 1),
         "ties": "equal similarities ordered by lower candidate index (stable sort of -score)",
+        "predictions_of": "R@1 verdicts, image->text and text->image rows together",
     }
     return ProtocolResult(metrics=metrics, extras=extras, predictions=retrieval_predictions(ranked, owner))
 
