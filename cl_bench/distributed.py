@@ -94,17 +94,16 @@ def wrap_ddp(model: nn.Module, device: torch.device, bn: str, find_unused: bool 
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
-def sync_report(model: nn.Module) -> dict[str, Any] | None:
-    """After training: do all ranks hold the same weights? (None in one process.)"""
+def unwrap_after_training(model: nn.Module) -> tuple[nn.Module, dict[str, Any] | None]:
+    """After training: the bare model, and whether all ranks hold the same weights (None in one process)."""
     rank, size = world()
     if size == 1:
-        return None
-    total = torch.zeros(1, dtype=torch.float64)
-    for p in model.parameters():
-        total += p.detach().double().sum().cpu()
-    device = next(model.parameters()).device
-    sums = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(size)]
-    dist.all_gather(sums, total.to(device))
+        return model, None
+    params = list(model.parameters())
+    total = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)  # on the device, one sync
+    sums = [torch.zeros_like(total) for _ in range(size)]
+    dist.all_gather(sums, total)
     values = [float(s) for s in sums]
-    return {"world_size": size, "rank": rank, "param_checksums": values,
-            "params_in_sync": all(v == values[0] for v in values)}
+    report = {"world_size": size, "rank": rank, "param_checksums": values,
+              "params_in_sync": all(v == values[0] for v in values)}
+    return getattr(model, "module", model), report

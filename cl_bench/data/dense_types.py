@@ -27,6 +27,7 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ class DetectionSplit(_ImageFiles):
     def target(self, index: int) -> DetectionRecord:
         return self.records[index]
 
-    @property
+    @cached_property
     def images_fingerprint(self) -> str:
         """The images alone, in order (bytes, not names, not annotations): what a label-free trainer sees.
 
@@ -197,18 +198,13 @@ class DetectionSplit(_ImageFiles):
         self-supervised checkpoint trained on one is reused for the other. Splits too large to
         hash byte by byte keep their full fingerprint (never shared).
         """
-        cached = getattr(self, "_images_fp", None)
-        if cached is None:
-            if sum(p.stat().st_size for p in self.file_names) > HASH_BYTES_LIMIT:
-                cached = self.fingerprint
-            else:
-                h = hashlib.sha256(b"images-v1")
-                for path in self.file_names:
-                    data = path.read_bytes()
-                    h.update(str(len(data)).encode() + b"\0" + data)
-                cached = h.hexdigest()
-            self._images_fp = cached
-        return cached
+        if sum(p.stat().st_size for p in self.file_names) > HASH_BYTES_LIMIT:
+            return self.fingerprint
+        h = hashlib.sha256(b"images-v1")
+        for path in self.file_names:
+            data = path.read_bytes()
+            h.update(str(len(data)).encode() + b"\0" + data)
+        return h.hexdigest()
 
     def image_label(self, index: int) -> int:
         r = self.records[index]

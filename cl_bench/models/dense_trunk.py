@@ -18,15 +18,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from cl_bench.errors import ClBenchError
 
 BNMode = Literal["frozen", "finetune", "sync"]
+#: detectron2 FREEZE_AT (0 = train everything) or "all" (the whole backbone: a frozen-feature probe)
+FreezeAt = Annotated[int, Field(ge=0)] | Literal["all"]
 
 
 class Trunk(nn.Module):
@@ -132,7 +135,7 @@ def _freeze_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def freeze_at(trunk: Trunk, n: int | str) -> list[str]:
+def freeze_at(trunk: Trunk, n: FreezeAt) -> list[str]:
     """detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem, k freezes stem + k-1 stages;
     ``"all"``: stem and every stage, whatever the encoder's depth (frozen-feature dense probes)."""
     if n == "all":

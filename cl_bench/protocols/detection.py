@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,11 +32,11 @@ from pydantic import Field, model_validator
 
 from cl_bench.components import register
 from cl_bench.data.dense_types import DetectionData, DetectionSplit
-from cl_bench.distributed import is_main, shard, sync_report, wrap_ddp
+from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
-from cl_bench.models.dense_trunk import freeze_at, set_batchnorm, trunk_of
+from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
@@ -46,7 +46,7 @@ class DetectionParams(ProtocolParams):
     head: Literal["fpn", "c4"] = "fpn"
     masks: Literal["auto", "on", "off"] = "auto"  # auto: Mask R-CNN when the dataset has masks
     bn: Literal["frozen", "finetune", "sync"] = "sync"
-    freeze_at: Annotated[int, Field(ge=0)] | Literal["all"] = 0  # "all": the whole backbone (a frozen-feature probe)
+    freeze_at: FreezeAt = 0
     iterations: int = Field(ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.02, gt=0)
@@ -251,8 +251,7 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     model.to(ctx.device)
     model = wrap_ddp(model, ctx.device, params.bn, find_unused=cfg.masks)
     train_card = train_detector(model, TrainTargets(data.train, cfg.masks), params, ctx)
-    ddp = sync_report(model)
-    model = getattr(model, "module", model)
+    model, ddp = unwrap_after_training(model)
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,10 +27,10 @@ from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.dense_types import SegmentationData, SegmentationSplit
-from cl_bench.distributed import is_main, shard, sync_report, wrap_ddp
+from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.miou import IoUAccumulator
-from cl_bench.models.dense_trunk import dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
+from cl_bench.models.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.seg_heads import build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense_schedule import check_finite, index_stream, poly_lr, set_lr, sgd
@@ -40,7 +40,7 @@ class SegmentationParams(ProtocolParams):
     head: Literal["fcn", "deeplabv3"] = "fcn"
     output_stride: int = Field(8, ge=1)
     bn: Literal["frozen", "finetune", "sync"] = "sync"
-    freeze_at: Annotated[int, Field(ge=0)] | Literal["all"] = 0  # "all": the whole backbone (a frozen-feature probe)
+    freeze_at: FreezeAt = 0
     iterations: int = Field(ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -160,8 +160,7 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
     model.to(ctx.device)
     model = wrap_ddp(model, ctx.device, params.bn)
     card = train_segmenter(model, data.train, params, ctx)
-    ddp = sync_report(model)
-    model = getattr(model, "module", model)
+    model, ddp = unwrap_after_training(model)
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})
     model.eval()
