@@ -21,7 +21,8 @@ from cl_bench.methods.dense_augment import (
     make_views,
     positive_mask,
 )
-from cl_bench.methods.pixpro import momentum_at, pixcontrast_loss, pixpro_loss, ppm
+from cl_bench.methods.momentum import momentum_at
+from cl_bench.methods.pixpro import pixcontrast_loss, pixpro_loss, ppm
 from cl_bench.specs import TrainRecipe
 
 

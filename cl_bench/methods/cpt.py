@@ -21,6 +21,7 @@ random vocabulary tokens) prepended to the query, trained with Adam on the same 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from cl_bench.errors import ClBenchError
+from cl_bench.methods.trainer import FitLog, fit
 from cl_bench.models.causal_lm import StrictParams, TokenPair
 
 FORMAT, INPUT, LABEL = 0, 1, 2
@@ -128,20 +130,20 @@ def refine_context(model: Any, ids: list[int], types: list[int], labels: list[li
     tgt = torch.tensor([ids[t] for t, _ in targets], device=e0.device)
     w = torch.tensor([wt for _, wt in targets], device=e0.device)
     opt = torch.optim.Adam([delta], lr=p.lr * scale)
-    was_training = hf.training
-    hf.eval()
-    with frozen(hf), torch.enable_grad():
-        for _ in range(p.steps):
-            logits = hf(inputs_embeds=(e0 + delta)[None].to(hf.dtype)).logits[0].float()
-            loss = (F.cross_entropy(logits[pos - 1], tgt, reduction="none") * w).sum() / w.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            delta.grad *= movable
-            opt.step()
-            with torch.no_grad():
-                delta.copy_(project(delta, radius, p.norm))
-            card["losses"].append(round(float(loss.detach()), 5))
-    hf.train(was_training)
+
+    def loss(_: Any) -> torch.Tensor:
+        logits = hf(inputs_embeds=(e0 + delta)[None].to(hf.dtype)).logits[0].float()
+        return (F.cross_entropy(logits[pos - 1], tgt, reduction="none") * w).sum() / w.sum()
+
+    def mask_labels(step: int) -> None:
+        delta.grad *= movable
+
+    def into_ball(step: int) -> None:
+        with torch.no_grad():
+            delta.copy_(project(delta, radius, p.norm))
+
+    log = _fit_frozen(hf, opt, p.steps, loss, before_step=[mask_labels], after_step=[into_ball])
+    card["losses"] = [round(v, 5) for v in log.losses()]
     return delta.detach(), card
 
 
@@ -154,19 +156,23 @@ def train_soft_prompt(model: Any, pairs: list[TokenPair], p: PromptTuningParams,
     soft = emb[init].clone().requires_grad_(True)
     scale = float(emb.norm(dim=1).mean())
     opt = torch.optim.Adam([soft], lr=p.lr * scale)
-    card: dict[str, Any] = {"losses": []}
+
+    def loss(_: Any) -> torch.Tensor:
+        return -torch.cat(_continuation_logprobs(hf, pairs, soft, None, None, model.eot_token_id)).mean()
+
+    log = _fit_frozen(hf, opt, p.steps, loss)
+    return soft.detach(), {"losses": [round(v, 5) for v in log.losses()]}
+
+
+def _fit_frozen(hf: Any, opt: torch.optim.Optimizer, steps: int, loss: Any, **hooks: Any) -> FitLog:
+    """``steps`` optimizer steps on the same (single) input, the LM frozen and in eval mode
+    (restored after): :func:`cl_bench.methods.trainer.fit` with a constant learning rate."""
     was_training = hf.training
     hf.eval()
     with frozen(hf), torch.enable_grad():
-        for _ in range(p.steps):
-            lps = _continuation_logprobs(hf, pairs, soft, None, None, model.eot_token_id)
-            loss = -torch.cat(lps).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            card["losses"].append(round(float(loss.detach()), 5))
+        log = fit(opt, total=steps, batches=lambda epoch: itertools.repeat(None), loss=loss, **hooks)
     hf.train(was_training)
-    return soft.detach(), card
+    return log
 
 
 def _continuation_logprobs(

@@ -18,7 +18,7 @@ Recipe fields used: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from cl_bench.data.dfa import IGNORE, DFASplit
 from cl_bench.data.linreg import LinRegSampler
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.trainer import build_optimizer, lr_at_step
+from cl_bench.methods.trainer import FitLog, build_optimizer, clip_gradients, fit, lr_at_step
 from cl_bench.specs import TrainRecipe, validate_params
 
 
@@ -75,44 +75,24 @@ class ICLTrainCard:
         return asdict(self)
 
 
-class _Loop:
-    """Optimiser, schedule, clipping, loss log and progress bar shared by both kinds of run."""
-
-    def __init__(self, model: torch.nn.Module, recipe: TrainRecipe, p: ICLPretrainParams, total: int,
-                 per_epoch: int, progress: bool, desc: str) -> None:
-        self.params = [q for q in model.parameters() if q.requires_grad]
-        self.opt = build_optimizer(self.params, recipe)
-        self.recipe, self.p, self.total = recipe, p, total
-        self.warmup = min(recipe.warmup_epochs * per_epoch, total)
-        self.losses: list[float] = []
-        self.bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="step")
-
-    def step(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise ClBenchError(f"icl-pretrain: the loss became {float(loss)} at step {len(self.losses)}; lower the lr")
-        for g in self.opt.param_groups:
-            g["lr"] = lr_at_step(len(self.losses), self.total, self.warmup, self.recipe)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.p.grad_clip)
-        self.opt.step()
-        self.losses.append(float(loss.detach()))
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
-
-    def done(self) -> bool:
-        return len(self.losses) >= self.total
-
-    def close(self) -> tuple[float, float]:
-        if self.bar is not None:
-            self.bar.close()
-        tail = self.losses[-max(1, len(self.losses) // 10):]
-        return self.losses[0], sum(tail) / len(tail)
+def _fit(model: torch.nn.Module, recipe: TrainRecipe, p: ICLPretrainParams, total: int, per_epoch: int,
+         batches: Any, loss: Any, progress: bool, desc: str, views: Any = None) -> tuple[FitLog, float, float]:
+    """The run on :func:`~cl_bench.methods.trainer.fit` (the recipe's optimizer and schedule,
+    clipping, a finite loss at every step); returns the log, the first and the final loss (mean
+    over the last 10% of steps)."""
+    params = [q for q in model.parameters() if q.requires_grad]
+    warmup = min(recipe.warmup_epochs * per_epoch, total)
+    model.train()
+    log = fit(
+        build_optimizer(params, recipe), total=total, batches=batches, views=views, loss=loss,
+        lr_at=lambda step: lr_at_step(step, total, warmup, recipe), before_step=[clip_gradients(params, p.grad_clip)],
+        check_step=lambda step, value: f"icl-pretrain: the loss became {value} at step {step}; lower the lr",
+        progress=desc if progress else None,
+    )
+    model.eval()
+    losses = log.losses()
+    tail = losses[-max(1, len(losses) // 10):]
+    return log, losses[0], sum(tail) / len(tail)
 
 
 def train_icll(model: Any, recipe: TrainRecipe, split: DFASplit, p: ICLPretrainParams, seed: int,
@@ -120,47 +100,44 @@ def train_icll(model: Any, recipe: TrainRecipe, split: DFASplit, p: ICLPretrainP
     gen = torch.Generator().manual_seed(seed)
     per_epoch = math.ceil(len(split) / recipe.batch_size)
     total = per_epoch * recipe.epochs if p.max_steps is None else min(p.max_steps, per_epoch * recipe.epochs)
-    loop = _Loop(model, recipe, p, total, per_epoch, progress, "icl-pretrain (icll)")
-    t0 = time.perf_counter()
-    model.train()
-    while not loop.done():
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(split), generator=gen).tolist()
         for b in range(0, len(order), recipe.batch_size):
-            if loop.done():
-                break
-            inputs, targets = split.batch(order[b : b + recipe.batch_size])
-            logits = model.token_logits(inputs.to(device))
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.to(device).reshape(-1),
-                                   ignore_index=IGNORE)
-            loop.step(loss)
-    model.eval()
-    first, final = loop.close()
-    seconds = time.perf_counter() - t0
-    return ICLTrainCard("icl-pretrain", "icll", len(loop.losses), len(loop.losses) * recipe.batch_size, first, final,
-                        round(seconds, 3), round(seconds / max(1, len(loop.losses)), 4))
+            yield split.batch(order[b : b + recipe.batch_size])
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        logits = model.token_logits(inputs.to(device))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.to(device).reshape(-1),
+                               ignore_index=IGNORE)
+
+    log, first, final = _fit(model, recipe, p, total, per_epoch, batches, loss, progress, "icl-pretrain (icll)")
+    return ICLTrainCard("icl-pretrain", "icll", log.steps, log.steps * recipe.batch_size, first, final,
+                        round(log.wall_s, 3), round(log.wall_s / max(1, log.steps), 4))
 
 
 def train_regression(model: Any, recipe: TrainRecipe, sampler: LinRegSampler, p: ICLPretrainParams, seed: int,
                      device: torch.device, progress: bool) -> ICLTrainCard:
     gen = torch.Generator().manual_seed(seed)
     total = recipe.epochs * p.steps_per_epoch if p.max_steps is None else min(p.max_steps, recipe.epochs * p.steps_per_epoch)
-    loop = _Loop(model, recipe, p, total, p.steps_per_epoch, progress, "icl-pretrain (regression)")
-    t0 = time.perf_counter()
-    dims, points = sampler.n_dims, sampler.n_points
-    model.train()
-    while not loop.done():
+    shape = {"n_dims": sampler.n_dims, "n_points": sampler.n_points}
+
+    def prompts(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if p.curriculum is not None:
-            dims, points = p.curriculum.at(len(loop.losses), sampler.n_dims, sampler.n_points)
-        xs, ys = sampler.sample(gen, recipe.batch_size, n_points=points, n_dims_active=dims)
-        xs, ys = xs.to(device), ys.to(device)
-        loss = (model.regress(xs, ys).float() - ys).square().mean()
-        loop.step(loss)
-    model.eval()
-    first, final = loop.close()
-    seconds = time.perf_counter() - t0
-    return ICLTrainCard("icl-pretrain", "regression", len(loop.losses), len(loop.losses) * recipe.batch_size, first,
-                        final, round(seconds, 3), round(seconds / max(1, len(loop.losses)), 4),
-                        {"n_dims": dims, "n_points": points})
+            shape["n_dims"], shape["n_points"] = p.curriculum.at(step, sampler.n_dims, sampler.n_points)
+        xs, ys = sampler.sample(gen, recipe.batch_size, n_points=shape["n_points"], n_dims_active=shape["n_dims"])
+        return xs.to(device), ys.to(device)
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        xs, ys = batch
+        return (model.regress(xs, ys).float() - ys).square().mean()
+
+    steps = p.steps_per_epoch  # an "epoch" of fresh prompts: the step indices, each sampled as it runs
+    log, first, final = _fit(model, recipe, p, total, steps, lambda e: range(e * steps, (e + 1) * steps), loss,
+                             progress, "icl-pretrain (regression)", views=prompts)
+    return ICLTrainCard("icl-pretrain", "regression", log.steps, log.steps * recipe.batch_size, first, final,
+                        round(log.wall_s, 3), round(log.wall_s / max(1, log.steps), 4), dict(shape))
 
 
 @register("objective", "icl-pretrain")

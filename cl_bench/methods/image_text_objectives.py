@@ -20,8 +20,8 @@ image–image InfoNCE between the anchor view and a lightly augmented view (``tr
 text–text InfoNCE between two dropout views of the caption, and the local–global MI terms
 (each image patch / text token of the target view must identify its sample's global anchor
 embedding). As TCL, the second side of each term is the "target" encoder: with ``momentum > 0``
-an exponential moving average of the model (no gradient, updated every step), otherwise the
-online model itself (gradients flow through both sides). Simplifications for CPU scale: no
+an exponential moving average of the model (no gradient; the objective's momentum pair, moved by
+the training loop after every step), otherwise the online model itself (gradients flow through both sides). Simplifications for CPU scale: no
 feature queue (in-batch negatives only), no ITM/MLM heads (they serve TCL's fusion encoder,
 which the embedding tasks do not use), image patches are the last-stage map average-pooled to
 ``local_grid`` × ``local_grid``, and a text's local term averages over its real tokens.
@@ -29,7 +29,6 @@ which the embedding tasks do not use), image patches are the last-stage map aver
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -48,6 +47,7 @@ from cl_bench.methods.image_text_losses import (
     multi_positive_clip_loss,
 )
 from cl_bench.methods.image_text_trainer import Batch, ImageTextObjective, ImageTextParams
+from cl_bench.methods.momentum import momentum_copy
 
 Parts = dict[str, torch.Tensor]
 
@@ -138,25 +138,29 @@ class Tcl(ImageTextObjective):
     objective_name = "tcl"
     params_model = TclParams
 
+    momentum_schedule = "constant"
+    momentum_copy_buffers = False
+
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
         super().__init__(embed_dim, num_classes, **params)
         self._target: list[nn.Module] = []  # the EMA copy (kept out of the objective's parameters)
 
-    def _target_model(self, model: nn.Module) -> nn.Module:
+    @property
+    def momentum_base(self) -> float:  # type: ignore[override]
+        return self.params.momentum
+
+    def momentum_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        """With ``momentum`` > 0: the model and its EMA copy (the target encoder)."""
         if self.params.momentum == 0:
-            return model
+            return []
+        self._target = [momentum_copy(encoder)]
+        return [(encoder, self._target[0])]
+
+    def _target_model(self, model: nn.Module) -> nn.Module:
         if not self._target:
-            ema = copy.deepcopy(model)
-            for q in ema.parameters():
-                q.requires_grad_(False)
-            self._target.append(ema)
-        ema = self._target[0]
-        with torch.no_grad():
-            m = self.params.momentum
-            for q, p in zip(ema.parameters(), model.parameters()):
-                q.mul_(m).add_(p.detach(), alpha=1 - m)
-        ema.train(model.training)
-        return ema
+            return model
+        self._target[0].train(model.training)
+        return self._target[0]
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Parts]:
         p: TclParams = self.params

@@ -20,7 +20,6 @@ are discarded; only the encoder is kept (the caller caches its weights).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,7 +33,14 @@ from cl_bench.data.image_text_types import CaptionedImages
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.augment import Augmenter
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.trainer import build_optimizer, lr_at_step
+from cl_bench.methods.trainer import (
+    EpochLog,
+    build_optimizer,
+    clip_gradients,
+    fit,
+    lr_at_step,
+    momentum_hooks,
+)
 from cl_bench.specs import TrainRecipe, validate_params
 
 LOG_MAX_SCALE = math.log(100.0)
@@ -211,55 +217,52 @@ def train_image_text(
     params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     opt = build_optimizer_no_decay_gains(model, objective, recipe)
     card = ImageTextTrainCard(recipe.objective, recipe.epochs, batch_size, n)
-    bar = _progress_bar(total, f"{recipe.objective}{label}", progress)
-    t0 = time.perf_counter()
-    step = seen = 0
-    for epoch in range(recipe.epochs):
-        if step >= total:
-            break
+
+    def batches(epoch: int) -> Iterator[Batch]:
         captions = pick_captions(split, gen)
         objective.start_epoch(model, images, captions, epoch)
         model.train()
         objective.train()
-        sums: dict[str, float] = {}
-        count = 0
         for idx in plan(gen):
-            if step >= total:
-                break
             ids = idx.tolist()
-            batch = Batch(
+            yield Batch(
                 idx, images[idx.to(device)], [captions[i] for i in ids],
                 None if split.long_captions is None else [split.long_captions[i] for i in ids],
                 lambda x: augmenter(x, aug_gen), text_gen,
             )
-            loss, parts = objective.loss(model, batch)
-            for g in opt.param_groups:
-                g["lr"] = lr_at_step(step, total, warmup, recipe)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if objective.params.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, objective.params.grad_clip)
-            opt.step()
-            clamp_logit_scales(model, objective)
+
+    def end_epoch(epoch: EpochLog) -> None:
+        sums: dict[str, float] = {}
+        for loss, parts in zip(epoch.losses, epoch.parts):
             for key, value in {"loss": loss, **parts}.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            count += 1
-            step += 1
-            seen += len(ids)
-            if bar is not None:
-                bar.update(1)
-        mean = sums.get("loss", 0.0) / max(count, 1)
+                sums[key] = sums.get(key, 0.0) + float(value)
+        count = max(len(epoch.losses), 1)
+        mean = sums.get("loss", 0.0) / count
         if not math.isfinite(mean):
             raise ClBenchError(
-                f"training loss of '{recipe.objective}'{label} became {mean} in epoch {epoch + 1}; lower train.lr"
+                f"training loss of '{recipe.objective}'{label} became {mean} in epoch {epoch.index + 1}; lower train.lr"
             )
         card.loss_curve.append(round(mean, 6))
-        card.loss_parts = {k: round(v / max(count, 1), 6) for k, v in sums.items() if k != "loss"}
-    if bar is not None:
-        bar.close()
-    card.wall_s = round(time.perf_counter() - t0, 3)
-    card.steps = step
-    card.pairs_per_s = round(seen / card.wall_s, 2) if card.wall_s > 0 else 0.0
+        card.loss_parts = {k: round(v / count, 6) for k, v in sums.items() if k != "loss"}
+
+    seen = [0]
+
+    def views(batch: Batch) -> Batch:
+        seen[0] += len(batch.indices)
+        return batch
+
+    log = fit(
+        opt, total=total, epochs=recipe.epochs, batches=batches, views=views,
+        loss=lambda batch: objective.loss(model, batch),
+        lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+        before_step=[] if objective.params.grad_clip is None else [clip_gradients(params, objective.params.grad_clip)],
+        after_step=[lambda step: clamp_logit_scales(model, objective), *momentum_hooks(objective, model, total)],
+        end_epoch=end_epoch,
+        progress=f"train {recipe.objective}{label}" if progress else None,
+    )
+    card.wall_s = round(log.wall_s, 3)
+    card.steps = log.steps
+    card.pairs_per_s = round(seen[0] / card.wall_s, 2) if card.wall_s > 0 else 0.0
     card.logit_scale = round(float(model.logit_scale.detach().exp()), 4)
     card.extra = objective.card_extra()
     model.eval()
@@ -274,16 +277,3 @@ def embed_all_images(model: nn.Module, images: torch.Tensor, batch: int = 256) -
         out = [model.embed_images(images[i : i + batch]).float().cpu() for i in range(0, len(images), batch)]
     model.train(was)
     return torch.cat(out).numpy()
-
-
-def _progress_bar(total: int, name: str, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"train {name}", unit="step", leave=False)
-
-
-def iterate_chunks(n: int, size: int) -> Iterator[slice]:
-    for i in range(0, n, size):
-        yield slice(i, i + size)

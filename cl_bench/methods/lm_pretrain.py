@@ -10,7 +10,7 @@ tokens; every epoch visits the blocks in a seeded random order. Recipe fields us
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.trainer import build_optimizer, lr_at_step
+from cl_bench.methods.trainer import build_optimizer, clip_gradients, fit, lr_at_step
 from cl_bench.models.causal_lm import StrictParams
 from cl_bench.specs import TrainRecipe, validate_params
 
@@ -81,44 +81,26 @@ class LMPretrain(Objective):
         warmup = min(recipe.warmup_epochs * per_epoch, total)
         params = [q for q in model.parameters() if q.requires_grad]
         opt = build_optimizer(params, recipe)
-        losses: list[float] = []
-        t0 = time.perf_counter()
-        model.train()
-        step = 0
-        bar = _bar(total, progress)
-        while step < total:
+
+        def batches(epoch: int) -> Iterator[torch.Tensor]:
             order = torch.randperm(len(blocks), generator=gen)
             for b in range(0, len(order), recipe.batch_size):
-                if step >= total:
-                    break
-                batch = blocks[order[b : b + recipe.batch_size]].to(device)
-                logits = model.hf(input_ids=batch[:, :-1]).logits
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
-                for g in opt.param_groups:
-                    g["lr"] = lr_at_step(step, total, warmup, recipe)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, p.grad_clip)
-                opt.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if bar is not None:
-            bar.close()
+                yield blocks[order[b : b + recipe.batch_size]].to(device)
+
+        def loss(batch: torch.Tensor) -> torch.Tensor:
+            logits = model.hf(input_ids=batch[:, :-1]).logits
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+
+        model.train()
+        log = fit(
+            opt, total=total, batches=batches, loss=loss, lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+            before_step=[clip_gradients(params, p.grad_clip)], progress="lm-pretrain" if progress else None,
+        )
         model.eval()
+        losses = log.losses()
         tail = losses[-max(1, len(losses) // 10) :]
         return LMTrainCard(
-            objective="lm-pretrain", steps=step, tokens_seen=step * recipe.batch_size * p.block_size,
+            objective="lm-pretrain", steps=log.steps, tokens_seen=log.steps * recipe.batch_size * p.block_size,
             corpus_tokens=int(blocks.numel()), first_loss=losses[0], final_loss=sum(tail) / len(tail),
-            seconds=round(time.perf_counter() - t0, 3),
+            seconds=round(log.wall_s, 3),
         )
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="lm-pretrain", unit="step")

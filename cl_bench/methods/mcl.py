@@ -22,7 +22,6 @@ reference sampler drops it), otherwise it is skipped; the batch order is shuffle
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from cl_bench.data.types import ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.augment import Augmenter
 from cl_bench.methods.simclr import ContrastiveParams, TwoViewContrastive, nt_xent
-from cl_bench.methods.trainer import build_objective, build_optimizer, lr_at_step
+from cl_bench.methods.trainer import build_objective, build_optimizer, epoch_mean, fit, lr_at_step
 from cl_bench.specs import TrainRecipe
 
 
@@ -192,44 +191,31 @@ def _train_stage(
     opt = build_optimizer([p for p in [*encoder.parameters(), *objective.parameters()] if p.requires_grad], recipe)
     total = steps_per_epoch * recipe.epochs
     warmup = min(recipe.warmup_epochs * steps_per_epoch, total)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=f"train mcl stage {index}", unit="step", leave=False)
     encoder.train()
     objective.train()
     curve: list[float] = []
-    step = seen = 0
-    for epoch in range(recipe.epochs):
-        loss_sum = torch.zeros((), device=device)
-        for idx in group_batches(groups, batch_size, params.min_group, gen):
-            x = images[idx].to(device)
-            loss = objective(encoder, [augment(x, aug_gen), augment(x, aug_gen)], torch.zeros(0))
-            for g in opt.param_groups:
-                g["lr"] = lr_at_step(step, total, warmup, recipe)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach()
-            step += 1
-            seen += len(idx)
-            if bar is not None:
-                bar.update(1)
-        mean = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(mean):
-            raise ClBenchError(
-                f"training loss of 'mcl' stage {index} became {mean} in epoch {epoch + 1}; lower train.lr"
-            )
-        curve.append(mean)
-    if bar is not None:
-        bar.close()
+    seen = [0]
+
+    def views(x: torch.Tensor) -> list[torch.Tensor]:
+        seen[0] += len(x)
+        return [augment(x, aug_gen), augment(x, aug_gen)]
+
+    log = fit(
+        opt, total=total, epochs=recipe.epochs,
+        batches=lambda epoch: (images[idx].to(device) for idx in group_batches(groups, batch_size, params.min_group, gen)),
+        views=views,
+        loss=lambda views: objective(encoder, views, torch.zeros(0)),
+        lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+        end_epoch=lambda e: curve.append(epoch_mean(e, steps_per_epoch, recipe, f" stage {index}")),
+        progress=f"train mcl stage {index}" if progress else None,
+    )
+    step = log.steps
     encoder.eval()
     sizes = np.bincount(groups)
     return {
         "stage": index,
         "steps": step,
-        "images": seen,
+        "images": seen[0],
         "loss_curve": curve,
         "groups": len(sizes),
         "groups_used": int((sizes >= min(batch_size, params.min_group)).sum()),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -16,11 +16,15 @@ class Objective(nn.Module):
     The trainer builds it as ``cls(embed_dim=..., num_classes=..., **recipe.params)``,
     feeds it ``n_views`` augmented views of each batch, and optimises the encoder's and
     the objective's parameters together. Heads are discarded after training: only the
-    encoder is saved.
+    encoder is saved. An objective with a momentum branch (BYOL, PixPro) declares it in
+    :meth:`momentum_pairs`; the training loop applies the EMA.
     """
 
     n_views: int = 2
     needs_labels: bool = False
+    momentum_base: float = 0.99  # EMA coefficient of the momentum pairs at step 0
+    momentum_schedule: Literal["cosine", "constant"] = "cosine"  # cosine: rises to 1 at the end
+    momentum_copy_buffers: bool = True  # the momentum copies also take the online BN statistics
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
         super().__init__()
@@ -28,6 +32,12 @@ class Objective(nn.Module):
             raise TypeError(f"{type(self).__name__} got unknown params: {sorted(params)}")
         self.embed_dim = embed_dim
         self.num_classes = num_classes
+
+    def momentum_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum copy) module pairs that the trainer moves by EMA after every optimizer
+        step (:class:`~cl_bench.methods.momentum.MomentumPairs`). Called once, before training, with
+        the encoder on its device; an objective with a momentum branch makes its copies here."""
+        return []
 
     def forward(  # pragma: no cover - abstract
         self, encoder: ImageEncoder, views: list[torch.Tensor], labels: torch.Tensor

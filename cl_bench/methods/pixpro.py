@@ -29,9 +29,8 @@ The shared image trainer cannot feed crop geometry, so the objective trains itse
 
 from __future__ import annotations
 
-import copy
 import math
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -42,8 +41,9 @@ from torch import nn
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.dense_augment import DenseAugmentConfig, make_views, positive_mask
+from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.trainer import TrainCard, build_optimizer, lr_at_step
+from cl_bench.methods.trainer import EpochLog, TrainCard, build_optimizer, fit, lr_at_step, momentum_hooks
 from cl_bench.specs import TrainRecipe, validate_params
 
 
@@ -156,13 +156,9 @@ def dense_maps(encoder: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor],
     return [last], last
 
 
-def momentum_at(step: int, total: int, base: float) -> float:
-    """BYOL/PixPro: ``1 - (1 - base) * (cos(π step / total) + 1) / 2``."""
-    return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
-
-
 class PixelObjective(Objective):
-    """Heads and loss of a pixel-level objective (the momentum encoder is made in ``train_model``)."""
+    """Heads and loss of a pixel-level objective; the momentum encoder and projectors are its
+    declared momentum pairs (made in :meth:`momentum_pairs`, moved by the training loop)."""
 
     n_views = 2
     mode = "pixpro"
@@ -219,6 +215,16 @@ class PixelObjective(Objective):
         out["loss"] = total
         return out
 
+    @property
+    def momentum_base(self) -> float:  # type: ignore[override]
+        return self.params.momentum
+
+    def momentum_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        """The momentum encoder and projector(s), made here as frozen copies (``self.target``)."""
+        online = [encoder, *self.online()]
+        self.target = nn.ModuleList([momentum_copy(m) for m in online])
+        return list(zip(online, self.target))
+
     @classmethod
     def train_model(cls, encoder: nn.Module, recipe: TrainRecipe, split: Any, num_classes: int, seed: int,
                     device: torch.device, progress: bool = False) -> TrainCard:
@@ -242,57 +248,37 @@ class PixelObjective(Objective):
             obj = cls(embed_dim=int(levels[0].shape[1]), num_classes=num_classes, instance_dim=int(last.shape[1]),
                       **recipe.params)
         obj.to(device)
-        target = nn.ModuleList([copy.deepcopy(encoder), *[copy.deepcopy(m) for m in obj.online()]]).to(device)
-        for p in target.parameters():
-            p.requires_grad_(False)
-        online = nn.ModuleList([encoder, *obj.online()])
         params = [p for p in [*encoder.parameters(), *obj.parameters()] if p.requires_grad]
         opt = build_optimizer(params, recipe)
         batch = min(recipe.batch_size, len(images))
         steps_per_epoch = len(images) // batch
         total = steps_per_epoch * recipe.epochs
         warmup = min(recipe.warmup_epochs * steps_per_epoch, total)
+        momentum = momentum_hooks(obj, encoder, total)
         gen = torch.Generator().manual_seed(seed)
         aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
         images = images.to(device) if device.type != "cpu" else images
+
+        def batches(epoch: int) -> Iterator[torch.Tensor]:
+            order = torch.randperm(len(images), generator=gen)
+            for s in range(steps_per_epoch):
+                yield images[order[s * batch:(s + 1) * batch].to(images.device)].to(device)
+
         card = TrainCard(cls.mode, recipe.epochs, 0, n_train=len(images))
-        bar = _bar(total, cls.mode, progress)
         encoder.train()
         obj.train()
-        target.train()
-        t0 = time.perf_counter()
-        step = 0
-        for epoch in range(recipe.epochs):
-            order = torch.randperm(len(images), generator=gen)
-            loss_sum = 0.0
-            for s in range(steps_per_epoch):
-                x = images[order[s * batch:(s + 1) * batch].to(images.device)].to(device)
-                v1, v2 = make_views(x, aug, aug_gen), make_views(x, aug, aug_gen)
-                out = obj.loss(encoder, target, v1, v2)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at_step(step, total, warmup, recipe)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                opt.step()
-                m = momentum_at(step, total, obj.params.momentum)
-                with torch.no_grad():
-                    for po, pt in zip(online.parameters(), target.parameters()):
-                        pt.mul_(m).add_(po.detach(), alpha=1 - m)
-                    for bo, bt in zip(online.buffers(), target.buffers()):
-                        bt.copy_(bo)
-                loss_sum += float(out["loss"].detach())
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-            mean = loss_sum / max(1, steps_per_epoch)
-            if not math.isfinite(mean):
-                raise ClBenchError(f"training loss of '{cls.mode}' became {mean} in epoch {epoch + 1}; lower train.lr")
-            card.loss_curve.append(mean)
-        card.wall_s = time.perf_counter() - t0
-        card.steps = step
-        card.images_per_s = step * batch / card.wall_s if card.wall_s > 0 else 0.0
-        if bar is not None:
-            bar.close()
+        log = fit(
+            opt, total=total, epochs=recipe.epochs, batches=batches,
+            views=lambda x: (make_views(x, aug, aug_gen), make_views(x, aug, aug_gen)),
+            loss=lambda v: obj.loss(encoder, obj.target, *v)["loss"],
+            lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+            after_step=momentum,
+            end_epoch=lambda e: card.loss_curve.append(_python_mean(e, steps_per_epoch, cls.mode)),
+            progress=f"train {cls.mode}" if progress else None,
+        )
+        card.wall_s = log.wall_s
+        card.steps = log.steps
+        card.images_per_s = log.steps * batch / card.wall_s if card.wall_s > 0 else 0.0
         encoder.eval()
         return card
 
@@ -300,12 +286,15 @@ class PixelObjective(Objective):
         raise ClBenchError(f"objective {self.mode} trains through its own train_model (it needs crop geometry)")
 
 
-def _bar(total: int, name: str, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"train {name}", unit="step", leave=False)
+def _python_mean(epoch: EpochLog, steps: int, mode: str) -> float:
+    """The epoch's mean loss, summed as Python floats (as this trainer always logged it)."""
+    total = 0.0
+    for value in epoch.losses:
+        total += float(value)
+    mean = total / max(1, steps)
+    if not math.isfinite(mean):
+        raise ClBenchError(f"training loss of '{mode}' became {mean} in epoch {epoch.index + 1}; lower train.lr")
+    return mean
 
 
 @register("objective", "pixpro")

@@ -10,8 +10,6 @@ own ``max_length`` restored. Only the encoder's weights are kept; heads are disc
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -21,14 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.trainer import build_optimizer, lr_at_step
+from cl_bench.methods.trainer import build_optimizer, fit, lr_at_step
 from cl_bench.models.text_encoder import TextEncoder
 from cl_bench.specs import TrainRecipe
-
-try:  # progress bars only on a terminal
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 
 class TextTrainParams(BaseModel):
@@ -115,43 +108,28 @@ def train_text_encoder(
     model.train()
     if objective_module is not None:
         objective_module.train()
-    window: list[float] = []
-    seen = 0
-    bar = tqdm(total=total, desc=f"train {objective.name}", disable=not progress) if tqdm else None
-    t0 = time.perf_counter()
+    seen = [0]
+
+    def loss(batch: Any) -> torch.Tensor:
+        value, n_sentences = objective.loss(model, batch)
+        seen[0] += n_sentences
+        return value
+
     try:
-        while card.steps < total:
-            card.epochs += 1
-            for batch in objective.make_batches(split, recipe.batch_size, generator):
-                if card.steps >= total:
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at_step(card.steps, total, warmup, recipe)
-                loss, n_sentences = objective.loss(model, batch)
-                if not math.isfinite(loss.item()):
-                    raise ClBenchError(f"objective '{objective.name}': the loss became {loss.item()} at step {card.steps}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = float(loss.item())
-                if card.steps == 0:
-                    card.first_loss = value
-                window.append(value)
-                if len(window) == 10:
-                    card.loss_curve.append(round(sum(window) / len(window), 5))
-                    window = []
-                card.final_loss = value
-                card.steps += 1
-                seen += n_sentences
-                if bar is not None:
-                    bar.update(1)
+        log = fit(
+            optimizer, total=total, batches=lambda epoch: objective.make_batches(split, recipe.batch_size, generator),
+            loss=loss, lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+            check_step=lambda step, value: f"objective '{objective.name}': the loss became {value} at step {step}",
+            progress=f"train {objective.name}" if progress else None,
+        )
     finally:
-        if bar is not None:
-            bar.close()
         model.max_length = saved_max_length
         model.eval()
-    if window:
-        card.loss_curve.append(round(sum(window) / len(window), 5))
-    card.wall_s = round(time.perf_counter() - t0, 3)
-    card.sentences_per_s = round(seen / max(card.wall_s, 1e-9), 2)
+    values = log.losses()
+    card.epochs, card.steps = len(log.epochs), log.steps
+    if values:
+        card.first_loss, card.final_loss = values[0], values[-1]
+    card.loss_curve = [round(sum(values[i : i + 10]) / len(values[i : i + 10]), 5) for i in range(0, len(values), 10)]
+    card.wall_s = round(log.wall_s, 3)
+    card.sentences_per_s = round(seen[0] / max(card.wall_s, 1e-9), 2)
     return card

@@ -1,16 +1,34 @@
-"""The one image trainer: fits an encoder with a registered objective and a ``TrainRecipe``.
+"""THE training loop, :func:`fit`, and the image trainer built on it.
 
-Per step: a seeded shuffle picks the batch, the objective's ``n_views`` augmented views are
-made on the device, the objective returns a scalar loss, the optimizer (adam | adamw | sgd)
-steps with the per-step learning rate (linear warmup, then cosine to 0 or constant).
-Heads the objective owns are discarded; only the encoder is trained in place.
+:func:`fit` runs optimizer steps; everything that differs between trainers is a hook:
+
+- ``batches(epoch)``: how one epoch's batches are drawn (a seeded shuffle, one pseudo-label group
+  per batch, fresh prompts, an endless stream...);
+- ``views(batch)``: how the inputs of the loss are made from a batch (augmented views, crops
+  with their geometry; default: the batch itself);
+- ``loss(inputs)``: the objective's scalar loss (optionally with named terms);
+- ``before_step`` (after ``backward``): gradient clipping or masking;
+- ``after_step``: whatever follows an optimizer step — EMA of an objective's declared
+  momentum pairs (:class:`MomentumPairs`, as solo-learn's ``BaseMomentumMethod.momentum_pairs``),
+  clamping CLIP's logit scale, projecting CPT's offsets back into their ball;
+- ``end_epoch``: the trainer's own loss log and finiteness check.
+
+Per step, in this order: inputs = views(batch); loss; every param group's lr = ``lr_at(step)``;
+``zero_grad``; ``backward``; before_step hooks; ``optimizer.step()``; after_step hooks. The loop
+stops after ``total`` steps or ``epochs`` epochs, whichever comes first.
+
+The image trainer (:func:`train_encoder`): a seeded shuffle picks the batch, the objective's
+``n_views`` augmented views are made on the device, the objective returns a scalar loss, the
+optimizer (adam | adamw | sgd) steps with the per-step learning rate (linear warmup, then cosine
+to 0 or constant), then the objective's momentum pairs (if any) are updated. Heads the objective
+owns are discarded; only the encoder is trained in place.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,10 +40,123 @@ from cl_bench import components
 from cl_bench.data.types import ArrayImageSplit, ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.augment import Augmenter
+from cl_bench.methods.momentum import MomentumPairs
 from cl_bench.methods.objective import Objective
 from cl_bench.specs import TrainRecipe
 
 ON_DEVICE_MAX_BYTES = 2 * 1024**3  # a pre-loaded split up to this size is moved to the device once
+
+Parts = dict[str, torch.Tensor]
+LossOut = torch.Tensor | tuple[torch.Tensor, Parts]
+StepHook = Callable[[int], None]
+
+
+_END = object()
+
+
+@dataclass
+class EpochLog:
+    """One epoch as :func:`fit` ran it: the detached loss (and named terms) of every step."""
+
+    index: int
+    losses: list[torch.Tensor] = field(default_factory=list)
+    parts: list[Parts] = field(default_factory=list)
+
+
+@dataclass
+class FitLog:
+    steps: int = 0
+    epochs: list[EpochLog] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def losses(self) -> list[float]:
+        """The loss of every step, in order, as Python floats."""
+        return [float(v) for e in self.epochs for v in e.losses]
+
+
+def fit(
+    optimizer: torch.optim.Optimizer,
+    *,
+    total: int,
+    batches: Callable[[int], Iterable[Any]],
+    loss: Callable[[Any], LossOut],
+    views: Callable[[Any], Any] | None = None,
+    epochs: int | None = None,
+    lr_at: Callable[[int], float] | None = None,
+    before_step: Sequence[StepHook] = (),
+    after_step: Sequence[StepHook] = (),
+    end_epoch: Callable[[EpochLog], None] | None = None,
+    check_step: Callable[[int, float], str] | None = None,
+    progress: str | None = None,
+) -> FitLog:
+    """Run up to ``total`` optimizer steps (over at most ``epochs`` epochs; None: as many as it
+    takes); see the module doc for the hooks and their order.
+
+    ``check_step(step, value)``: when given, every step's loss is checked before ``backward`` and
+    a non-finite one raises a ClBenchError with the message it returns (else the trainer checks
+    in ``end_epoch``, which costs no device sync per step). ``progress``: a bar's label (None: no bar).
+    """
+    log = FitLog()
+    bar = _progress_bar(total, progress)
+    t0 = time.perf_counter()
+    epoch = 0
+    while (epochs is None or epoch < epochs) and log.steps < total:
+        record = EpochLog(epoch)
+        drawn = iter(batches(epoch))
+        while log.steps < total:  # no batch is drawn past the last step
+            batch = next(drawn, _END)
+            if batch is _END:
+                break
+            step = log.steps
+            out = loss(views(batch) if views is not None else batch)
+            value, parts = out if isinstance(out, tuple) else (out, {})
+            if check_step is not None and not math.isfinite(float(value.detach())):
+                raise ClBenchError(check_step(step, float(value.detach())))
+            if lr_at is not None:
+                lr = lr_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            for hook in before_step:
+                hook(step)
+            optimizer.step()
+            for hook in after_step:
+                hook(step)
+            record.losses.append(value.detach())
+            record.parts.append({k: v.detach() for k, v in parts.items()})
+            log.steps += 1
+            if bar is not None:
+                bar.update(1)
+        log.epochs.append(record)
+        if end_epoch is not None:
+            end_epoch(record)
+        if bar is not None and record.losses:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(record.losses[-1]):.4f}")
+        epoch += 1
+    log.wall_s = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return log
+
+
+def momentum_hooks(objective: Objective, online: nn.Module, total: int) -> list[StepHook]:
+    """The EMA of the objective's declared momentum pairs as an ``after_step`` hook (none when it
+    declares none); ``online`` is what the objective's momentum branch mirrors (the encoder)."""
+    pairs = objective.momentum_pairs(online)
+    if not pairs:
+        return []
+    return [MomentumPairs(pairs, objective.momentum_base, total, objective.momentum_schedule,
+                          objective.momentum_copy_buffers)]
+
+
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> StepHook:
+    """A ``before_step`` hook: clip the global gradient norm of ``params`` to ``max_norm``."""
+
+    def hook(step: int) -> None:
+        nn.utils.clip_grad_norm_(params, max_norm)
+
+    return hook
 
 
 @dataclass
@@ -149,48 +280,44 @@ def train_encoder(
     warmup = min(recipe.warmup_epochs * data.steps, total)
 
     card = TrainCard(recipe.objective, recipe.epochs, 0, n_train=data.n)
-    bar = _progress_bar(total, recipe.objective, progress)
     encoder.train()
     objective.train()
-    t0 = time.perf_counter()
-    step = 0
-    for epoch in range(recipe.epochs):
-        loss_sum = torch.zeros((), device=device)
-        for x, y in data.epoch():
-            views = [augment(x, aug_gen) for _ in range(objective.n_views)]
-            loss = objective(encoder, views, y)
-            for g in opt.param_groups:
-                g["lr"] = lr_at_step(step, total, warmup, recipe)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-        mean_loss = float(loss_sum) / max(1, data.steps)
-        if not math.isfinite(mean_loss):
-            raise ClBenchError(
-                f"training loss of '{recipe.objective}' became {mean_loss} in epoch {epoch + 1}; "
-                f"lower train.lr (now {recipe.lr:g}) or add warmup_epochs"
-            )
-        card.loss_curve.append(mean_loss)
-        if bar is not None:
-            bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}")
+    log = fit(
+        opt, total=total, epochs=recipe.epochs, batches=lambda epoch: data.epoch(),
+        views=lambda b: ([augment(b[0], aug_gen) for _ in range(objective.n_views)], b[1]),
+        loss=lambda v: objective(encoder, *v),
+        lr_at=lambda step: lr_at_step(step, total, warmup, recipe),
+        after_step=momentum_hooks(objective, encoder, total),
+        end_epoch=lambda e: card.loss_curve.append(epoch_mean(e, data.steps, recipe)),
+        progress=f"train {recipe.objective}" if progress else None,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    card.wall_s = time.perf_counter() - t0
-    card.steps = step
-    card.images_per_s = step * data.batch / card.wall_s if card.wall_s > 0 else 0.0
-    if bar is not None:
-        bar.close()
+    card.wall_s = log.wall_s
+    card.steps = log.steps
+    card.images_per_s = log.steps * data.batch / card.wall_s if card.wall_s > 0 else 0.0
     encoder.eval()
     return card
 
 
-def _progress_bar(total: int, name: str, progress: bool) -> Any:
-    if not progress:
+def epoch_mean(epoch: EpochLog, steps: int, recipe: TrainRecipe, what: str = "") -> float:
+    """Mean loss of an epoch of ``steps`` steps (summed on the device: no sync per step); a
+    non-finite one is a ClBenchError suggesting a lower learning rate."""
+    total = torch.zeros((), device=epoch.losses[0].device) if epoch.losses else torch.zeros(())
+    for value in epoch.losses:
+        total += value
+    mean = float(total) / max(1, steps)
+    if not math.isfinite(mean):
+        raise ClBenchError(
+            f"training loss of '{recipe.objective}'{what} became {mean} in epoch {epoch.index + 1}; "
+            f"lower train.lr (now {recipe.lr:g}) or add warmup_epochs"
+        )
+    return mean
+
+
+def _progress_bar(total: int, label: str | None) -> Any:
+    if label is None:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"train {name}", unit="step", leave=False)
+    return tqdm(total=total, desc=label, unit="step", leave=False)

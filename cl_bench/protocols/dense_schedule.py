@@ -9,8 +9,7 @@ parameter groups, per-iteration learning rates, a seeded index stream and the lo
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,11 +58,6 @@ def poly_lr(it: int, total: int, lr: float, power: float, min_lr: float, warmup_
     return base
 
 
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
 def index_stream(n: int, seed: int) -> Iterator[int]:
     """Endless epoch-wise shuffled indices ``0..n-1`` (a new permutation per epoch), seeded."""
     if n < 1:
@@ -73,9 +67,17 @@ def index_stream(n: int, seed: int) -> Iterator[int]:
         yield from (int(i) for i in rng.permutation(n))
 
 
-def check_finite(loss: torch.Tensor, it: int, what: str, lr: float) -> None:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise ClBenchError(
-            f"{what} loss became {value} at iteration {it + 1}; lower the task's lr (now {lr:g}) or add warmup"
-        )
+def nonfinite_message(what: str, lr: float) -> Callable[[int, float], str]:
+    """The loop's message for a non-finite loss at an iteration (``fit``'s ``check_step``)."""
+
+    def message(it: int, value: float) -> str:
+        return f"{what} loss became {value} at iteration {it + 1}; lower the task's lr (now {lr:g}) or add warmup"
+
+    return message
+
+
+def window_means(losses: list[float], iterations: int) -> list[float]:
+    """The loss curve of a run: means over windows of ``iterations // 20`` iterations (at least 1),
+    the last window possibly shorter, rounded to 5 decimals."""
+    every = max(1, iterations // 20)
+    return [round(float(np.mean(losses[i : i + every])), 5) for i in range(0, len(losses), every)]

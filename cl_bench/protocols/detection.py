@@ -34,12 +34,13 @@ from cl_bench.components import register
 from cl_bench.data.dense_types import DetectionData, DetectionSplit
 from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
+from cl_bench.methods.trainer import fit
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
 from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import index_stream, multistep_lr, nonfinite_message, sgd, window_means
 
 
 class DetectionParams(ProtocolParams):
@@ -160,39 +161,25 @@ def _batches(data: TrainTargets, p: DetectionParams, seed: int) -> Any:
 
 def train_detector(model: torch.nn.Module, data: TrainTargets, p: DetectionParams, ctx: RunContext,
                    ) -> dict[str, Any]:
-    """The fine-tuning loop; returns the training card (losses, images/s)."""
+    """The fine-tuning loop (:func:`cl_bench.methods.trainer.fit`); returns the training card (losses, images/s)."""
     device = ctx.device
     opt = sgd(model, p.lr, p.momentum, p.weight_decay)
     model.train()
-    losses: list[float] = []
-    window: list[float] = []
-    every = max(1, p.iterations // 20)
-    bar = _bar(p.iterations, ctx.progress)
-    t0 = time.perf_counter()
-    batches = _batches(data, p, ctx.seed)
-    for it in range(p.iterations):
-        batch = next(batches)
-        images = [im.to(device) for im, _ in batch]
-        targets = [{k: v.to(device) for k, v in t.items()} for _, t in batch]
-        lr = multistep_lr(it, p.lr, p.lr_steps, p.gamma, p.warmup_iters, p.warmup_factor)
-        set_lr(opt, lr)
-        loss = sum(model(images, targets).values())
-        check_finite(loss, it, "detector", p.lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(float(loss.detach()))
-        if len(window) == every or it == p.iterations - 1:
-            losses.append(round(float(np.mean(window)), 5))
-            window = []
-        if bar is not None:
-            bar.update(1)
+    stream = _batches(data, p, ctx.seed)
+
+    def to_device(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list[torch.Tensor], list[dict]]:
+        return [im.to(device) for im, _ in batch], [{k: v.to(device) for k, v in t.items()} for _, t in batch]
+
+    log = fit(
+        opt, total=p.iterations, batches=lambda epoch: stream, views=to_device,
+        loss=lambda b: sum(model(*b).values()),
+        lr_at=lambda it: multistep_lr(it, p.lr, p.lr_steps, p.gamma, p.warmup_iters, p.warmup_factor),
+        check_step=nonfinite_message("detector", p.lr), progress="detector" if ctx.progress else None,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return {"iterations": p.iterations, "loss_curve": losses, "train_s": round(wall, 3),
+    wall = log.wall_s
+    return {"iterations": p.iterations, "loss_curve": window_means(log.losses(), p.iterations), "train_s": round(wall, 3),
             "images_per_s": round(p.iterations * p.batch_size / wall, 3) if wall > 0 else 0.0,
             "dropped_degenerate_boxes": data.dropped_degenerate}
 
@@ -268,14 +255,6 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     if ddp is not None:
         extras["ddp"] = ddp
     return ProtocolResult(metrics=metrics, extras=extras)
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="detector", unit="it", leave=False)
 
 
 register("protocol", "detection")(

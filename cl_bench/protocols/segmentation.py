@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -29,11 +30,12 @@ from cl_bench.components import register
 from cl_bench.data.dense_types import SegmentationData, SegmentationSplit
 from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
+from cl_bench.methods.trainer import fit
 from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.seg_heads import build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, index_stream, poly_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import index_stream, nonfinite_message, poly_lr, sgd, window_means
 
 
 class SegmentationParams(ProtocolParams):
@@ -86,38 +88,36 @@ def augment_pair(image: torch.Tensor, label: np.ndarray, p: SegmentationParams, 
 
 def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: SegmentationParams, ctx: RunContext
                     ) -> dict[str, Any]:
+    """The fine-tuning loop (:func:`cl_bench.methods.trainer.fit`); returns the training card."""
     device = ctx.device
     opt = sgd(model, p.lr, p.momentum, p.weight_decay)
     rng = np.random.default_rng(ctx.seed + 11)
     stream = index_stream(len(split), ctx.seed)
-    model.train()
-    losses, window = [], []
-    every = max(1, p.iterations // 20)
-    t0 = time.perf_counter()
-    for it in range(p.iterations):
-        # every rank draws (and augments) the same seeded global batch and trains on its share
-        pairs = shard([augment_pair(split.image(i), split.label_map(i), p, rng) for i in
-                       (next(stream) for _ in range(p.batch_size))])
-        x = torch.stack([a for a, _ in pairs]).to(device)
-        y = torch.stack([b for _, b in pairs]).to(device)
-        set_lr(opt, poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr, p.warmup_iters))
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            # every rank draws (and augments) the same seeded global batch and trains on its share
+            pairs = shard([augment_pair(split.image(i), split.label_map(i), p, rng) for i in
+                           (next(stream) for _ in range(p.batch_size))])
+            yield torch.stack([a for a, _ in pairs]).to(device), torch.stack([b for _, b in pairs]).to(device)
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
         logits = model(x)
         if bool((y != 255).any()):
-            loss = F.cross_entropy(logits, y, ignore_index=255)
-        else:  # every pixel ignored in this crop: no gradient signal, keep the graph alive
-            loss = logits.sum() * 0.0
-        check_finite(loss, it, "segmentation", p.lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        window.append(float(loss.detach()))
-        if len(window) == every or it == p.iterations - 1:
-            losses.append(round(float(np.mean(window)), 5))
-            window = []
+            return F.cross_entropy(logits, y, ignore_index=255)
+        return logits.sum() * 0.0  # every pixel ignored in this crop: no gradient signal, keep the graph alive
+
+    model.train()
+    log = fit(
+        opt, total=p.iterations, batches=batches, loss=loss,
+        lr_at=lambda it: poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr, p.warmup_iters),
+        check_step=nonfinite_message("segmentation", p.lr),
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall = time.perf_counter() - t0
-    return {"iterations": p.iterations, "loss_curve": losses, "train_s": round(wall, 3),
+    wall = log.wall_s
+    return {"iterations": p.iterations, "loss_curve": window_means(log.losses(), p.iterations), "train_s": round(wall, 3),
             "images_per_s": round(p.iterations * p.batch_size / wall, 3) if wall > 0 else 0.0}
 
 
