@@ -40,6 +40,7 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
+from cl_bench.methods.byol import byol_loss
 from cl_bench.methods.dense_augment import DenseAugmentConfig, make_views, positive_mask
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
@@ -114,11 +115,6 @@ def pixcontrast_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: t
         return (log_all - log_pos)[has].mean()
 
     return 0.5 * (one_way(q1, k2, pos) + one_way(q2, k1, pos.transpose(1, 2)))
-
-
-def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """mean of ``2 - 2 cos(p, z)`` over the batch."""
-    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
 # ----------------------------------------------------------------------------- modules
