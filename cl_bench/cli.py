@@ -72,6 +72,12 @@ def cmd_show(args: argparse.Namespace, reg: Registry) -> int:
         raise ClBenchError(f"no task or method named '{args.name}'{did_you_mean(args.name, ids_t | ids_m)}")
     print(f"# {kind} {spec.id} — {path}")
     print(f"# spec hash {spec.spec_hash()}")
+    from cl_bench.spec_include import direct_includes
+    from cl_bench.specs import read_yaml
+
+    includes = direct_includes(path, read_yaml)
+    if includes:
+        print(f"# includes: {', '.join(includes)} (resolved below)")
     print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True), end="")
     return 0
 

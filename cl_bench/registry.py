@@ -43,8 +43,8 @@ class Registry:
             folder = root / sub
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.glob("*.yaml")):
-                if path.stem == "suites":
+            for path in sorted(folder.glob("*.yaml")):  # not sub-folders: _base/ holds included files
+                if path.stem == "suites" or path.stem.startswith("_"):
                     continue
                 found.setdefault(path.stem, path)
         return found

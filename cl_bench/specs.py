@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cl_bench.errors import ClBenchError
+from cl_bench.spec_include import load_with_includes
 
 CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model")
 Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model"]
@@ -224,14 +225,16 @@ def parse_model(model: type[BaseModel], data: Any, path: Path) -> Any:
 
 
 def load_task(path: Path) -> TaskSpec:
-    spec = parse_model(TaskSpec, read_yaml(path), path)
+    """A task spec, its ``include:`` files resolved (:mod:`cl_bench.spec_include`)."""
+    spec = parse_model(TaskSpec, load_with_includes(path, read_yaml), path)
     _check_id_matches_file(spec.id, path)
     spec._path = path
     return spec
 
 
 def load_method(path: Path) -> MethodSpec:
-    spec = parse_model(MethodSpec, read_yaml(path), path)
+    """A method spec, its ``include:`` files resolved (:mod:`cl_bench.spec_include`)."""
+    spec = parse_model(MethodSpec, load_with_includes(path, read_yaml), path)
     _check_id_matches_file(spec.id, path)
     spec._path = path
     return spec

@@ -6,18 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cl_bench.engine import RunOptions, run
 from cl_bench.registry import PROJECT_ROOT
-from cl_bench.specs import MethodSpec, TaskSpec
+from cl_bench.spec_include import load_with_includes
+from cl_bench.specs import MethodSpec, TaskSpec, read_yaml
 
 SCENES = {"n_train": 48, "n_test": 24, "image_size": 32, "captions_per_image": 3, "seed": 0}
 
 
 def task(path: str, **changes: object) -> TaskSpec:
     """A shipped task with smaller data (so the test is the real YAML, minus its size)."""
-    spec = yaml.safe_load((PROJECT_ROOT / "tasks" / path).read_text())
+    spec = load_with_includes(PROJECT_ROOT / "tasks" / path, read_yaml)
     spec["dataset"]["params"] = SCENES
     spec.update(changes)
     return TaskSpec.model_validate(spec)
@@ -26,7 +26,7 @@ def task(path: str, **changes: object) -> TaskSpec:
 def tiny_clip() -> MethodSpec:
     """baselines/clip.yaml when it exists (objective, arch name), with a tiny arch and budget."""
     path = PROJECT_ROOT / "baselines" / "clip.yaml"
-    spec = yaml.safe_load(path.read_text()) if path.is_file() else {
+    spec = load_with_includes(path, read_yaml) if path.is_file() else {
         "id": "clip", "description": "clip", "provides": ["image_text"], "arch": {"name": "scene-clip"},
         "train": {"objective": "clip", "epochs": 1, "batch_size": 16, "lr": 0.003}}
     spec["arch"]["params"] = {"embed_dim": 8, "image_width": 4, "text_width": 16, "text_heads": 2, "text_layers": 1}
