@@ -20,12 +20,10 @@ def _show_progress() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _run_options(args: argparse.Namespace, seed: int = 0):
+def _run_options(args: argparse.Namespace, reg: Registry, seed: int = 0):
     from cl_bench.engine import RunOptions
 
-    if args.cache_dir:  # also for models a component obtains itself (contrastive-decoding members)
-        os.environ["CLBENCH_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
-    return RunOptions(
+    return RunOptions(registry=reg,
         seed=seed, device=args.device, checkpoint=Path(args.checkpoint) if getattr(args, "checkpoint", None) else None,
         data_root=Path(args.data_root) if args.data_root else None,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
@@ -106,7 +104,7 @@ def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
     task, method = reg.task(args.task), reg.method(args.method)
     args.device = init_from_env(args.device)  # under torchrun: one process per device
     for seed in _seeds(args):
-        outcome = run(task, method, _run_options(args, seed))
+        outcome = run(task, method, _run_options(args, reg, seed))
         if outcome is not None:  # None: a torchrun worker rank (rank 0 reports)
             _print_outcome(outcome)
     return 0
@@ -121,11 +119,11 @@ def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
     task, method = reg.task(args.task), reg.method(args.method)
     if method.train is None:
         raise ClBenchError(f"method '{method.id}' has no train recipe: nothing to train")
-    opts = _run_options(args, args.seed)
+    opts = _run_options(args, reg, args.seed)
     data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
     cache = Cache(opts.cache_dir)
     got = obtain_model(method, data, seed=args.seed, device=resolve_device(args.device), cache=cache,
-                       data_root=opts.data_root, progress=opts.progress)
+                       data_root=opts.data_root, progress=opts.progress, registry=reg)
     where = cache.checkpoint_dir(got.card["cache_key"]) if got.card else None
     state = "reused" if got.reused else f"trained in {got.train_s:.1f}s"
     print(f"{method.id} seed={args.seed}: {state}; fingerprint {got.fingerprint[:16]}; checkpoint {where}")
@@ -138,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ClBenchError("clbench sweep runs in one process (parallel runs: --executor ray); torchrun is for clbench run")
     runs = plan(reg, _csv(args.methods), _csv(args.tasks), _seeds(args))
-    opts = _run_options(args)
+    opts = _run_options(args, reg)
     if args.dry_run:
         sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
         return 0
@@ -201,7 +199,7 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
         current = current or Path(tempfile.mkdtemp(prefix="clbench-regress-"))
         for task in tasks:
             for seed in _seeds(args):
-                opts = _run_options(args, seed)
+                opts = _run_options(args, reg, seed)
                 opts.results_dir = current
                 _print_outcome(run(reg.task(task), method, opts))
     report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods)

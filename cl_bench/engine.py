@@ -19,6 +19,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
+from cl_bench.registry import Registry
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
 from cl_bench.store import write_result
 
@@ -36,6 +37,7 @@ class RunOptions:
     progress: bool = False
     write: bool = True
     command: str | None = None
+    registry: Registry | None = None  # where method names inside an arch resolve (None: the default)
 
 
 @dataclass
@@ -126,7 +128,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
 
     obtained = obtain_model(
         method, data, seed=opts.seed, device=device, cache=cache,
-        checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress,
+        checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress, registry=opts.registry,
     )
 
     stats = {"features_s": 0.0, "hits": 0, "misses": 0}

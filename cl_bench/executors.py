@@ -28,10 +28,10 @@ from filelock import FileLock, Timeout
 from cl_bench.atomic import write_atomic
 from cl_bench.engine import RunOptions
 from cl_bench.errors import ClBenchError
+from cl_bench.plan import PlannedRun, SweepReport, existing_comparable
 from cl_bench.predictions import Predictions
 from cl_bench.specs import ResultRecord, canonical_hash
 from cl_bench.store import result_path, write_result
-from cl_bench.sweep import PlannedRun, SweepReport, existing_comparable
 
 LOCK_DIR = ".locks"
 FAULT_ENV = "CLBENCH_FAULT_KILL_WORKER_ONCE"  # test hook: path of a marker; first evaluation dies
@@ -161,7 +161,7 @@ def train_checkpoint(run: PlannedRun, opts: RunOptions) -> dict[str, Any]:
         data = components.get("dataset", run.task.dataset.name)(run.task.dataset.params, data_root_of(opts))
         cache = Cache(opts.cache_dir)
         got = obtain_model(run.method, data, seed=run.seed, device=resolve_device(opts.device), cache=cache,
-                           data_root=data_root_of(opts))
+                           data_root=data_root_of(opts), registry=opts.registry)
         if not got.card:
             return {"key": None, "files": {}}
         folder = cache.checkpoint_dir(got.card["cache_key"])

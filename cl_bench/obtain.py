@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import time
@@ -19,6 +20,7 @@ from cl_bench.atomic import write_atomic
 from cl_bench.cache import Cache
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
+from cl_bench.registry import Registry, default_registry
 from cl_bench.specs import DatasetRef, MethodSpec, canonical_hash
 
 TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
@@ -49,9 +51,32 @@ def arch_inputs(data: Any) -> dict[str, Any]:
     return dict(getattr(data, "arch_inputs", {}) or {})
 
 
-def build_encoder(method: MethodSpec, data: Any) -> nn.Module:
+@dataclass
+class MemberSource:
+    """What an arch made of other methods' models (contrastive decoding's expert and amateur)
+    needs to obtain them as the run obtains its own model: the run's cache and data root, and
+    the registry its method names resolve in. Handed to an arch builder that declares a
+    ``members`` parameter."""
+
+    cache: Cache
+    data_root: Path | None = None
+    registry: Registry | None = None
+
+    def method(self, name: str) -> MethodSpec:
+        return (self.registry or default_registry()).method(name)
+
+    def obtain(self, method: MethodSpec, data: Any, seed: int, checkpoint: Path | None = None) -> ObtainedModel:
+        """The member, on CPU (loaded, trained and cached, or built), as :func:`obtain_model` does."""
+        return obtain_model(method, data, seed=seed, device=torch.device("cpu"), cache=self.cache,
+                            checkpoint=checkpoint, data_root=self.data_root, registry=self.registry)
+
+
+def build_encoder(method: MethodSpec, data: Any, members: MemberSource | None = None) -> nn.Module:
+    """The method's arch built for ``data``; an arch made of other methods' models gets ``members``."""
     builder = components.get("arch", method.arch.name)
-    return builder(method.arch.params, **arch_inputs(data))
+    wants_members = "members" in inspect.signature(builder).parameters
+    extra = {"members": members} if wants_members and members is not None else {}
+    return builder(method.arch.params, **arch_inputs(data), **extra)
 
 
 def recipe_hash(method: MethodSpec) -> str | None:
@@ -95,12 +120,14 @@ def obtain_model(
     checkpoint: Path | None = None,
     data_root: Path | None = None,
     progress: bool = False,
+    registry: Registry | None = None,
 ) -> ObtainedModel:
+    """``registry``: where method names inside an arch resolve (None: the default registry)."""
     from cl_bench.models.checkpoint import load_into
     from cl_bench.models.fingerprint import model_fingerprint
 
     seed_everything(seed)
-    encoder = build_encoder(method, data)
+    encoder = build_encoder(method, data, MemberSource(cache, data_root, registry))
     has_params = any(True for _ in encoder.state_dict())
     ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
 

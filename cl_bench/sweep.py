@@ -15,50 +15,17 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cl_bench.engine import RunOptions, check_compatible
 from cl_bench.errors import ClBenchError
+from cl_bench.executors import make_executor
+from cl_bench.plan import PlannedRun, SweepReport, existing_comparable
 from cl_bench.registry import Registry
-from cl_bench.specs import MethodSpec, TaskSpec
-from cl_bench.store import iter_results, read_result, result_path
+from cl_bench.store import iter_results
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    method: MethodSpec
-    task: TaskSpec
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.method.id} × {self.task.id} × seed {self.seed}"
-
-
-@dataclass
-class SweepReport:
-    done: list[tuple[PlannedRun, float, float]] = field(default_factory=list)  # run, primary, seconds
-    skipped: list[PlannedRun] = field(default_factory=list)
-    failed: list[tuple[PlannedRun, str]] = field(default_factory=list)
-
-
-def existing_comparable(results_dir: Path, planned: PlannedRun) -> bool:
-    path = result_path(results_dir, planned.method.id, planned.task.id, planned.seed)
-    if not path.exists():
-        return False
-    try:
-        rec = read_result(path)
-    except ClBenchError:
-        return False
-    return (
-        rec.task_spec_hash == planned.task.spec_hash()
-        and rec.method_spec_hash == planned.method.spec_hash()
-        and rec.seed == planned.seed
-        and rec.checkpoint is None
-    )
 
 
 def plan(registry: Registry, methods: list[str], tasks: list[str], seeds: list[int]) -> list[PlannedRun]:
@@ -88,8 +55,6 @@ def run_sweep(
     address: str | None = None,
 ) -> SweepReport:
     """Skip what is done, then hand the rest to the executor (``local`` or ``ray``)."""
-    from cl_bench.executors import make_executor
-
     runner = make_executor(executor, address)
     report = SweepReport()
     todo = []

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from cl_bench import components
+from cl_bench.cache import Cache
 from cl_bench.errors import ClBenchError
 from cl_bench.models.contrastive_scoring import (
     LOL,
     ContrastiveDecoding,
     DoLa,
-    build_contrastive_decoding,
     plausible,
 )
+from cl_bench.obtain import MemberSource
+from cl_bench.registry import PROJECT_ROOT, Registry
 from tests.conftest import write_tree
 from tests.test_causal_lm import TOKENIZER, tiny_model
 
@@ -168,11 +172,16 @@ MEMBERS = {
 
 def test_members_from_method_ids_and_inline_archs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tree(tmp_path / "reg", MEMBERS)
-    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path / "reg"))
-    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "env-cache"))  # not where members go: the run's cache is
+    members = MemberSource(Cache(tmp_path / "cache"), registry=Registry([tmp_path / "reg", PROJECT_ROOT]))
     inline = {"name": "tiny-gpt2", "params": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
                                                "tokenizer": TOKENIZER}}
+
+    def build_contrastive_decoding(params: dict) -> Any:
+        return components.get("arch", "contrastive-decoding")(params, members=members)
+
     cd = build_contrastive_decoding({"expert": {"method": "tlm-expert"}, "amateur": {"arch": inline}})
+    assert not (tmp_path / "env-cache").exists()
     assert list((tmp_path / "cache" / "checkpoints").iterdir())  # the expert was trained and cached
     again = build_contrastive_decoding({"expert": {"method": "tlm-expert"}, "amateur": {"arch": inline}})
     assert torch.equal(cd.expert.hf.lm_head.weight, again.expert.hf.lm_head.weight)
@@ -184,3 +193,20 @@ def test_members_from_method_ids_and_inline_archs(tmp_path: Path, monkeypatch: p
         build_contrastive_decoding({"expert": {"method": "tlm-expert"}, "amateur": {"arch": other}})
     with pytest.raises(ClBenchError, match="unknown method"):
         build_contrastive_decoding({"expert": {"method": "nope"}, "amateur": {"arch": inline}})
+
+
+def test_obtain_hands_members_the_runs_cache_not_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cl_bench.obtain import obtain_model
+    from cl_bench.specs import MethodSpec
+
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "env-cache"))
+    inline = {"name": "tiny-gpt2", "params": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
+                                               "tokenizer": TOKENIZER}}
+    trained = {"arch": inline, "train": {"objective": "lm-pretrain", "params": {"block_size": 32, "max_steps": 1},
+                                         "data": {"name": "lm-corpus", "params": {"sources": ["qa"], "n_qa": 200}},
+                                         "epochs": 1, "batch_size": 2, "lr": 0.001}}
+    method = MethodSpec(id="cd", description="cd", provides=["causal_lm"],
+                        arch={"name": "contrastive-decoding", "params": {"expert": trained, "amateur": {"arch": inline}}})
+    got = obtain_model(method, None, seed=0, device=torch.device("cpu"), cache=Cache(tmp_path / "run-cache"))
+    assert isinstance(got.model, ContrastiveDecoding)
+    assert list((tmp_path / "run-cache" / "checkpoints").iterdir()) and not (tmp_path / "env-cache").exists()

@@ -71,7 +71,7 @@ def test_training_is_one_task_per_method_seed_and_data(tiny_registry: Registry) 
 def test_shared_training_through_the_task_graph(ray_instance, tiny_registry: Registry, tmp_path: Path) -> None:
     runs = plan(tiny_registry, ["tiny-simclr"], ["tiny-linear", "tiny-knn"], [0])
     executor = RayExecutor()
-    from cl_bench.sweep import SweepReport
+    from cl_bench.plan import SweepReport
 
     report = SweepReport()
     executor.execute(runs, _opts(tmp_path, "r"), report, progress=False)

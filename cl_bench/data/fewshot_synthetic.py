@@ -35,8 +35,7 @@ from cl_bench.data.fewshot_text import (
     records_to_examples,
 )
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import validate_params
+from cl_bench.specs import Strict, validate_params
 
 FILLER = ["the", "movie", "was", "plot", "story", "film", "scene", "music", "and", "very", "quite", "a", "it", "this"]
 POSITIVE = ["good", "great", "nice", "happy", "best", "love", "fine"]
@@ -52,7 +51,7 @@ LETTERS = list("abcdefgh")
 Rule = Literal["sentiment-keywords", "majority-ab", "first-last", "word-topic"]
 
 
-class SyntheticFewShotParams(StrictParams):
+class SyntheticFewShotParams(Strict):
     rule: Rule = "sentiment-keywords"
     n_train: int = Field(default=256, ge=1)
     n_test: int = Field(default=200, ge=1)
@@ -142,7 +141,7 @@ LABEL_WORD_POOL = ["yes", "no", "red", "blue", "up", "down", "one", "two", "left
                    "Positive", "Negative", "same", "different", "animal", "food", "place", "a", "b", "foo", "bar"]
 
 
-class FewShotCorpusParams(StrictParams):
+class FewShotCorpusParams(Strict):
     rules: list[Rule] = Field(default_factory=lambda: list(RULES), min_length=1)
     n_episodes: int = Field(default=3000, ge=1)
     min_shots: int = Field(default=2, ge=0)

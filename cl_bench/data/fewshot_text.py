@@ -38,11 +38,10 @@ from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import validate_params
+from cl_bench.specs import Strict, validate_params
 
 
-class PromptFormat(StrictParams):
+class PromptFormat(Strict):
     """How one example becomes text: ``instruction`` once, then demonstrations and the query.
 
     query  = input_prefix + text [+ pair_separator + text_b + pair_suffix] + output_prefix
@@ -131,7 +130,7 @@ def check_labels(examples: list[FewShotExample], n_classes: int, where: str) -> 
 Layout = Literal["auto", "hf-disk", "jsonl", "csv", "tsv", "trec-label"]
 
 
-class FewShotTextParams(StrictParams):
+class FewShotTextParams(Strict):
     preset: Literal["sst2", "agnews", "trec", "rte", "none"] = "none"
     folder: str | None = None  # under the data root
     layout: Layout = "auto"

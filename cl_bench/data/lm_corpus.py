@@ -23,8 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cl_bench.components import register
-from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import validate_params
+from cl_bench.specs import Strict, validate_params
 
 CAPITALS = {
     "France": "Paris", "Spain": "Madrid", "Italy": "Rome", "Germany": "Berlin", "Japan": "Tokyo",
@@ -138,7 +137,7 @@ class TextCorpus:
         return self.train.fingerprint
 
 
-class LMCorpusParams(StrictParams):
+class LMCorpusParams(Strict):
     sources: list[Literal["qa", "pydoc"]] = Field(default_factory=lambda: ["qa", "pydoc"], min_length=1)
     n_qa: int = Field(default=4000, ge=0)
     seed: int = 0

@@ -24,8 +24,7 @@ from typing import Any, Literal
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import validate_params
+from cl_bench.specs import Strict, validate_params
 
 LAYOUT_HINT = (
     "expected DATA_ROOT/truthfulqa/data/mc_task.json (official repo) or "
@@ -188,7 +187,7 @@ def read_csv(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
     return out
 
 
-class TruthfulQAParams(StrictParams):
+class TruthfulQAParams(Strict):
     source: Literal["auto", "mc_json", "hf_parquet", "csv"] = "auto"
     empty_choices: Literal["error", "drop"] = "error"  # the 2025 mc_task.json has 39 empty strings
     limit: int | None = None  # first N questions (smoke runs)

@@ -32,12 +32,13 @@ from pydantic import Field
 
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import FitLog, fit
-from cl_bench.models.causal_lm import StrictParams, TokenPair
+from cl_bench.models.causal_lm import TokenPair
+from cl_bench.specs import Strict
 
 FORMAT, INPUT, LABEL = 0, 1, 2
 
 
-class CPTParams(StrictParams):
+class CPTParams(Strict):
     steps: int = Field(default=30, ge=0)
     lr: float = Field(default=0.01, gt=0)  # Adam step, in units of the mean token-embedding norm
     epsilon: float = Field(default=0.1, ge=0)
@@ -47,7 +48,7 @@ class CPTParams(StrictParams):
     decay: float = Field(default=1.0, gt=0, le=1)
 
 
-class PromptTuningParams(StrictParams):
+class PromptTuningParams(Strict):
     n_tokens: int = Field(default=8, ge=1)
     steps: int = Field(default=50, ge=0)
     lr: float = Field(default=0.01, gt=0)  # Adam step, in units of the mean token-embedding norm

@@ -22,11 +22,10 @@ from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import build_optimizer, clip_gradients, fit, lr_at_step
-from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import Strict, TrainRecipe, validate_params
 
 
-class LMPretrainParams(StrictParams):
+class LMPretrainParams(Strict):
     block_size: int = Field(default=256, ge=8)
     max_steps: int | None = Field(default=None, ge=1)
     grad_clip: float = Field(default=1.0, gt=0)

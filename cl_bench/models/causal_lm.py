@@ -21,19 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from cl_bench.errors import ClBenchError
 
 Request = tuple[str, str]
 TokenPair = tuple[list[int], list[int]]
-
-
-class StrictParams(BaseModel):
-    """Base of the causal-LM components' parameter models: unknown fields are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class CausalLM(nn.Module):

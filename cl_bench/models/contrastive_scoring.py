@@ -22,13 +22,14 @@ adaptive plausibility constraint ``V_head = {v : p_E^N(v) >= plausibility * max_
   refocused" prompt module is not part of this scorer.
 
 Members (expert, amateur) are named in the method YAML as a method id (obtained through
-``cl_bench.obtain``: trained once and cached, like any method) or an inline arch.
+``cl_bench.obtain``: trained once and cached, like any method) or an inline arch. The builders
+get a :class:`cl_bench.obtain.MemberSource` (the run's cache, data root and registry) to obtain them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +37,15 @@ from pydantic import Field, model_validator
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import CausalLM, StrictParams, TokenPair
-from cl_bench.specs import ArchRef, MethodSpec, TrainRecipe, validate_params
+from cl_bench.models.causal_lm import CausalLM, TokenPair
+from cl_bench.specs import ArchRef, MethodSpec, Strict, TrainRecipe, validate_params
+
+if TYPE_CHECKING:
+    from cl_bench.obtain import MemberSource
 
 
 # --- members -----------------------------------------------------------------------------------
-class MemberRef(StrictParams):
+class MemberRef(Strict):
     """One model of a contrast: ``method`` (an id from baselines/) or an inline ``arch`` with an
     optional ``train`` recipe (trained once and cached by recipe hash, like any method)."""
 
@@ -74,11 +78,9 @@ class _NoTaskData:
         raise ClBenchError("a contrastive member's train recipe must name its own train.data")
 
 
-def member_spec(ref: MemberRef, role: str) -> MethodSpec:
+def member_spec(ref: MemberRef, role: str, members: MemberSource) -> MethodSpec:
     if ref.method is not None:
-        from cl_bench.registry import Registry
-
-        spec = Registry().method(ref.method)
+        spec = members.method(ref.method)
         if "causal_lm" not in spec.provides:
             raise ClBenchError(f"{role} method '{ref.method}' does not provide causal_lm")
         return spec
@@ -86,15 +88,11 @@ def member_spec(ref: MemberRef, role: str) -> MethodSpec:
     return MethodSpec(id=f"inline-{role}", description=f"inline {role}", provides=["causal_lm"], arch=ref.arch, train=ref.train)
 
 
-def resolve_member(ref: MemberRef, role: str) -> CausalLM:
-    """Build and obtain (load a checkpoint / train-and-cache / as built) one member, on CPU."""
-    from cl_bench.cache import Cache
-    from cl_bench.obtain import obtain_model
-
-    got = obtain_model(
-        member_spec(ref, role), _NoTaskData(), seed=ref.seed, device=torch.device("cpu"), cache=Cache(),
-        checkpoint=Path(ref.checkpoint) if ref.checkpoint else None,
-    )
+def resolve_member(ref: MemberRef, role: str, members: MemberSource) -> CausalLM:
+    """Build and obtain (load a checkpoint / train-and-cache / as built) one member, on CPU,
+    through the run's own cache, data root and registry (``members``)."""
+    got = members.obtain(member_spec(ref, role, members), _NoTaskData(), seed=ref.seed,
+                         checkpoint=Path(ref.checkpoint) if ref.checkpoint else None)
     if not hasattr(got.model, "layer_logprobs"):
         raise ClBenchError(f"{role}: {type(got.model).__name__} does not expose per-layer log-probabilities")
     return got.model.eval()
@@ -233,7 +231,7 @@ class LOL(ContrastiveScorer):
 
 
 # --- arch components ---------------------------------------------------------------------------
-class _Common(StrictParams):
+class _Common(Strict):
     expert: MemberRef
     plausibility: float = Field(default=0.1, ge=0, lt=1)  # Li et al.'s alpha; DoLa's relative_top
     mask_value: float = -1000.0  # score of tokens outside V_head (DoLa's relative_top_value)
@@ -256,24 +254,24 @@ class LOLParams(ContrastiveDecodingParams):
 
 
 @components.register("arch", "contrastive-decoding")
-def build_contrastive_decoding(params: dict[str, Any], **_: Any) -> ContrastiveDecoding:
+def build_contrastive_decoding(params: dict[str, Any], *, members: MemberSource, **_: Any) -> ContrastiveDecoding:
     p = validate_params(ContrastiveDecodingParams, params, "arch contrastive-decoding params")
     return ContrastiveDecoding(
-        resolve_member(p.expert, "expert"), resolve_member(p.amateur, "amateur"),
+        resolve_member(p.expert, "expert", members), resolve_member(p.amateur, "amateur", members),
         p.amateur_weight, p.plausibility, p.mask_value,
     )
 
 
 @components.register("arch", "dola")
-def build_dola(params: dict[str, Any], **_: Any) -> DoLa:
+def build_dola(params: dict[str, Any], *, members: MemberSource, **_: Any) -> DoLa:
     p = validate_params(DoLaParams, params, "arch dola params")
-    return DoLa(resolve_member(p.expert, "expert"), p.candidate_layers, p.post_softmax, p.plausibility, p.mask_value)
+    return DoLa(resolve_member(p.expert, "expert", members), p.candidate_layers, p.post_softmax, p.plausibility, p.mask_value)
 
 
 @components.register("arch", "lol")
-def build_lol(params: dict[str, Any], **_: Any) -> LOL:
+def build_lol(params: dict[str, Any], *, members: MemberSource, **_: Any) -> LOL:
     p = validate_params(LOLParams, params, "arch lol params")
     return LOL(
-        resolve_member(p.expert, "expert"), resolve_member(p.amateur, "amateur"), p.amateur_weight,
+        resolve_member(p.expert, "expert", members), resolve_member(p.amateur, "amateur", members), p.amateur_weight,
         p.expert_lower_layer, p.amateur_lower_layer, p.lower_weight, p.plausibility, p.mask_value,
     )

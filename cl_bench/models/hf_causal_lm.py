@@ -23,8 +23,8 @@ from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import CausalLM, StrictParams, TokenPair
-from cl_bench.specs import validate_params
+from cl_bench.models.causal_lm import CausalLM, TokenPair
+from cl_bench.specs import Strict, validate_params
 
 _FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm")
 
@@ -190,7 +190,7 @@ def load_hf_directory(folder: Path) -> tuple[Any, Any]:
     return model.eval(), tok
 
 
-class HFCausalLMParams(StrictParams):
+class HFCausalLMParams(Strict):
     path: str  # a local Hugging Face model directory
     batch_size: int = Field(default=32, ge=1)
 

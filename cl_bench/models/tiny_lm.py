@@ -22,19 +22,18 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.data.lm_corpus import LMCorpusParams, build_corpus
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import StrictParams
 from cl_bench.models.hf_causal_lm import HFCausalLM
-from cl_bench.specs import validate_params
+from cl_bench.specs import Strict, validate_params
 
 EOT = "<|endoftext|>"
 
 
-class TokenizerParams(StrictParams):
+class TokenizerParams(Strict):
     vocab_size: int = Field(default=2048, ge=260, le=65536)
     corpus: LMCorpusParams = Field(default_factory=LMCorpusParams)
 
 
-class TinyGPT2Params(StrictParams):
+class TinyGPT2Params(Strict):
     n_layer: int = Field(default=4, ge=1)
     n_embd: int = Field(default=128, ge=8)
     n_head: int = Field(default=4, ge=1)
