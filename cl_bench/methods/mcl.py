@@ -37,7 +37,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.methods.augment import Augmenter
 from cl_bench.methods.simclr import ContrastiveParams, TwoViewContrastive, nt_xent
 from cl_bench.methods.trainer import build_objective, build_optimizer, epoch_mean, fit, lr_at_step
-from cl_bench.specs import TrainRecipe
+from cl_bench.specs import TrainRecipe, validate_params
 
 
 class MCLParams(ContrastiveParams):
@@ -142,7 +142,7 @@ class MCL(TwoViewContrastive):
             )
         if len(split) < 2:
             raise ClBenchError(f"the training split has {len(split)} image(s): need at least 2")
-        params = MCLParams.model_validate(recipe.params or {})
+        params = validate_params(MCLParams, recipe.params, "train.params (objective mcl)")
         images = _split_images(split)
         model.to(device)
         card = MCLCard(objective=recipe.objective, epochs=recipe.epochs, n_train=len(images))

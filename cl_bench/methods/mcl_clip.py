@@ -42,7 +42,7 @@ from cl_bench.methods.image_text_trainer import (
     train_image_text,
 )
 from cl_bench.methods.mcl import combine_pseudo_labels, group_batches, kmeans_labels
-from cl_bench.specs import TrainRecipe
+from cl_bench.specs import TrainRecipe, validate_params
 
 
 class MclClipParams(ImageTextParams):
@@ -66,7 +66,7 @@ class MclClip(ImageTextObjective):
         device: torch.device, progress: bool = False,
     ) -> ImageTextTrainCard:
         """Train every stage of a ``scene-clip`` stack in place; leaves it in eval mode."""
-        params = MclClipParams.model_validate(recipe.params or {})
+        params = validate_params(MclClipParams, recipe.params, "train.params (objective mcl-clip)")
         stages = list(getattr(model, "stages", None) or [model])
         if not all(hasattr(s, "image_features") for s in stages):
             raise ClBenchError(
