@@ -13,9 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from cl_bench import components
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
+from cl_bench.finite import check_array, check_metrics, json_safe
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
@@ -120,6 +122,9 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     if opts.checkpoint is not None and not Path(opts.checkpoint).exists():
         raise ClBenchError(f"checkpoint {opts.checkpoint} does not exist; check the --checkpoint path")
     cache = Cache(opts.cache_dir)
+    if opts.write:  # before any work: a results or cache path that is a file or read-only is one line
+        ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
+    ensure_writable_dir(cache.root, "cache directory (--cache-dir)")
 
     loader = components.get("dataset", task.dataset.name)
     data = loader(task.dataset.params, data_root)
@@ -142,6 +147,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
             feats, hit = extract_features(model, split, device), False
         else:
             feats, hit = cache.features(key, lambda: extract_features(model, split, device))
+        check_array(feats, f"features of {type(split).__name__} from method '{method.id}'",
+                    "non-finite weights or activations; check the checkpoint")
         stats["hits" if hit else "misses"] += 1
         stats["features_s"] += time.perf_counter() - t0
         return feats
@@ -171,8 +178,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
         task=task.id, task_version=task.version, task_spec_hash=task.spec_hash(),
         method=method.id, method_spec_hash=method.spec_hash(), seed=opts.seed,
         primary_metric=task.primary_metric,
-        metrics={k: float(v) for k, v in result.metrics.items()},
-        extras=result.extras,
+        metrics=check_metrics(result.metrics, f"protocol '{protocol.name}' on task '{task.id}'", task.primary_metric),
+        extras=json_safe(result.extras),
         model_fingerprint=obtained.fingerprint, model_source=obtained.source,
         recipe_hash=obtained.recipe_hash, checkpoint=obtained.checkpoint,
         dataset_fingerprint=data.fingerprint,

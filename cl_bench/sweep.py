@@ -22,6 +22,7 @@ from cl_bench.engine import RunOptions, check_compatible
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 from cl_bench.specs import MethodSpec, TaskSpec
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.store import iter_results, read_result, result_path
 
 EXECUTORS = ("local", "ray")
@@ -91,6 +92,7 @@ def run_sweep(
     from cl_bench.executors import make_executor
 
     runner = make_executor(executor, address)
+    ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
     report = SweepReport()
     todo = []
     for r in runs:
