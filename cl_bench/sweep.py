@@ -18,11 +18,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.engine import RunOptions, check_compatible
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 from cl_bench.specs import MethodSpec, TaskSpec
-from cl_bench.atomic import ensure_writable_dir
 from cl_bench.store import iter_results, read_result, result_path
 
 EXECUTORS = ("local", "ray")
