@@ -91,12 +91,25 @@ def read_bytes(path: Path, limit: int, what: str = "file") -> bytes:
         raise _too_big(path, what, size, limit)
     try:
         with os.fdopen(fd, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # what the file says it holds (never a buffer of ``limit`` bytes)
+            if len(data) > size:  # it grew while we read: go on, a chunk at a time, up to the cap
+                data += _read_chunks(f, limit + 1 - len(data))
     except OSError as e:
         raise ClBenchError(f"cannot read {what} {path}: {e.strerror}") from None
     if len(data) > limit:
         raise _too_big(path, what, f"over {limit}", limit)
     return data
+
+
+def _read_chunks(f: IO[bytes], limit: int) -> bytes:
+    """At most ``limit`` bytes from ``f``, read ``CHUNK`` at a time (memory grows with the data only)."""
+    out = bytearray()
+    while len(out) < limit:
+        chunk = f.read(min(CHUNK, limit - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
 
 
 def decode_utf8(data: bytes, where: str) -> str:
@@ -139,7 +152,7 @@ def gunzip(path: Path, limit: int, what: str = "file") -> bytes:
     fd, _ = _open_regular(Path(path), what)
     try:
         with os.fdopen(fd, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
-            data = f.read(limit + 1)
+            data = _read_chunks(f, limit + 1)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise ClBenchError(f"{what} {path} is not a valid gzip stream ({e}); re-download it") from None
     if len(data) > limit:

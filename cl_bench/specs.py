@@ -109,14 +109,14 @@ class TrainRecipe(Strict):
 
     objective: str
     params: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(ge=0)
-    batch_size: int = Field(ge=2)
+    epochs: int = Field(ge=0, le=100_000)
+    batch_size: int = Field(ge=2, le=1_000_000)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = 0.9
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(default=0, ge=0)
+    warmup_epochs: int = Field(default=0, ge=0, le=100_000)
     augment: dict[str, Any] = Field(default_factory=dict)
     data: DatasetRef | None = None  # None: the train split of the task being evaluated
 
@@ -274,12 +274,46 @@ def _check_id_matches_file(spec_id: str, path: Path) -> None:
         raise ClBenchError(f"{path}: id '{spec_id}' must equal the file name '{path.stem}'")
 
 
+# Every integer of a component's parameters is at most MAX_PARAM_INT (seeds: MAX_SEED_PARAM) unless
+# its model states a bound of its own: a size typo (n_train: 1000000000) is an error before anything
+# is allocated, whichever component reads it.
+MAX_PARAM_INT = 10**6
+MAX_SEED_PARAM = 2**32 - 1
+
+
+def _has_upper_bound(info: Any) -> bool:
+    return any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None for m in info.metadata)
+
+
+def check_int_bounds(value: Any, where: str, name: str = "") -> None:
+    """ClBenchError when an integer in ``value`` (a validated model, dict, list) passes the caps above."""
+    if isinstance(value, BaseModel):
+        for field_name, info in type(value).model_fields.items():
+            v = getattr(value, field_name)
+            if not (isinstance(v, int) and _has_upper_bound(info)):
+                check_int_bounds(v, where, field_name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_int_bounds(v, where, str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_int_bounds(v, where, name)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        cap = MAX_SEED_PARAM if name.endswith("seed") else MAX_PARAM_INT
+        if abs(value) > cap:
+            raise ClBenchError(f"{where}: '{name}' is {value}, beyond {cap} (the bound on an integer parameter; "
+                               f"seeds: {MAX_SEED_PARAM}); is it a typo?")
+
+
 def validate_params(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:
-    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``."""
+    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``.
+    Integers are bounded (:func:`check_int_bounds`) before the component allocates anything."""
     try:
-        return model.model_validate(params or {})
+        validated = model.model_validate(params or {})
     except ValidationError as e:
         raise ClBenchError(describe_validation_error(where, e)) from None
+    check_int_bounds(validated, where)
+    return validated
 
 
 _describe_validation_error = describe_validation_error  # older name, kept for helpers' code

@@ -100,7 +100,7 @@ def load_yaml_text(text: str, where: str) -> Any:
         return loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
+        line = f" line {mark.line + 1}" if mark is not None else ""
         raise ClBenchError(f"{where}:{line} is not valid YAML: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
         raise ClBenchError(f"{where}: nested too deeply to be a spec") from None

@@ -10,6 +10,7 @@ truncated or corrupt image becomes one ClBenchError line naming the image.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -35,7 +36,7 @@ def open_image(source: Path | bytes, where: str | None = None) -> Iterator[Image
         check_data_file(Path(source), "image")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower cap decides
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
                 w, h = im.size
                 if w <= 0 or h <= 0 or w * h > MAX_IMAGE_PIXELS:
@@ -44,6 +45,10 @@ def open_image(source: Path | bytes, where: str | None = None) -> Iterator[Image
                 yield im
     except ClBenchError:
         raise
-    except (*DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:  # PIL's own guard fired first (past 2 x its limit)
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        raise ClBenchError(f"image {name} declares {size.group(1) if size else 'too many'} pixels (at most "
+                           f"{MAX_IMAGE_PIXELS} allowed); refused before decoding it (a decompression bomb?)") from None
+    except DECODE_ERRORS as e:
         raise ClBenchError(f"cannot decode image {name} ({type(e).__name__}: {str(e)[:120]}); "
                            "is the file present and intact? replace it") from None

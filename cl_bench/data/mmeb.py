@@ -41,7 +41,7 @@ from cl_bench.components import register
 from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text_types import ImageList
 from cl_bench.data.mmvp import training_split
-from cl_bench.data.safe_paths import SafeRelPath, safe_relpath
+from cl_bench.data.safe_paths import OptionalRelPath, safe_relpath
 from cl_bench.data.text_types import fingerprint_texts
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
@@ -259,7 +259,6 @@ class MMEBData:
         return self._train
 
 
-ImagePath = Literal[""] | SafeRelPath  # "" = no image
 
 
 class MMEBRow(BaseModel):
@@ -267,9 +266,9 @@ class MMEBRow(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
     qry_text: str | None
-    qry_img_path: ImagePath | None
+    qry_img_path: OptionalRelPath | None
     tgt_text: list[str | None] | str | None
-    tgt_img_path: list[ImagePath | None] | ImagePath | None
+    tgt_img_path: list[OptionalRelPath | None] | OptionalRelPath | None
 
 
 def _parquet_files(folder: Path) -> list[Path]:

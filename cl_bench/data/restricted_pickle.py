@@ -3,7 +3,7 @@
 Datasets such as CIFAR's "python version" ship as pickles. ``pickle.load`` would import and
 call whatever the file names, so this unpickler resolves exactly the names a pickled numpy
 array uses (``_reconstruct``, ``ndarray``, ``dtype``) and the ``_codecs.encode`` that Python 3
-writes for ``bytes`` under protocol 2 (latin-1 only) — and none of them to the real numpy
+writes for ``bytes`` under protocol 2 (latin-1 only, plus ``bytes()`` for an empty array) — and none of them to the real numpy
 object. ``_reconstruct`` and ``dtype`` return inert *sketches* that only record the shape,
 dtype code, byte order and raw bytes the pickle's BUILD hands them; each is validated (a plain
 numeric or bytes dtype, a non-negative shape, exactly ``prod(shape) × itemsize`` bytes) and the
@@ -106,6 +106,13 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    """``bytes()`` with no argument (anything else is refused: bytes(n) would allocate n bytes)."""
+    if args:
+        raise pickle.UnpicklingError("builtins.bytes is allowed only as bytes() (empty)")
+    return b""
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> ArraySketch:
     if subtype is not _NDARRAY:
         raise pickle.UnpicklingError(f"only numpy.ndarray may be rebuilt, not {subtype!r}")
@@ -132,6 +139,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _dtype
         if module == "_codecs" and name == "encode":
             return _latin1_encode
+        if module in ("builtins", "__builtin__") and name == "bytes":
+            return _empty_bytes  # how protocol 2 writes an empty array's data
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
 
     def persistent_load(self, pid: Any) -> Any:

@@ -52,7 +52,12 @@ def _check(rel: str) -> str:
     return rel
 
 
+def _check_or_empty(rel: str) -> str:
+    return rel if rel == "" else _check(rel)
+
+
 SafeRelPath = Annotated[str, AfterValidator(_check)]
+OptionalRelPath = Annotated[str, AfterValidator(_check_or_empty)]  # "" = no file
 
 
 def check_data_file(path: Path, what: str = "file") -> os.stat_result:

@@ -174,9 +174,12 @@ def _scan_globals(path: Path) -> list[str]:
 
 def _check_names(path: Path, names: list[str]) -> None:
     """Refuse code-running globals (named first), then torch internals the weights-only loader lacks."""
+    from cl_bench.models.unpickle_policy import refusal
+
     for name in names:
-        if is_dangerous(name):
-            raise _refuse(path, f"global {name}")
+        why = refusal(name)
+        if why is not None:
+            raise _refuse(path, why)
     for name in names:
         if name.split(".")[0] == "torch":
             raise ClBenchError(
