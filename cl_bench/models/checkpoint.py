@@ -23,18 +23,8 @@ from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.fingerprint import file_sha256
-from cl_bench.models.released_formats import read_released_state_dict
+from cl_bench.models.released_formats import CONTAINER_KEYS, read_released_state_dict, read_safetensors
 
-CONTAINER_KEYS = (
-    "state_dict",
-    "model",
-    "module",
-    "network",
-    "teacher",
-    "student",
-    "encoder",
-    "backbone_state_dict",
-)
 # Preferred prefixes, best first; any other prefix found in the file is also tried.
 KNOWN_PREFIXES = (
     "",
@@ -98,7 +88,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ClBenchError(f"checkpoint {path} does not exist; check the --checkpoint path")
     if not path.is_file():
         raise ClBenchError(f"checkpoint {path} is not a file; pass the checkpoint file itself")
-    obj = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    obj = read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     state = _unwrap(obj, 0)
     if not state:
         raise ClBenchError(
@@ -106,18 +96,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"expected a dict of tensors, possibly under one of {', '.join(CONTAINER_KEYS)}"
         )
     return state
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
-        raise ClBenchError(
-            f"checkpoint {path} is not a readable safetensors file ({_short(e)}); "
-            "it may be truncated or corrupt: download or export it again"
-        ) from None
 
 
 def _read_torch(path: Path) -> Any:

@@ -44,6 +44,19 @@ import torch
 from cl_bench.errors import ClBenchError
 
 _MAX_RETRIES = 64
+# The containers released checkpoints wrap their weights in, best first (the one list: the checkpoint
+# loader unwraps the same ones).
+CONTAINER_KEYS = (
+    "state_dict",
+    "model",
+    "module",
+    "network",
+    "teacher",
+    "student",
+    "encoder",
+    "backbone_state_dict",
+    "model_state_dict",
+)
 # Globals a checkpoint has no business naming: they exist to run code. Refused, never stubbed.
 _DANGEROUS_MODULES = {
     "os",
@@ -335,15 +348,7 @@ def model_state(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
     model = obj.get("model")
     if isinstance(model, Mapping) and _tensors(model):
         return _tensors(model), "pixpro" if "opt" in obj else "model"
-    for key in (
-        "module",
-        "network",
-        "teacher",
-        "student",
-        "encoder",
-        "backbone_state_dict",
-        "model_state_dict",
-    ):
+    for key in CONTAINER_KEYS[2:]:  # state_dict and model are handled above
         inner = obj.get(key)
         if isinstance(inner, Mapping) and _tensors(inner):
             return _tensors(inner), key
@@ -411,10 +416,19 @@ class ReleasedCheckpoint:
         }
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from cl_bench.models.checkpoint import _read_safetensors as read  # one reader, one message
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or corrupt file is a ClBenchError."""
+    from safetensors.torch import load_file
 
-    return read(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+        why = f"{type(e).__name__}: {text[0][:160]}" if text and text[0] else type(e).__name__
+        raise ClBenchError(
+            f"checkpoint {path} is not a readable safetensors file ({why}); "
+            "it may be truncated or corrupt: download or export it again"
+        ) from None
 
 
 def read_released(path: Path) -> ReleasedCheckpoint:
@@ -426,7 +440,7 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         raise ClBenchError(f"checkpoint {path} is not a file; pass the checkpoint file itself")
     placeholders: list[str] = []
     if path.suffix == ".safetensors":
-        obj: Any = _read_safetensors(path)
+        obj: Any = read_safetensors(path)
     else:
         obj, placeholders = load_with_placeholders(path)
     state, layout = model_state(obj)
