@@ -23,7 +23,13 @@ from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.fingerprint import file_sha256
-from cl_bench.models.released_formats import CONTAINER_KEYS, read_released_state_dict, read_safetensors
+from cl_bench.models.released_formats import (
+    CONTAINER_KEYS,
+    check_declared_layout,
+    read_released_state_dict,
+    read_safetensors,
+)
+from cl_bench.specs import ReleasedWeights
 
 # Preferred prefixes, best first; any other prefix found in the file is also tried.
 KNOWN_PREFIXES = (
@@ -209,11 +215,13 @@ def remap_keys(
     return mapped, sorted(dropped)
 
 
-def load_into(encoder: nn.Module, path: Path) -> LoadReport:
+def load_into(encoder: nn.Module, path: Path, layout: ReleasedWeights | None = None) -> LoadReport:
     """Load the checkpoint at ``path`` into ``encoder`` (strict on the backbone).
 
     Every encoder key must come from the file with the right shape, except BatchNorm
-    ``num_batches_tracked``; otherwise ClBenchError names the missing or misshapen keys.
+    ``num_batches_tracked``; otherwise ClBenchError names the missing or misshapen keys. With a
+    method's released ``layout`` (an ``encoder_prefix``), that prefix is used and every other key
+    of the file must be one of the ``dropped`` heads it documents.
     """
     path = Path(path)
     arch = getattr(encoder, "arch_name", type(encoder).__name__)
@@ -221,8 +229,11 @@ def load_into(encoder: nn.Module, path: Path) -> LoadReport:
     if not target:
         raise ClBenchError(f"arch {arch} has no weights: it cannot load checkpoint {path}")
     state = read_released_state_dict(path)  # any released layout; pickled extras stay inert
-    prefix = choose_prefix(set(state), set(target))
+    declared = layout is not None and layout.encoder_prefix is not None
+    prefix = layout.encoder_prefix if declared else choose_prefix(set(state), set(target))
     mapped, dropped = remap_keys(state, set(target), prefix)
+    if declared:
+        check_declared_layout(path, dropped, layout)
     missing = [k for k in target if k not in mapped]
     fatal = [k for k in missing if not k.endswith("num_batches_tracked")]
     if fatal:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import ReleasedWeights
 
 _MAX_RETRIES = 64
 # The containers released checkpoints wrap their weights in, best first (the one list: the checkpoint
@@ -456,6 +457,23 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         )
     state, renamed = rename_resnet_sequential(state)
     return ReleasedCheckpoint(state, layout, placeholders, renamed)
+
+
+def check_declared_layout(path: Path, dropped: list[str], layout: ReleasedWeights) -> None:
+    """Every key the loader left out must be a head the method's release documents (``dropped``).
+
+    Anything else means the file is not the released one (another architecture, another
+    project's layout, a renamed key): loading it under that method would evaluate something else.
+    """
+    stray = [k for k in dropped if not any(k.startswith(p) for p in layout.dropped)]
+    if stray:
+        more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        heads = ", ".join(repr(p) for p in layout.dropped) or "none"
+        raise ClBenchError(
+            f"checkpoint {Path(path).name} is not in the released layout ({layout.source}): key "
+            f"{stray[0]!r}{more} is neither an encoder key under {layout.encoder_prefix!r} nor one of the "
+            f"documented heads ({heads}); for your own checkpoint use the generic method of that architecture"
+        )
 
 
 def read_released_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -163,5 +163,5 @@ def build_vlm_embedder(params: dict[str, Any], **_: Any) -> VLMEmbedder:
     p: VLMEmbedderParams = validate_params(VLMEmbedderParams, params, where="arch hf-vlm-embedder")
     model = VLMEmbedder(p)
     if p.path is not None:
-        model.load_checkpoint(Path(p.path))
+        model.checkpoint_report = model.load_checkpoint(Path(p.path))
     return model
