@@ -4,7 +4,6 @@ exactly the documented ones, and the embeddings equal to the authors' computatio
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
-from tests.test_image_text_adapters import TINY_OPEN_CLIP
+from tests.test_image_text_adapters import tiny_open_clip  # noqa: F401 - the tiny open_clip config fixture
 from tests.test_released_methods import ddp, obtain, perturb
 
 
@@ -154,16 +153,6 @@ def test_tcl_file_with_an_undocumented_key_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ open_clip
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("oc_released")
-    (folder / "clbench-released-tiny.json").write_text(json.dumps(TINY_OPEN_CLIP))
-    open_clip.add_model_config(folder)
-    return "clbench-released-tiny"
-
-
 def open_clip_training_checkpoint(model: nn.Module, path: Path, epoch: int) -> dict[str, torch.Tensor]:
     """open_clip's training/main.py checkpoint: epoch, name, state_dict of the DDP model, optimizer."""
     state = ddp(model)
@@ -171,25 +160,25 @@ def open_clip_training_checkpoint(model: nn.Module, path: Path, epoch: int) -> d
     return state
 
 
-def test_dreamlip_release(tmp_path: Path, tiny_clip: str) -> None:
+def test_dreamlip_release(tmp_path: Path, tiny_open_clip: str) -> None:
     import open_clip
 
     torch.manual_seed(5)
-    source = perturb(open_clip.create_model(tiny_clip, pretrained=None), seed=6).eval()
+    source = perturb(open_clip.create_model(tiny_open_clip, pretrained=None), seed=6).eval()
     state = open_clip_training_checkpoint(source, tmp_path / "epoch_32.pt", 32)
     for key in ("cc3m", "cc12m", "yfcc15m", "cc30m"):
-        got = obtain(f"dreamlip-vit-b16-{key}", tmp_path / "epoch_32.pt", tmp_path, model=tiny_clip)
+        got = obtain(f"dreamlip-vit-b16-{key}", tmp_path / "epoch_32.pt", tmp_path, model=tiny_open_clip)
         assert got.checkpoint["n_loaded"] == len(state) and got.checkpoint["dropped"] == []
-    tok = open_clip.get_tokenizer(tiny_clip)
+    tok = open_clip.get_tokenizer(tiny_open_clip)
     with torch.no_grad():
         want = F.normalize(source.encode_text(tok(["a red star"])), dim=-1)
         assert torch.allclose(got.model.embed_texts(["a red star"]), want, atol=1e-6)
     torch.save({"state_dict": {**state, "module.multi_classifier.W": torch.zeros(1, 3, 16)}}, tmp_path / "tagged.pt")
     with pytest.raises(ClBenchError, match="not in the released layout"):
-        obtain("dreamlip-vit-b16-cc3m", tmp_path / "tagged.pt", tmp_path, model=tiny_clip)
+        obtain("dreamlip-vit-b16-cc3m", tmp_path / "tagged.pt", tmp_path, model=tiny_open_clip)
 
 
-def test_mcl_clip_stack_release(tmp_path: Path, tiny_clip: str) -> None:
+def test_mcl_clip_stack_release(tmp_path: Path, tiny_open_clip: str) -> None:
     """MMVP.ipynb's stacked evaluation: every stage's raw features concatenated, then L2-normalised."""
     import open_clip
 
@@ -197,17 +186,17 @@ def test_mcl_clip_stack_release(tmp_path: Path, tiny_clip: str) -> None:
     stages = []
     for k, name in enumerate(files):
         torch.manual_seed(10 + k)
-        model = perturb(open_clip.create_model(tiny_clip, pretrained=None), seed=20 + k).eval()
+        model = perturb(open_clip.create_model(tiny_open_clip, pretrained=None), seed=20 + k).eval()
         if k == 0:  # OpenAI's weights in open_clip layout: a bare state dict
             torch.save(model.state_dict(), tmp_path / name)
         else:
             open_clip_training_checkpoint(model, tmp_path / name, 20)
         stages.append(model)
-    got = obtain("mcl-clip-vit-l14", tmp_path, tmp_path, model=tiny_clip, files=files)
+    got = obtain("mcl-clip-vit-l14", tmp_path, tmp_path, model=tiny_open_clip, files=files)
     assert [r["n_loaded"] for r in got.checkpoint["stages"]] == [len(s.state_dict()) for s in stages]
     assert got.model.embed_dim == 3 * 16
-    tok = open_clip.get_tokenizer(tiny_clip)
-    _, _, preprocess = open_clip.create_model_and_transforms(tiny_clip, pretrained=None)
+    tok = open_clip.get_tokenizer(tiny_open_clip)
+    _, _, preprocess = open_clip.create_model_and_transforms(tiny_open_clip, pretrained=None)
     from PIL import Image
 
     u8 = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
@@ -222,4 +211,4 @@ def test_mcl_clip_stack_release(tmp_path: Path, tiny_clip: str) -> None:
     torch.testing.assert_close(got_t, want_t, rtol=1e-5, atol=1e-6)
     (tmp_path / files[2]).unlink()
     with pytest.raises(ClBenchError, match="lacks the stage file"):
-        obtain("mcl-clip-vit-l14", tmp_path, tmp_path, model=tiny_clip, files=files)
+        obtain("mcl-clip-vit-l14", tmp_path, tmp_path, model=tiny_open_clip, files=files)
