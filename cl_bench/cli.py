@@ -37,15 +37,14 @@ def _run_options(args: argparse.Namespace, seed: int = 0):
 
 def _arch_params(pairs: list[str]) -> dict:
     """``--arch-param KEY=VALUE`` pairs; VALUE is read as YAML (numbers, booleans, lists), safely."""
+    from cl_bench.yaml_loader import load_yaml_value
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ClBenchError(f"--arch-param {pair!r}: expected KEY=VALUE, e.g. --arch-param model=resnet50")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+        out[key.strip()] = load_yaml_value(value, f"--arch-param {key.strip()}") if value.strip() else ""
     return out
 
 

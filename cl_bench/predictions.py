@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def read_predictions(result_path: Path, ref: dict[str, object] | None) -> Predic
     if hashlib.sha256(blob).hexdigest() != ref.get("sha256"):
         raise ClBenchError(f"{path} does not match the sha256 recorded in {result_path}; re-run the result")
     try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:  # npz: refuse a bomb before numpy inflates it
+            declared = sum(i.file_size for i in z.infolist())
+        if declared > MAX_PREDICTIONS_BYTES:
+            raise ClBenchError(f"{path} declares {declared} bytes of arrays, more than {MAX_PREDICTIONS_BYTES}; "
+                               "refused before decompressing it")
         return Predictions.from_bytes(blob)
-    except (ValueError, KeyError, OSError, EOFError) as e:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ClBenchError(f"{path} is not a readable predictions file ({type(e).__name__}); re-run the result") from None

@@ -106,3 +106,21 @@ def load_yaml_text(text: str, where: str) -> Any:
         raise ClBenchError(f"{where}: nested too deeply to be a spec") from None
     finally:
         loader.dispose()
+
+
+def load_yaml_value(text: str, where: str) -> Any:
+    """A command-line value read as YAML (numbers, booleans, lists), strictly and bounded like a spec;
+    text that is not YAML at all stays the text itself. Duplicate keys, unsafe tags, alias bombs
+    and deep nesting are errors, as in a spec file."""
+    check_expansion(text, where)
+    loader = StrictSafeLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.constructor.ConstructorError as e:
+        raise ClBenchError(f"{where}: {getattr(e, 'problem', None) or e}") from None
+    except yaml.YAMLError:
+        return text
+    except RecursionError:
+        raise ClBenchError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()

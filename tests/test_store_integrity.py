@@ -104,3 +104,15 @@ def test_non_finite_metrics_never_load_or_write(tiny_registry: Registry, tmp_pat
     rec.metrics["top5"] = float("nan")  # mutated after construction: the store re-validates
     with pytest.raises(ValidationError, match="finite number"):
         write_result(tmp_path, rec)
+
+
+def test_predictions_are_read_bounded(tiny_registry: Registry, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write_result(tmp_path, make_record(tiny_registry.task("tiny-knn"), "m", 0, 50.0), _preds([0] * 1000))
+    ref = json.loads(p.read_text())["predictions"]
+    monkeypatch.setattr(predictions, "MAX_PREDICTIONS_BYTES", 5000)  # the arrays inflate to ~10 KB
+    with pytest.raises(ClBenchError, match=r"declares \d+ bytes of arrays, more than 5000; refused"):
+        read_predictions(p, ref)
+    monkeypatch.setattr(predictions, "MAX_PREDICTIONS_BYTES", 100)  # the file itself is larger than that
+    with pytest.raises(ClBenchError, match="more than the 100-byte limit"):
+        read_predictions(p, ref)

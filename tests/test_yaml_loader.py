@@ -65,3 +65,14 @@ def test_nesting_and_size_and_encoding_are_bounded(tmp_path: Path) -> None:
         read_yaml(bad)
     with pytest.raises(ClBenchError, match="does not exist"):
         read_yaml(tmp_path / "none.yaml")
+
+
+def test_command_line_values_are_read_by_the_same_strict_loader() -> None:
+    from cl_bench.cli import _arch_params
+
+    assert _arch_params(["model=resnet50", "n=3", "l=[1, 2]", "s=a: b: c"]) == {
+        "model": "resnet50", "n": 3, "l": [1, 2], "s": "a: b: c"}  # not YAML: the text itself
+    for bad, why in (("a=&a [*a]", "refers to itself"), ("b={k: 1, k: 2}", "duplicate key 'k'"),
+                     ("c=!!python/object/apply:os.system [true]", "could not determine a constructor")):
+        with pytest.raises(ClBenchError, match=why):
+            _arch_params([bad])

@@ -34,7 +34,7 @@ from cl_bench.components import register
 from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages, ImageList
 from cl_bench.data.imagefolder import IMAGE_EXTENSIONS
-from cl_bench.data.safe_paths import SafeRelPath
+from cl_bench.data.safe_paths import SafeRelPath, check_data_file
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
 
@@ -204,8 +204,8 @@ def load_imagenet_zeroshot(params: dict[str, Any] | None, data_root: Path | None
     rel_paths: list[str] = []
     labels: list[int] = []
     for c, folder in enumerate(folders):
-        files = sorted(f.name for f in (split / folder).iterdir()
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(f.name for f in (split / folder).iterdir()  # a dangling link or FIFO is an error
+                       if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir() and check_data_file(f, "image"))
         rel_paths += [f"{p.split_dir}/{folder}/{f}" for f in files]
         labels += [c] * len(files)
     if not rel_paths:
