@@ -161,13 +161,11 @@ def duplicate_key_task(s: Path) -> list[str]:
     return ["show", "h-dup"]
 
 
-def coco_with(s: Path, **ann: object) -> list[str]:
-    js = fmt.coco_tree(s / "data")
-    for path in js.values():
-        doc = fmt.coco_doc()
-        doc["annotations"][0].update(ann)
-        path.write_text(json.dumps(doc))
-    return run_args(s, "random", "coco-det-fpn-1x")
+def coco_with(s: Path, part: str = "annotations", **fields: object) -> list[str]:
+    """A valid COCO tree whose first ``images`` / ``annotations`` entry gets ``fields``."""
+    doc = fmt.coco_doc()
+    doc[part][0].update(fields)
+    return coco_raw(s, json.dumps(doc))
 
 
 def coco_raw(s: Path, text: str | bytes) -> list[str]:
@@ -178,12 +176,7 @@ def coco_raw(s: Path, text: str | bytes) -> list[str]:
 
 
 def coco_image(s: Path, **img: object) -> list[str]:
-    js = fmt.coco_tree(s / "data")
-    for path in js.values():
-        doc = fmt.coco_doc()
-        doc["images"][0].update(img)
-        path.write_text(json.dumps(doc))
-    return run_args(s, "random", "coco-det-fpn-1x")
+    return coco_with(s, "images", **img)
 
 
 def voc_with(s: Path, **fields: object) -> list[str]:
