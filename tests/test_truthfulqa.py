@@ -251,5 +251,5 @@ def test_project_specs_parse() -> None:
     reg = Registry([PROJECT_ROOT])
     for tid in ("truthfulqa-mc1", "truthfulqa-mc2"):
         assert reg.task(tid).dataset.name == "truthfulqa"
-    for mid in ("tiny-lm", "contrastive-decoding", "dola", "lol"):
+    for mid in ("tiny-lm", "contrastive-decoding", "dola", "lol-fusion-cd"):
         assert reg.method(mid).provides == ["causal_lm"]

@@ -22,8 +22,9 @@ adaptive plausibility constraint ``V_head = {v : p_E^N(v) >= plausibility * max_
   ``s`` with a log-softmax before the constraint.
 - ``lol`` (Chen et al., arXiv 2408.08769, "LOwer Layer matters"): contrastive decoding at the
   final layer plus, weighted by ``lower_weight``, contrastive decoding between the two models'
-  lower layers: ``s = CD(E^N, A^N) + lower_weight * CD(E^l, A^m)``. The paper's "truthfulness
-  refocused" prompt module is not part of this scorer.
+  lower layers: ``s = CD(E^N, A^N) + lower_weight * CD(E^l, A^m)``. Only the fusion rule is the
+  paper's: its amateur is the expert with induced hallucinations (ICD) and its "truthfulness
+  refocused" module is not part of this scorer; method ``lol-fusion-cd`` says so.
 
 Members (expert, amateur) are named in the method YAML as a method id (obtained through
 ``cl_bench.obtain``: trained once and cached, like any method) or an inline arch.
