@@ -159,7 +159,7 @@ def test_imagefolder_original_train_view(tmp_path: Path) -> None:
 
 def test_run_on_the_digits_twin_through_the_protocol() -> None:
     task = default_registry().task("digits-hard-linear-sgd")
-    assert task.protocol.params == {"recipe": "moco"}
+    assert task.protocol.params == {"recipe": "moco", "epochs": 30, "milestones": [18, 24]}
     data = components.get("dataset", "digits-hard")(task.dataset.params, None)
     protocol = components.get("protocol", "linear_sgd")
     params = validate_params(protocol.params, {**task.protocol.params, "epochs": 2}, "test")
