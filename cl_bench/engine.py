@@ -16,7 +16,7 @@ from cl_bench import components
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
-from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
+from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_arch_params
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
@@ -36,6 +36,7 @@ class RunOptions:
     progress: bool = False
     write: bool = True
     command: str | None = None
+    arch_params: dict[str, Any] = field(default_factory=dict)  # --arch-param overrides, recorded in extras
 
 
 @dataclass
@@ -112,6 +113,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     None only on the worker ranks of a ``torchrun`` job (:mod:`cl_bench.distributed`).
     """
     t_start = time.perf_counter()
+    method = with_arch_params(method, opts.arch_params)
     protocol = check_compatible(task, method)
     check_protocol(protocol.name)
     params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")
@@ -154,6 +156,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     if not is_main():  # a torchrun worker: rank 0 evaluates and writes
         return None
 
+    if opts.arch_params:
+        result.extras["arch_params"] = dict(opts.arch_params)
     result.extras.setdefault(
         "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)
     )

@@ -37,11 +37,13 @@ class ImageTextEncoder(nn.Module):
     def embed_texts(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None]) -> torch.Tensor:
+    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None],
+                    role: str | None = None) -> torch.Tensor:
         """Embed items that are text, image, or both (MMEB queries/candidates).
 
         Two-tower default, as MMEB scores CLIP-style baselines: the normalised sum of the
-        text and image embeddings where both are present. Multimodal models override this.
+        text and image embeddings where both are present. Multimodal models override this;
+        ``role`` ("query" / "candidate", when known) lets a prompt-based embedder word them apart.
         """
         if len(texts) != len(images):
             raise ValueError(f"{len(texts)} texts but {len(images)} images")
@@ -77,7 +79,7 @@ class ImageTextEncoder(nn.Module):
             elif hasattr(split, "batches"):  # cl_bench.data.mmeb.PairItems: text and/or image items
                 for texts, images in split.batches(self.batch_size):
                     ims = [None if im is None else im.to(device) for im in images]
-                    out.append(self.embed_pairs(texts, ims).float().cpu())
+                    out.append(self.embed_pairs(texts, ims, role=getattr(split, "role", None)).float().cpu())
             else:
                 raise TypeError(f"an image–text encoder embeds an ImageList or a TextSplit, not {type(split).__name__}")
         if not out:
