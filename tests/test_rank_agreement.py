@@ -46,6 +46,8 @@ def test_spearman_and_kendall_equal_the_rank_formulas(results: Path) -> None:
     assert out.spearman == pytest.approx(0.8)
     # Kendall: pairs (m1,m2) discordant, the other 5 concordant -> (5 - 1) / 6
     assert out.kendall == pytest.approx(4 / 6)
+    # exact two-sided p: of the 24 orderings, sum d^2 in {0, 2, 18, 20} (1 + 3 + 3 + 1) give |rho| >= 0.8
+    assert out.p_value == pytest.approx(8 / 24)
     # seed 0: knn 50, 60, 40, 70 (ranks 2, 3, 1, 4); linear 80, 70, 60, 90 (3, 2, 1, 4) -> 0.8
     # seed 2: knn 54, 60, 42, 75 (2, 3, 1, 4); linear 84, 72, 61, 92 (3, 2, 1, 4) -> 0.8
     # seed 1: knn 52, 60, 41, 71 (2, 3, 1, 4); linear 82, 71, 65, 91 (3, 2, 1, 4) -> 0.8
