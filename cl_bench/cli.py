@@ -219,6 +219,17 @@ def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
     return 0
 
 
+def cmd_agree(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.report.rank_agreement import rank_agreement
+
+    tasks = _csv(args.tasks)
+    if len(tasks) != 2:
+        raise ClBenchError(f"--tasks takes exactly two task ids (A,B), got {len(tasks)}")
+    out = rank_agreement(Path(args.results_dir), reg, tasks[0], tasks[1], _csv(args.methods) if args.methods else None)
+    sys.stdout.write(out.render())
+    return 0
+
+
 def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
     import tempfile
 
@@ -331,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None)
     sp.set_defaults(fn=cmd_leaderboard)
+
+    sp = sub.add_parser("agree", help="how alike two tasks rank the methods (Spearman over method means)")
+    sp.add_argument("--tasks", required=True, help="two task ids: A,B")
+    sp.add_argument("--methods", default=None)
+    sp.add_argument("--results-dir", default=default_results())
+    sp.set_defaults(fn=cmd_agree)
 
     sp = sub.add_parser(
         "regress", help="compare results with a baseline set; exit 1 on a regression",

@@ -26,10 +26,25 @@ def _uint8_to_float(a: np.ndarray) -> torch.Tensor:
 class ImageList:
     """An ordered set of images (what an image tower embeds), with a content fingerprint.
 
-    ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1].
+    ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1]; or
+    a list of single images ([H, W, 3] / [3, H, W]) that may differ in size (a real benchmark's
+    images handed to the model's own preprocessing): stacked when they share one size, else kept
+    as a list, and :meth:`same_size_batches` groups them for embedding.
     """
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray | list[np.ndarray]) -> None:
+        self.variable = False
+        if isinstance(images, list):
+            chw = [np.ascontiguousarray(a.transpose(2, 0, 1)) if a.shape[-1] == 3 and a.shape[0] != 3 else a
+                   for a in images]
+            if any(a.ndim != 3 for a in chw):
+                raise ValueError("each image of a list must be 3-d ([H, W, 3] or [3, H, W])")
+            if len({a.shape for a in chw}) > 1:
+                self.variable = True
+                self.images: Any = chw
+                self.fingerprint = fingerprint_arrays(*chw, extra="cl_bench.images.v1:variable")
+                return
+            images = np.stack(chw) if chw else np.zeros((0, 3, 1, 1), np.uint8)
         if images.ndim != 4:
             raise ValueError(f"images must be 4-d, got shape {images.shape}")
         if images.shape[-1] == 3 and images.shape[1] != 3:
@@ -41,8 +56,28 @@ class ImageList:
         return len(self.images)
 
     def tensor(self, index: Any = slice(None)) -> torch.Tensor:
-        """Images (all, or ``index``) as float32 [n, 3, H, W] in [0, 1]."""
+        """Images (all, or ``index``) as float32 [n, 3, H, W] in [0, 1] (they must share a size)."""
+        if self.variable:
+            picked = self.images[index] if isinstance(index, slice) else [self.images[i] for i in np.atleast_1d(index)]
+            if len({a.shape for a in picked}) > 1:
+                raise ValueError("these images differ in size: use same_size_batches()")
+            return _uint8_to_float(np.stack(picked)) if picked else torch.zeros(0, 3, 1, 1)
         return _uint8_to_float(self.images[index])
+
+    def same_size_batches(self, batch_size: int) -> Any:
+        """(indices, float32 [n, 3, H, W]) batches of at most ``batch_size`` same-sized images,
+        every image once (in order within each size)."""
+        if not self.variable:
+            for i in range(0, len(self), batch_size):
+                yield np.arange(i, min(i + batch_size, len(self))), self.tensor(slice(i, i + batch_size))
+            return
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, a in enumerate(self.images):
+            by_shape.setdefault(a.shape, []).append(i)
+        for idx in by_shape.values():
+            for s in range(0, len(idx), batch_size):
+                part = np.asarray(idx[s : s + batch_size])
+                yield part, _uint8_to_float(np.stack([self.images[i] for i in part]))
 
 
 class CaptionedImages:

@@ -52,8 +52,11 @@ class ImageTextEncoder(nn.Module):
         ii = [i for i, im in enumerate(images) if im is not None]
         if ti:
             out[ti] += self.embed_texts([texts[i] for i in ti]).float().cpu()
-        if ii:
-            out[ii] += self.embed_images(torch.stack([images[i] for i in ii])).float().cpu()
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in ii:  # images at their own size (real MMEB) are embedded a shape at a time
+            by_shape.setdefault(tuple(images[i].shape), []).append(i)
+        for group in by_shape.values():
+            out[group] += self.embed_images(torch.stack([images[i] for i in group])).float().cpu()
         return F.normalize(out, dim=-1)
 
     def embed_split(self, split: Any, device: torch.device) -> np.ndarray:
@@ -64,8 +67,12 @@ class ImageTextEncoder(nn.Module):
         out: list[torch.Tensor] = []
         with torch.no_grad():
             if isinstance(split, ImageList):
-                for i in range(0, len(split), self.batch_size):
-                    out.append(self.embed_images(split.tensor(slice(i, i + self.batch_size)).to(device)).float().cpu())
+                order: list[np.ndarray] = []
+                for idx, batch in split.same_size_batches(self.batch_size):  # in order unless sizes vary
+                    order.append(idx)
+                    out.append(self.embed_images(batch.to(device)).float().cpu())
+                if order and split.variable:  # back to the split's order
+                    out = [torch.cat(out)[torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))]]
             elif isinstance(split, TextSplit):
                 for i in range(0, len(split), self.batch_size):
                     out.append(self.embed_texts(split.texts[i : i + self.batch_size]).float().cpu())
