@@ -27,7 +27,10 @@ class ImageList:
     """An ordered set of images (what an image tower embeds), with a content fingerprint.
 
     ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1].
+    ``lazy`` lists decode files on demand: ``item(i)`` gives image i as uint8 [3, H, W].
     """
+
+    lazy = False
 
     def __init__(self, images: np.ndarray) -> None:
         if images.ndim != 4:
