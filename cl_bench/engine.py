@@ -89,6 +89,19 @@ def check_compatible(task: TaskSpec, method: MethodSpec) -> Protocol:
     return protocol
 
 
+def lazy_splits(data: Any) -> list[Any]:
+    """The splits of ``data`` decoded item by item (image folders): one worker pool serves them."""
+    out = []
+    for name in ("train", "test"):
+        try:
+            split = getattr(data, name, None)
+        except ClBenchError:  # evaluation-only data refuses ``train``
+            continue
+        if split is not None and hasattr(split, "__getitem__") and not hasattr(split, "tensor"):
+            out.append(split)
+    return out
+
+
 def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
     """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off.
 
@@ -117,9 +130,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     stats = {"features_s": 0.0, "hits": 0, "misses": 0}
     precision = check_precision(opts.precision)
     workers = auto_workers(device) if opts.workers is None else int(opts.workers)
-    lazy = [s for s in (getattr(data, "train", None), getattr(data, "test", None))
-            if s is not None and hasattr(s, "__getitem__") and not hasattr(s, "tensor")]
-    feeder = Feeder(workers, device, datasets=lazy)
+    feeder = Feeder(workers, device, datasets=lazy_splits(data))
 
     def stored(model: torch.nn.Module, split: Any) -> Features:
         t0 = time.perf_counter()
