@@ -50,18 +50,16 @@ def chunk_rows_for(batch_rows: int, target: int = CHUNK_ROWS) -> int:
 
 
 def _read_journal(path: Path) -> list[int]:
-    """CRC of each journaled chunk, in order; a torn last line (a kill mid-write) is ignored."""
+    """CRC of each journaled chunk, in order; a line without its newline (a kill mid-write) and
+    everything after it are ignored."""
     if not path.exists():
         return []
     crcs: list[int] = []
-    for i, line in enumerate(path.read_text().split("\n")):
+    for i, line in enumerate(path.read_text().split("\n")[:-1]):  # the last piece has no newline
         parts = line.split()
-        if len(parts) != 2 or not line.endswith(parts[1]) or parts[0] != str(i):
+        if len(parts) != 2 or parts[0] != str(i) or not parts[1].isdigit():
             break
-        try:
-            crcs.append(int(parts[1]))
-        except ValueError:
-            break
+        crcs.append(int(parts[1]))
     return crcs
 
 
