@@ -232,3 +232,26 @@ def test_bad_worker_count_is_one_line(workers: str, capsys) -> None:
     assert main(["run", "--method", "random", "--task", "digits-knn", "--workers", workers]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("clbench: error: --workers must be 'auto' or an integer") and "\n" not in err
+
+
+def test_table_keeps_other_precisions_apart_and_marked(tmp_path: Path, tiny_registry) -> None:
+    from cl_bench.report.table import render, summarize
+
+    task, method = tiny_registry.task("tiny-knn"), tiny_registry.method("tiny-random")
+    for precision in ("fp32", "bf16"):
+        for seed in (0, 1):
+            run(task, method, RunOptions(seed=seed, results_dir=tmp_path / precision, cache_dir=tmp_path / "c",
+                                         precision=precision))
+    both = tmp_path / "both"
+    for precision in ("fp32", "bf16"):  # one results tree holding both precisions of one cell
+        for f in (tmp_path / precision).rglob("*"):
+            if f.is_file():
+                dest = both / f.relative_to(tmp_path / precision)
+                dest = dest.with_name(dest.name.replace("seed", f"seed{'' if precision == 'fp32' else '1'}"))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(f.read_bytes())
+    summary = summarize(both, tiny_registry)
+    cells = {c.method: c for c in summary.cells}
+    assert set(cells) == {"tiny-random", "tiny-random [bf16]"} and cells["tiny-random"].n == 2
+    assert cells["tiny-random [bf16]"].n == 2
+    assert "[bf16] / [fp16]: features extracted at that precision" in render(summary)

@@ -74,7 +74,9 @@ def summarize(
                 f"current is v{spec.version} spec {spec.spec_hash()[:10]}",
             ))
             continue
-        groups.setdefault((rec.method, rec.task), []).append(rec)
+        # another precision than the tasks' fp32 is its own row, "method [bf16]": never averaged in
+        label = rec.method if rec.precision == "fp32" else f"{rec.method} [{rec.precision}]"
+        groups.setdefault((label, rec.task), []).append(rec)
     for (m, t), recs in sorted(groups.items()):
         name = metric or specs[t].primary_metric
         have = [r for r in recs if name in r.metrics]
@@ -125,6 +127,8 @@ def render(summary: Summary, fmt: str = "markdown") -> str:
         out.append(f"| {m} | " + " | ".join(_fmt(summary.cell(m, t)) for t in tasks) + " |")
     if not methods:
         out = ["(no comparable results)"]
+    if any(m.endswith("]") for m in methods):
+        out += ["", "[bf16] / [fp16]: features extracted at that precision (--precision); tasks are fp32, kept apart"]
     if summary.stale:
         out += ["", f"{len(summary.stale)} stale result(s), not included:"]
         out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in summary.stale]
