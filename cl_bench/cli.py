@@ -143,7 +143,8 @@ def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
         sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
         return 0
     t0 = time.perf_counter()
-    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address)
+    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address,
+                       jobs=args.jobs)
     for r, value, secs in report.done:
         print(f"done     {r.label}: {r.task.primary_metric}={value:.2f} ({secs:.1f}s)")
     print(f"{len(report.done)} run(s) done, {len(report.skipped)} skipped (comparable result exists), "
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", default="local", choices=["local", "ray"], help="where runs execute")
     sp.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: start a local one)")
     sp.add_argument("--dry-run", action="store_true", help="list runs to do / skip with time estimates")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="local executor: independent runs in N processes (threads split between them)")
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("table", help="methods × tasks: mean ± std over seeds")
