@@ -165,7 +165,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
         return stored(model, split).load()
 
     seed_everything(opts.seed)
-    ctx = RunContext(device=device, seed=opts.seed, extract=features, progress=opts.progress, stored=stored)
+    ctx = RunContext(device=device, seed=opts.seed, extract=features, progress=opts.progress, stored=stored,
+                     model_fingerprint=obtained.fingerprint)
     t_proto = time.perf_counter()
     try:
         result = protocol.run(obtained.model, data, params, ctx)

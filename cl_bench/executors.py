@@ -93,8 +93,8 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 class LocalExecutor:
     """One run after another in this process; claimed runs of another sweep are done last.
 
-    ``jobs`` > 1: independent runs in that many worker processes (runs that share a trained
-    checkpoint stay together, in order, so it is trained once); each process gets
+    ``jobs`` > 1: independent runs in that many worker processes (runs of one method and seed
+    stay together, in order, so a checkpoint is trained once); each process gets
     ``threads // jobs`` torch threads (at least 1), recorded in its results.
     """
 
@@ -127,9 +127,9 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        groups: dict[str, list[PlannedRun]] = {}
-        for i, r in enumerate(todo):
-            groups.setdefault(training_group(r) or f"run {i}", []).append(r)
+        groups: dict[str, list[PlannedRun]] = {}  # one method and seed: one process, in order
+        for r in todo:  # (a trained checkpoint is trained once; a LM's log-likelihoods are reused)
+            groups.setdefault(training_group(r) or f"{r.method.id}\0{r.seed}", []).append(r)
         threads = max(1, (opts.threads or self.jobs) // self.jobs)
         job_opts = replace(opts, threads=threads, progress=False)
         bar = _progress_bar(len(todo), progress)

@@ -34,7 +34,9 @@ class RunContext:
         extract: Callable[[Any, Any], np.ndarray],
         progress: bool = False,
         stored: Callable[[Any, Any], Any] | None = None,
+        model_fingerprint: str | None = None,
     ) -> None:
+        self.model_fingerprint = model_fingerprint  # of the run's model (sha256 of its weights)
         self.device = device
         self.seed = seed
         self._extract = extract
