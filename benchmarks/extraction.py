@@ -1,0 +1,156 @@
+"""Feature extraction: cl_bench's data path vs a bare torchvision pipeline doing the same work.
+
+    python benchmarks/extraction.py [--n 192] [--batch 32] [--workers 0,1] [--repeat 2] [--threads 1]
+
+Data: a synthetic ImageFolder of ``n`` ImageNet-like JPEGs (about 500×375, smooth random
+content at quality 90, ~40–120 KB each, sizes varying a little) in 4 class folders. Both sides
+decode, resize the shorter side to 256 (bilinear), centre-crop 224, scale to [0, 1] floats,
+and run the same model forward in batches of ``batch``:
+
+- peer: ``torchvision.datasets.ImageFolder`` + ``DataLoader(num_workers=W)`` + forward, the
+  features gathered in a list and concatenated;
+- ours: the ``imagefolder`` dataset through the engine's path (``Feeder`` with W workers,
+  ``image_plan``, ``extract_into`` streaming to a chunked cache entry that is fsync'ed per chunk).
+
+Models: ``resnet50`` (torchvision, random weights, 2048-d, what an ImageNet user runs) and
+``pool`` (16×16 average pooling, 768-d: nearly free, so decoding dominates and the data path's
+own overhead and the workers' speed-up show). Sides alternate within each repeat; best of
+``repeat``. Features of both sides are checked to be bit-identical. Also printed: the
+per-image decode cost on one core and ResNet-50's per-image forward cost at the thread count,
+the inputs of the ImageNet arithmetic in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cl_bench.cache import Cache  # noqa: E402
+from cl_bench.data.imagefolder import load as load_imagefolder  # noqa: E402
+from cl_bench.extract import extract_into, image_plan, writer_for  # noqa: E402
+from cl_bench.feed import Feeder  # noqa: E402
+
+
+def write_tree(root: Path, n: int, classes: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        w, h = 500 - int(rng.integers(0, 40)), 375 - int(rng.integers(0, 30))
+        coarse = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse).resize((w, h), Image.BICUBIC).filter(ImageFilter.GaussianBlur(1))
+        pix = np.asarray(img, dtype=np.int16) + rng.integers(-12, 12, (h, w, 3))
+        folder = root / "tree" / "train" / f"c{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pix, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+    for c in range(classes):  # the loader wants a val split too
+        (root / "tree" / "val" / f"c{c}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / "tree" / "val" / f"c{c}" / "x.jpg")
+
+
+def make_model(name: str) -> torch.nn.Module:
+    if name == "resnet50":
+        import torchvision
+
+        torch.manual_seed(0)
+        m = torchvision.models.resnet50(weights=None)
+        m.fc = torch.nn.Identity()
+        return m.eval()
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(16), torch.nn.Flatten()).eval()
+
+
+def bare(root: Path, model: torch.nn.Module, workers: int, batch: int) -> tuple[float, np.ndarray]:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor(), T.ConvertImageDtype(torch.float32)])
+    ds = ImageFolder(str(root / "tree" / "train"), transform=tf)
+    t0 = time.perf_counter()
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers)
+    out = []
+    with torch.no_grad():
+        for x, _ in loader:
+            out.append(model(x))
+    feats = torch.cat(out).numpy()
+    return time.perf_counter() - t0, feats
+
+
+def ours(root: Path, model: torch.nn.Module, workers: int, batch: int, cache: Path, tag: str) -> tuple[float, np.ndarray]:
+    data = load_imagefolder({"root": "tree"}, root)
+    cpu = torch.device("cpu")
+    t0 = time.perf_counter()
+    with Feeder(workers, cpu, datasets=[data.train]) as feeder:
+        def extract(folder: Path):
+            plan = image_plan(model, data.train, cpu, feeder, batch)
+            writer = writer_for(plan, data.train, folder)
+            extract_into(writer, plan, model, data.train, cpu)
+            return writer.finish()
+
+        entry, _ = Cache(cache).stored_features(tag.ljust(64, "0"), extract)
+    wall = time.perf_counter() - t0
+    return wall, entry.load()
+
+
+def decode_cost(root: Path, n: int) -> float:
+    """Seconds per image to open, decode, resize and crop one JPEG in this process (one core)."""
+    data = load_imagefolder({"root": "tree"}, root)
+    t0 = time.perf_counter()
+    for i in range(n):
+        data.train[i]
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=192)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", default="0,1")
+    ap.add_argument("--models", default="pool,resnet50")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    workers = [int(w) for w in a.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_tree(root, a.n)
+        sizes = [p.stat().st_size for p in (root / "tree" / "train").rglob("*.jpg")]
+        print(f"{a.n} JPEGs, mean {np.mean(sizes) / 1e3:.0f} KB; batch {a.batch}; {a.threads} thread(s)")
+        per_img = min(decode_cost(root, min(a.n, 64)) for _ in range(2))
+        print(f"decode+resize+crop: {1e3 * per_img:.2f} ms/image on one core ({1 / per_img:.0f} images/s)")
+        print("| model | workers | bare torchvision s | ours s | ours / bare | ours images/s | identical |")
+        print("|---|---|---|---|---|---|---|")
+        best_ours: dict[tuple[str, int], float] = {}
+        for name in a.models.split(","):
+            model = make_model(name)
+            for w in workers:
+                tb, to = [], []
+                same = True
+                for r in range(a.repeat):
+                    t, fb = bare(root, model, w, a.batch)
+                    tb.append(t)
+                    t, fo = ours(root, model, w, a.batch, root / "cache", f"{name}{w}{r}")
+                    to.append(t)
+                    same &= fb.tobytes() == fo.tobytes()
+                best_ours[(name, w)] = min(to)
+                print(f"| {name} | {w} | {min(tb):.2f} | {min(to):.2f} | {min(to) / min(tb):.3f} | "
+                      f"{a.n / min(to):.1f} | {'yes' if same else 'NO'} |", flush=True)
+            if len(workers) > 1:
+                w0, w1 = workers[0], workers[-1]
+                print(f"{name}: --workers {w1} over --workers {w0} (ours): "
+                      f"{best_ours[(name, w0)] / best_ours[(name, w1)]:.2f}x")
+            if name == "resnet50":
+                print(f"resnet50 forward+decode per image at {a.threads} thread(s), workers {workers[0]}: "
+                      f"{1e3 * best_ours[(name, workers[0])] / a.n:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
