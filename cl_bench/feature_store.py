@@ -63,16 +63,11 @@ def _read_journal(path: Path) -> list[int]:
     return crcs
 
 
-class StoredFeatures:
-    """A complete entry: [rows, dim] features read in blocks, never more than asked for."""
+class _RowReader:
+    """The reading surface shared by stored and in-memory features: [rows, dim] float32 rows."""
 
-    def __init__(self, folder: Path, meta: dict, order: np.ndarray | None) -> None:
-        self.folder = folder
-        self.rows, self.dim = int(meta["rows"]), int(meta["dim"])
-        self.dtype = np.dtype(meta["dtype"])
-        self.chunk_rows = int(meta["chunk_rows"])
-        self.order = order
-        self.path = folder / "data.bin"
+    rows: int
+    dim: int
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -86,6 +81,35 @@ class StoredFeatures:
         """Bytes of the float32 array :meth:`load` returns."""
         return self.rows * self.dim * 4
 
+    def block(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def block_rows(self, budget_bytes: int = READ_BLOCK_BYTES) -> int:
+        """Rows of one block of at most ``budget_bytes`` float32 bytes."""
+        return max(1, budget_bytes // max(1, self.dim * 4))
+
+    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, float32 rows start:start+rows) over all rows."""
+        step = rows or self.block_rows()
+        for start in range(0, self.rows, step):
+            yield start, self.block(start, start + step)
+
+    def load(self) -> np.ndarray:
+        """Every row in memory as float32 [rows, dim]."""
+        return self.block(0, self.rows)
+
+
+class StoredFeatures(_RowReader):
+    """A complete entry: [rows, dim] features read in blocks, never more than asked for."""
+
+    def __init__(self, folder: Path, meta: dict, order: np.ndarray | None) -> None:
+        self.folder = folder
+        self.rows, self.dim = int(meta["rows"]), int(meta["dim"])
+        self.dtype = np.dtype(meta["dtype"])
+        self.chunk_rows = int(meta["chunk_rows"])
+        self.order = order
+        self.path = folder / "data.bin"
+
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as float32 (a fresh array; nothing stays mapped)."""
         start, stop = max(0, start), min(self.rows, stop)
@@ -98,15 +122,6 @@ class StoredFeatures:
                     raise CorruptEntry(f"{self.path} is shorter than its {self.rows} rows")
         return raw if raw.dtype == np.float32 else raw.astype(np.float32)
 
-    def block_rows(self, budget_bytes: int = READ_BLOCK_BYTES) -> int:
-        return max(1, budget_bytes // max(1, self.dim * 4))
-
-    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, float32 rows start:start+rows) over the whole entry."""
-        step = rows or self.block_rows()
-        for start in range(0, self.rows, step):
-            yield start, self.block(start, start + step)
-
     def take(self, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order) as float32, read block by block."""
         index = np.asarray(index, dtype=np.int64)
@@ -117,10 +132,6 @@ class StoredFeatures:
             if len(hit):
                 out[hit] = self.block(start, start + step)[index[hit] - start]
         return out
-
-    def load(self) -> np.ndarray:
-        """The whole entry in memory as float32 [rows, dim]."""
-        return self.block(0, self.rows)
 
     def _chunk_bytes(self, c: int) -> bytes:
         """The bytes of chunk ``c`` in processing order, as they were checksummed when written."""
@@ -145,34 +156,15 @@ class StoredFeatures:
                 raise CorruptEntry(f"chunk {c} of {self.folder} does not match its checksum")
 
 
-class ArrayFeatures:
+class ArrayFeatures(_RowReader):
     """In-memory features with the reading surface of :class:`StoredFeatures` (uncached models)."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = np.asarray(array, dtype=np.float32)
         self.rows, self.dim = self.array.shape
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.rows, self.dim)
-
-    def __len__(self) -> int:
-        return self.rows
-
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
-
     def block(self, start: int, stop: int) -> np.ndarray:
         return self.array[max(0, start) : stop]
-
-    def block_rows(self, budget_bytes: int = READ_BLOCK_BYTES) -> int:
-        return max(1, budget_bytes // max(1, self.dim * 4))
-
-    def blocks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        step = rows or self.block_rows()
-        for start in range(0, self.rows, step):
-            yield start, self.array[start : start + step]
 
     def take(self, index: np.ndarray) -> np.ndarray:
         return self.array[np.asarray(index, dtype=np.int64)]
