@@ -4,7 +4,8 @@ One entry is a folder ``features/<key[:2]>/<key>/``::
 
     meta.json   {"format", "rows", "dim", "dtype", "chunk_rows", "ordered"}   (written first)
     order.npy   processing position -> row, only when rows are not extracted in row order
-    data.bin    rows × dim values, row-major, in ``dtype`` (float32, or float16 for fp16 runs)
+    data.bin    rows × dim values, row-major, no header, in ``dtype`` (float32, or float16 for fp16
+                runs): ``np.memmap`` can map it (:meth:`StoredFeatures.memmap`)
     journal     one line "<chunk> <crc32>" per finished chunk, appended in order
 
 Extraction hands its batches over in processing order; a chunk is ``chunk_rows`` consecutive
@@ -121,6 +122,11 @@ class StoredFeatures(_RowReader):
                 if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
                     raise CorruptEntry(f"{self.path} is shorter than its {self.rows} rows")
         return raw if raw.dtype == np.float32 else raw.astype(np.float32)
+
+    def memmap(self) -> np.memmap:
+        """The entry as a read-only ``np.memmap`` [rows, dim] in its stored dtype (for random access;
+        pages it touches count in the process's RSS, which :meth:`block` reads never do)."""
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.rows, self.dim))
 
     def take(self, index: np.ndarray) -> np.ndarray:
         """Rows ``index`` (any order) as float32, read block by block."""

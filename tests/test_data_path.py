@@ -255,3 +255,31 @@ def test_table_keeps_other_precisions_apart_and_marked(tmp_path: Path, tiny_regi
     assert set(cells) == {"tiny-random", "tiny-random [bf16]"} and cells["tiny-random"].n == 2
     assert cells["tiny-random [bf16]"].n == 2
     assert "[bf16] / [fp16]: features extracted at that precision" in render(summary)
+
+
+def test_zip_image_source_pickles_without_its_handle_and_reopens(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from cl_bench.data.mmeb import ImageSource
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3), (10, 20, 30)).save(buf, format="PNG")
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as z:
+        z.writestr("eval_images/a.png", buf.getvalue())
+    source = ImageSource(zip_path=tmp_path / "images.zip")
+    first = source.read("a.png")  # opens the zip in this process
+    again = pickle.loads(pickle.dumps(source))  # what a spawned loader worker receives
+    assert again._zip is None and again.read("a.png") == first == buf.getvalue()
+    source._zip_pid = -1  # as seen from a forked worker: the inherited handle is not reused
+    assert source.read("a.png") == first and source._zip_pid == os.getpid()
+
+
+def test_stored_entry_maps_with_numpy(tmp_path: Path) -> None:
+    from cl_bench.feature_store import EntryWriter
+
+    a = np.arange(60, dtype=np.float32).reshape(20, 3)
+    writer = EntryWriter(tmp_path / "e", 20, 8, None)
+    writer.write(a)
+    entry = writer.finish()
+    assert np.array_equal(entry.memmap(), a) and np.array_equal(entry.take(np.array([19, 2])), a[[19, 2]])
