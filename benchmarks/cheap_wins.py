@@ -5,7 +5,7 @@
     python benchmarks/cheap_wins.py threads [--repeat 3]
 
 - ``denormals``: the linear probe's λ search (default grid, 9 λ, warm-started, 80/20 split) on
-  synthetic well-separated features ``n × dim`` (100 classes), with float32 denormals flushed
+  ``benchmarks/linear_probe.py``'s synthetic features ``n × dim`` (100 classes), with float32 denormals flushed
   around each L-BFGS solve (``flush_denormals``, the default now) and without (before).
   Reported: seconds of each, and whether the chosen λ and every validation accuracy agree.
 - ``truthfulqa``: MC1 then MC2 of one model (the tiny-lm architecture: 4-layer GPT-2, 128 wide,
@@ -38,31 +38,27 @@ sys.path.insert(0, str(ROOT))
 
 def denormals(n: int, dim: int, classes: int = 100) -> None:
     import cl_bench.protocols.linear_probe as lp
-    from cl_bench.data.splits import stratified_split
+    from benchmarks.linear_probe import synthetic
 
-    rng = np.random.default_rng(0)
-    y = np.arange(n) % classes
-    X = (0.35 * rng.standard_normal((classes, dim))[y] + rng.standard_normal((n, dim))).astype(np.float32)
-    fit_idx, val_idx = stratified_split(y, 0.2, 0)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    args = (Xt[fit_idx], yt[fit_idx], Xt[val_idx], yt[val_idx], lp.DEFAULT_L2_GRID, classes)
+    xtr, ytr, xte, yte = synthetic(n, n // 5, dim, classes)  # the linear_probe benchmark's data
+    params = lp.LinearProbeParams()
     flush = lp.flush_denormals
-    lp.select_l2(Xt[:500], yt[:500], Xt[500:600], yt[500:600], [1.0], classes)  # warm-up, outside the timings
-    out: dict[str, tuple[float, float, dict]] = {}
+    lp.fit_logistic(torch.from_numpy(xtr[:500]), ytr[:500], 1.0, classes)  # warm-up, outside the timings
+    out: dict[str, tuple[float, dict, float]] = {}
     for name, ctx in (("not flushed (before)", contextlib.nullcontext), ("flushed (now)", flush)):
         lp.flush_denormals = ctx  # what minimize() enters around opt.step
         t0 = time.perf_counter()
-        best, acc, _ = lp.select_l2(*args)
-        out[name] = (time.perf_counter() - t0, best, acc)
+        scores, extras = lp.linear_probe_scores(xtr, ytr, xte, classes, params, seed=0)
+        out[name] = (time.perf_counter() - t0, extras, lp.classification_metrics(scores, yte)["top1"])
     lp.flush_denormals = flush
-    (t_new, b_new, a_new), (t_old, b_old, a_old) = out["flushed (now)"], out["not flushed (before)"]
-    print(f"`python benchmarks/cheap_wins.py denormals --n {n} --dim {dim}` — λ search, {classes} classes, "
-          f"1 thread\n")
-    print("| L-BFGS λ search | seconds | chosen λ |\n|---|---|---|")
-    print(f"| denormals kept (before) | {t_old:.1f} | {b_old:g} |")
-    print(f"| denormals flushed (now) | {t_new:.1f} | {b_new:g} |")
-    print(f"\nspeed-up {t_old / t_new:.2f}x; same λ: {b_old == b_new}; same validation accuracy for every λ: "
-          f"{a_old == a_new}")
+    (t_old, e_old, a_old), (t_new, e_new, a_new) = out.values()
+    print(f"`python benchmarks/cheap_wins.py denormals --n {n} --dim {dim}` — the probe's λ search (9 λ, "
+          f"warm-started) on the linear_probe benchmark's synthetic set, {n:,} × {dim}, {classes} classes, 1 thread\n")
+    print("| L-BFGS λ search | seconds | chosen λ | test top-1 |\n|---|---|---|---|")
+    print(f"| denormals kept (before) | {t_old:.1f} | {e_old['l2']:g} | {a_old:.2f} |")
+    print(f"| denormals flushed (now) | {t_new:.1f} | {e_new['l2']:g} | {a_new:.2f} |")
+    print(f"\nspeed-up {t_old / t_new:.2f}x; same λ: {e_old['l2'] == e_new['l2']}; same validation accuracy for "
+          f"every λ: {e_old['val_top1'] == e_new['val_top1']}")
 
 
 def truthfulqa(data_root: Path, limit: int) -> None:

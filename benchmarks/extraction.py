@@ -10,7 +10,7 @@ and run the same model forward in batches of ``batch``:
 - peer: ``torchvision.datasets.ImageFolder`` + ``DataLoader(num_workers=W)`` + forward, the
   features gathered in a list and concatenated;
 - ours: the ``imagefolder`` dataset through the engine's path (``Feeder`` with W workers,
-  ``image_plan``, ``extract_into`` streaming to a chunked cache entry that is fsync'ed per chunk).
+  ``extract_entry`` streaming to a chunked cache entry that is fsync'ed per chunk).
 
 Models: ``resnet50`` (torchvision, random weights, 2048-d, what an ImageNet user runs) and
 ``pool`` (16×16 average pooling, 768-d: nearly free, so decoding dominates and the data path's
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from cl_bench.cache import Cache  # noqa: E402
 from cl_bench.data.imagefolder import load as load_imagefolder  # noqa: E402
-from cl_bench.extract import extract_into, image_plan, writer_for  # noqa: E402
+from cl_bench.extract import extract_entry, image_plan  # noqa: E402
 from cl_bench.feed import Feeder  # noqa: E402
 
 
@@ -88,13 +88,9 @@ def ours(root: Path, model: torch.nn.Module, workers: int, batch: int, cache: Pa
     cpu = torch.device("cpu")
     t0 = time.perf_counter()
     with Feeder(workers, cpu, datasets=[data.train]) as feeder:
-        def extract(folder: Path):
-            plan = image_plan(model, data.train, cpu, feeder, batch)
-            writer = writer_for(plan, data.train, folder)
-            extract_into(writer, plan, model, data.train, cpu)
-            return writer.finish()
-
-        entry, _ = Cache(cache).stored_features(tag.ljust(64, "0"), extract)
+        plan = image_plan(model, data.train, cpu, feeder, batch)
+        entry, _ = Cache(cache).stored_features(
+            tag.ljust(64, "0"), lambda folder: extract_entry(folder, model, data.train, cpu, feeder, plan=plan))
     wall = time.perf_counter() - t0
     return wall, entry.load()
 

@@ -7,7 +7,7 @@ Each measurement runs in a fresh subprocess and reports its peak RSS (``ru_maxrs
 Extraction: ``rows`` items whose inputs are 16-d vectors held in memory (64 MB for 1 M rows;
 ``tensor()``, sliced in batches of 256) through a fixed random ``Linear(16, dim)``; the class of
 item i is ``i % 10`` and its input the class mean plus noise, so the probe has something to learn.
-- ours: the engine's path (``image_plan`` -> ``extract_into`` -> a chunked cache entry), at
+- ours: the engine's path (``extract_entry``: a chunked cache entry), at
   ``--precision fp16`` (float16 on disk; CPU autocast) — the 1 M × 2048 set is 4 GB on disk;
 - today (commit 06c5d86): features gathered in a list, ``torch.cat``, then ``np.save`` into a
   buffer written atomically — copied here verbatim as the peer.
@@ -64,18 +64,12 @@ def model(dim: int) -> torch.nn.Module:
 
 def extract_ours(rows: int, dim: int, cache: Path) -> dict:
     from cl_bench.cache import Cache
-    from cl_bench.extract import extract_into, image_plan, writer_for
+    from cl_bench.extract import extract_entry
     from cl_bench.feed import Feeder
 
     split, m, cpu = Synthetic(rows), model(dim), torch.device("cpu")
-
-    def extract(folder: Path):
-        plan = image_plan(m, split, cpu, Feeder(0, cpu))
-        writer = writer_for(plan, split, folder, "fp16")
-        extract_into(writer, plan, m, split, cpu, "fp16")
-        return writer.finish()
-
-    entry, _ = Cache(cache).stored_features(f"{rows}".ljust(64, "f"), extract)
+    entry, _ = Cache(cache).stored_features(
+        f"{rows}".ljust(64, "f"), lambda folder: extract_entry(folder, m, split, cpu, Feeder(0, cpu), "fp16"))
     return {"folder": str(entry.folder), "disk_bytes": entry.path.stat().st_size}
 
 

@@ -33,25 +33,22 @@ sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from benchmarks.feature_memory import Synthetic, model
 from cl_bench.cache import Cache
-from cl_bench.extract import extract_into, image_plan, writer_for
+from cl_bench.extract import extract_entry
 from cl_bench.feature_store import EntryWriter
 from cl_bench.feed import Feeder
 
 split, m, cpu = Synthetic({rows}), model({dim}), torch.device("cpu")
-write = EntryWriter.write
+write, resume = EntryWriter.write, EntryWriter._resume
 def reporting(self, batch):
     write(self, batch)
     print("rows", self.start + self._filled, flush=True)
-EntryWriter.write = reporting
+def resuming(self):
+    resume(self)
+    print("start", self.start, self.chunk_rows, flush=True)
+EntryWriter.write, EntryWriter._resume = reporting, resuming
 
-def extract(folder):
-    plan = image_plan(m, split, cpu, Feeder(0, cpu))
-    writer = writer_for(plan, split, folder)
-    print("start", writer.start, writer.chunk_rows, flush=True)
-    extract_into(writer, plan, m, split, cpu)
-    return writer.finish()
-
-entry, _ = Cache({cache!r}).stored_features("k" * 64, extract)
+entry, _ = Cache({cache!r}).stored_features(
+    "k" * 64, lambda folder: extract_entry(folder, m, split, cpu, Feeder(0, cpu)))
 print("done", entry.path, flush=True)
 """
 

@@ -14,11 +14,11 @@ import torch
 from cl_bench import components
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
-from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_into, plan_of, writer_for
-from cl_bench.extract import extract_features as extract_features
+from cl_bench.errors import ClBenchError
+from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_entry
+from cl_bench.extract import extract_features as extract_features  # re-exported: callers import it from here
 from cl_bench.feature_store import ArrayFeatures, Features
 from cl_bench.feed import Feeder, auto_workers
-from cl_bench.errors import ClBenchError
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
@@ -142,21 +142,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
                 "extractor": FEATURE_EXTRACTOR_VERSION, "precision": precision,
             })
 
-            def extract(folder: Path) -> Any:
-                plan = plan_of(model, split, device, feeder)
-                writer = writer_for(plan, split, folder, precision)
-                if plan is not None and plan.rows == 0:
-                    if getattr(model, "embed_dim", None) is None:
-                        raise ClBenchError("the dataset split is empty: nothing to evaluate")
-                    writer.write(np.zeros((0, model.embed_dim), np.float32))
-                    return writer.finish()
-                try:
-                    extract_into(writer, plan, model, split, device, precision)
-                finally:
-                    writer.close()
-                return writer.finish()
-
-            feats, hit = cache.stored_features(key, extract)
+            feats, hit = cache.stored_features(
+                key, lambda folder: extract_entry(folder, model, split, device, feeder, precision))
         stats["hits" if hit else "misses"] += 1
         stats["features_s"] += time.perf_counter() - t0
         return feats

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cl_bench.errors import ClBenchError
-from cl_bench.feature_store import CHUNK_ROWS, EntryWriter, chunk_rows_for
+from cl_bench.feature_store import CHUNK_ROWS, EntryWriter, StoredFeatures, chunk_rows_for
 from cl_bench.feed import Feeder
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -116,6 +116,26 @@ def writer_for(plan: EmbedPlan | None, split: Any, folder: Path, precision: str 
     order = plan.order if plan is not None else None
     return EntryWriter(folder, rows, chunk_rows_for(batch, chunk_rows), order,
                        STORED_DTYPE[check_precision(precision)])
+
+
+def extract_entry(folder: Path, model: Any, split: Any, device: torch.device, feeder: Feeder,
+                  precision: str = DEFAULT_PRECISION, plan: EmbedPlan | None = None,
+                  chunk_rows: int = CHUNK_ROWS) -> StoredFeatures:
+    """Extract (or finish extracting) the cache entry in ``folder``; ``plan`` defaults to the
+    model's own (:func:`plan_of`). An empty split gives an empty entry when the model names its
+    ``embed_dim``, else a one-line error."""
+    plan = plan if plan is not None else plan_of(model, split, device, feeder)
+    writer = writer_for(plan, split, folder, precision, chunk_rows)
+    try:
+        if plan is not None and plan.rows == 0:
+            if getattr(model, "embed_dim", None) is None:
+                raise ClBenchError("the dataset split is empty: nothing to evaluate")
+            writer.write(np.zeros((0, model.embed_dim), np.float32))
+        else:
+            extract_into(writer, plan, model, split, device, precision)
+    finally:
+        writer.close()
+    return writer.finish()
 
 
 def collect(plan: EmbedPlan, dim: int | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from PIL import Image
 from cl_bench.cache import Cache
 from cl_bench.data.imagefolder import load as load_imagefolder
 from cl_bench.engine import RunOptions, run
-from cl_bench.extract import autocast, extract_features, extract_into, image_plan, writer_for
+from cl_bench.extract import autocast, extract_entry, extract_features, image_plan, writer_for
 from cl_bench.feature_store import open_entry
 from cl_bench.feed import Feeder
 from cl_bench.registry import PROJECT_ROOT
@@ -130,20 +130,20 @@ _CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     from cl_bench.cache import Cache
     from cl_bench.data.imagefolder import load
-    from cl_bench.extract import extract_into, image_plan, writer_for
+    from cl_bench.extract import extract_entry, image_plan
+    from cl_bench.feature_store import EntryWriter
     from cl_bench.feed import Feeder
     from tests.test_data_path import SlowPrinting
 
     data = load({{"root": "tree", "resize": 32, "crop": 28}}, {data!r})
     model, cpu = SlowPrinting({delay}), torch.device("cpu")
     feeder = Feeder({workers}, cpu)
+    resume = EntryWriter._resume
+    EntryWriter._resume = lambda self: (resume(self), print("start", self.start, flush=True))[0]
 
     def extract(folder):
         plan = image_plan(model, data.train, cpu, feeder, batch_size=2)
-        writer = writer_for(plan, data.train, folder, chunk_rows=4)
-        print("start", writer.start, flush=True)
-        extract_into(writer, plan, model, data.train, cpu)
-        return writer.finish()
+        return extract_entry(folder, model, data.train, cpu, feeder, plan=plan, chunk_rows=4)
 
     Cache({cache!r}).stored_features("k" * 64, extract)
     print("done", flush=True)
@@ -196,9 +196,7 @@ def test_a_corrupt_or_torn_entry_is_detected_and_rebuilt(tmp_path: Path) -> None
     def extract(folder: Path):
         calls.append(folder)
         plan = image_plan(model, data.test, cpu, Feeder(0, cpu), batch_size=2)
-        writer = writer_for(plan, data.test, folder, chunk_rows=4)
-        extract_into(writer, plan, model, data.test, cpu)
-        return writer.finish()
+        return extract_entry(folder, model, data.test, cpu, Feeder(0, cpu), plan=plan, chunk_rows=4)
 
     first, hit = cache.stored_features("a" * 64, extract)
     ref = first.load()
