@@ -102,7 +102,7 @@ def probe_ours(folder: str, rows: int, max_iter: int) -> dict:
     n_train = int(rows * 0.95)
     train, test = _Rows(entry, 0, n_train), _Rows(entry, n_train, rows)
     params = LinearProbeParams(l2_grid=[1e-4], max_iter=max_iter)
-    need = full_batch_bytes(len(train), len(test), entry.dim, CLASSES)
+    need, _ = full_batch_bytes(len(train), len(test), entry.dim, CLASSES)
     if need <= budget_bytes(torch.device("cpu")):
         scores, extras = linear_probe_scores(train.load(), labels[:n_train], test.load(), CLASSES, params, 0)
         extras["solver"] = "L-BFGS, full batch"

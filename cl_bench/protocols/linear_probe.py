@@ -322,9 +322,8 @@ def _run(model: Any, data: ImageClassificationData, params: LinearProbeParams, c
 
     train = ctx.stored_features(model, data.train)
     test = ctx.stored_features(model, data.test)
-    need = full_batch_bytes(len(train), len(test), train.shape[1], data.num_classes)
-    host = torch.device("cpu")
-    if need <= budget_bytes(ctx.device) and (ctx.device.type == "cpu" or need <= budget_bytes(host)):
+    on_device, on_host = full_batch_bytes(len(train), len(test), train.shape[1], data.num_classes, ctx.device.type)
+    if on_device <= budget_bytes(ctx.device) and on_host <= budget_bytes(torch.device("cpu")):
         scores, extras = linear_probe_scores(
             train.load(), data.train.labels, test.load(), data.num_classes, params, ctx.seed, ctx.device
         )

@@ -36,10 +36,14 @@ from cl_bench.protocols.linear_probe import (
 BLOCK_BYTES = 128 << 20  # float32 bytes of one block of standardized rows
 
 
-def full_batch_bytes(n_train: int, n_test: int, dim: int, classes: int) -> int:
-    """What the in-memory probe holds at its peak: the loaded and the standardized features, the
-    fit/validation copies of train, and three [n, C] float32 buffers of an evaluation."""
-    return 4 * (dim * (3 * n_train + 2 * n_test) + 3 * classes * n_train)
+def full_batch_bytes(n_train: int, n_test: int, dim: int, classes: int, device_type: str = "cpu") -> tuple[int, int]:
+    """(device bytes, host bytes) the full-batch probe holds at its peak. The host loads and
+    standardizes the features (two float32 copies); the device holds the standardized features,
+    the fit/validation copies of train and three [n, C] float32 buffers of an evaluation. On the
+    CPU both are the same memory."""
+    host = 4 * dim * 2 * (n_train + n_test)
+    device = 4 * (dim * (2 * n_train + n_test) + 3 * classes * n_train)
+    return (host + device, host + device) if device_type == "cpu" else (device, host)
 
 
 class StandardizedRows:
