@@ -1,6 +1,6 @@
 """The CI gate's sweep with ``--jobs 1`` (one run after another) and ``--jobs N`` (parallel processes).
 
-    python benchmarks/sweep_jobs.py [--jobs 2] [--methods raw-pixels,random,supervised,simclr,dcl] [--record]
+    python benchmarks/sweep_jobs.py [--jobs 2] [--methods raw-pixels,random,supervised,simclr,dcl] [--seeds 3] [--record]
 
 Both sides run the gate's command of ``.ci/run`` (``clbench sweep --methods M --tasks
 suite:embedded-fast --seeds 3``) through the real CLI in a subprocess, each with its own cold
@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.record import append_section, machine_line  # noqa: E402
 
 
-def gate(jobs: int, methods: str, work: Path) -> tuple[float, dict]:
+def gate(jobs: int, methods: str, work: Path, seeds: int = 3) -> tuple[float, dict]:
     results, cache = work / f"results-{jobs}", work / f"cache-{jobs}"
     cmd = [sys.executable, "-m", "cl_bench.cli", "sweep", "--jobs", str(jobs), "--methods", methods,
-           "--tasks", "suite:embedded-fast", "--seeds", "3", "--results-dir", str(results), "--cache-dir", str(cache),
+           "--tasks", "suite:embedded-fast", "--seeds", str(seeds), "--results-dir", str(results), "--cache-dir", str(cache),
            "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CI": "1"}
     t0 = time.perf_counter()
@@ -45,16 +45,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--methods", default="raw-pixels,random,supervised,simclr,dcl")
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--record", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        t1, m1 = gate(1, a.methods, Path(tmp))
-        tn, mn = gate(a.jobs, a.methods, Path(tmp))
+        t1, m1 = gate(1, a.methods, Path(tmp), a.seeds)
+        tn, mn = gate(a.jobs, a.methods, Path(tmp), a.seeds)
     same = m1 == mn
     rows = [f"| --jobs 1 (peer: one after another) | {t1:.1f} | 1.00x |",
             f"| --jobs {a.jobs} | {tn:.1f} | {t1 / tn:.2f}x |"]
     text = "\n".join([
-        f"`python benchmarks/sweep_jobs.py --jobs {a.jobs} --methods {a.methods}` — the CI gate's sweep "
+        f"`python benchmarks/sweep_jobs.py --jobs {a.jobs} --methods {a.methods} --seeds {a.seeds}` — the CI gate's sweep "
         f"({len(m1)} runs, cold caches, 1 thread per process). {machine_line()}", "",
         "| executor | wall s | speed-up |", "|---|---|---|", *rows, "",
         f"Same metrics in every run: {'yes' if same else 'NO'}.",
