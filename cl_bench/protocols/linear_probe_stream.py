@@ -6,7 +6,7 @@ the device. When those would not fit (:func:`full_batch_bytes` against
 still *full-batch* L-BFGS on the *same objective* (``mean CE + λ·||W||²`` over the same fit
 rows, same preconditioner, same warm-started λ search, same stopping rule): every evaluation of
 the objective reads the features block by block from the cache entry, standardizes each block
-with μ, σ from a streamed pass, and sums loss and gradient over the blocks. No standardized or
+(in float32) with μ, σ from a streamed float64 pass, and sums loss and gradient over the blocks. No standardized or
 float64 copy of the whole matrix exists; memory is one block plus the weights. Only the
 order of floating-point summation differs from the in-memory solver, so both give the same λ
 and the same predictions up to float32 rounding (``tests/test_linear_probe_stream.py``).
@@ -51,7 +51,8 @@ class StandardizedRows:
 
     def __init__(self, feats: Any, rows: np.ndarray | None, labels: np.ndarray, mean: np.ndarray,
                  std: np.ndarray, device: torch.device, block_rows: int) -> None:
-        self.feats, self.rows, self.mean, self.std = feats, rows, mean, std
+        self.feats, self.rows = feats, rows
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)  # blocks standardize in float32
         self.labels = np.asarray(labels, dtype=np.int64)
         self.device, self.block_rows = device, block_rows
         self.n = len(feats) if rows is None else len(rows)
@@ -67,7 +68,8 @@ class StandardizedRows:
                 sel = self.rows[(self.rows >= start) & (self.rows < start + len(block))] - start
                 if not len(sel):
                     continue
-            x = ((block[sel] - self.mean) / self.std).astype(np.float32)
+            x = np.subtract(block[sel], self.mean, dtype=np.float32)
+            x /= self.std
             yield torch.from_numpy(x).to(self.device), self.y[done : done + len(x)]
             done += len(x)
 
