@@ -37,7 +37,22 @@ def _run_options(args: argparse.Namespace, seed: int = 0):
         results_dir=Path(args.results_dir), progress=_show_progress(),
         command="clbench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
         workers=workers, precision=getattr(args, "precision", "fp32"), threads=threads,
+        arch_params=_arch_params(getattr(args, "arch_param", None) or []),
     )
+
+
+def _arch_params(pairs: list[str]) -> dict:
+    """``--arch-param KEY=VALUE`` pairs; VALUE is read as YAML (numbers, booleans, lists), safely."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ClBenchError(f"--arch-param {pair!r}: expected KEY=VALUE, e.g. --arch-param model=resnet50")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
 
 
 def _csv(value: str) -> list[str]:
@@ -245,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
         if checkpoint:
             sp.add_argument("--checkpoint", default=None, help="evaluate this checkpoint under the method's loader")
+            sp.add_argument("--arch-param", action="append", default=[], metavar="KEY=VALUE",
+                            help="override one of the method's arch params (e.g. model=resnet50); repeatable")
         sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
         sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
         sp.add_argument("--results-dir", default=default_results(),

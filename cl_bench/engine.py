@@ -19,7 +19,7 @@ from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_entry
 from cl_bench.extract import extract_features as extract_features  # re-exported: callers import it from here
 from cl_bench.feature_store import ArrayFeatures, Features
 from cl_bench.feed import Feeder, auto_workers
-from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything
+from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_arch_params
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
@@ -42,6 +42,7 @@ class RunOptions:
     workers: int | None = 0  # loader workers for lazily decoded data; None: auto_workers(device)
     precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (autocast) for extraction
     threads: int | None = None  # torch threads the caller set (recorded); None: not chosen
+    arch_params: dict[str, Any] = field(default_factory=dict)  # --arch-param overrides, recorded in extras
 
 
 @dataclass
@@ -110,6 +111,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     t_start = time.perf_counter()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)  # a deliberate choice, recorded in the result
+    method = with_arch_params(method, opts.arch_params)
     protocol = check_compatible(task, method)
     check_protocol(protocol.name)
     params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")
@@ -163,6 +165,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     if not is_main():  # a torchrun worker: rank 0 evaluates and writes
         return None
 
+    if opts.arch_params:
+        result.extras["arch_params"] = dict(opts.arch_params)
     result.extras.setdefault(
         "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import random
 import time
@@ -19,7 +21,7 @@ from cl_bench.atomic import write_atomic
 from cl_bench.cache import Cache
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import DatasetRef, MethodSpec, canonical_hash
+from cl_bench.specs import ArchRef, DatasetRef, MethodSpec, canonical_hash
 
 TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
 
@@ -52,6 +54,50 @@ def arch_inputs(data: Any) -> dict[str, Any]:
 def build_encoder(method: MethodSpec, data: Any) -> nn.Module:
     builder = components.get("arch", method.arch.name)
     return builder(method.arch.params, **arch_inputs(data))
+
+
+def with_arch_params(method: MethodSpec, overrides: dict[str, Any]) -> MethodSpec:
+    """``method`` with its arch params updated by ``overrides`` (``--arch-param KEY=VALUE``; a dotted
+    key such as ``kwargs.drop_path_rate`` sets a nested value)."""
+    if not overrides:
+        return method
+    params = copy.deepcopy(method.arch.params)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            if not isinstance(node.get(part, {}), dict):
+                raise ClBenchError(f"--arch-param {key}: {part} is not a mapping in arch {method.arch.name}'s params")
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return method.model_copy(update={"arch": ArchRef(name=method.arch.name, params=params)})
+
+
+def resolve_checkpoint(method: MethodSpec, path: Path) -> tuple[MethodSpec, Path | None]:
+    """Let the arch read what it needs from a checkpoint before it is built.
+
+    An arch builder may carry ``from_checkpoint(path, params) -> (params, weights)``: e.g. a timm or
+    open_clip hub directory names its architecture in its config, a Hugging Face directory becomes
+    the builder's ``path``. ``weights`` is the file to load afterwards, or None when the builder
+    reads the weights itself (its ``checkpoint_report`` says what it read).
+    """
+    hook = getattr(components.get("arch", method.arch.name), "from_checkpoint", None)
+    if hook is None:
+        return method, path
+    params, weights = hook(path, copy.deepcopy(method.arch.params))
+    return method.model_copy(update={"arch": ArchRef(name=method.arch.name, params=params)}), weights
+
+
+def _load_checkpoint(encoder: nn.Module, path: Path, method: MethodSpec) -> dict[str, Any]:
+    """Weights from ``path`` through the model's own loader (HF / open_clip formats) or the generic one."""
+    from cl_bench.models.checkpoint import load_into
+
+    own_loader = getattr(encoder, "load_checkpoint", None)
+    if own_loader is None:
+        return load_into(encoder, path, method.released).to_json()
+    if "layout" in inspect.signature(own_loader).parameters:
+        return own_loader(path, layout=method.released)
+    return own_loader(path)
 
 
 def recipe_hash(method: MethodSpec) -> str | None:
@@ -96,22 +142,27 @@ def obtain_model(
     data_root: Path | None = None,
     progress: bool = False,
 ) -> ObtainedModel:
-    from cl_bench.models.checkpoint import load_into
     from cl_bench.models.fingerprint import model_fingerprint
 
     seed_everything(seed)
+    ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
+    weights = None
+    if ckpt is not None:
+        method, weights = resolve_checkpoint(method, Path(ckpt))
     encoder = build_encoder(method, data)
     has_params = any(True for _ in encoder.state_dict())
-    ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
+    # weights the builder read itself: a Hugging Face directory in its params, a bundled model
+    preloaded = getattr(encoder, "checkpoint_report", None)
 
     if ckpt is not None:
         if not has_params:
             raise ClBenchError(f"method '{method.id}' has no weights: it cannot load a checkpoint")
-        own_loader = getattr(encoder, "load_checkpoint", None)  # e.g. HF models from a directory
-        report = own_loader(Path(ckpt)) if own_loader else load_into(encoder, Path(ckpt)).to_json()
+        report = _load_checkpoint(encoder, weights, method) if weights is not None else preloaded
         got = ObtainedModel(encoder, "", "checkpoint", checkpoint=report)
     elif method.train is not None and method.train.epochs > 0:
         got = _train_cached(method, encoder, data, seed, device, cache, data_root, progress)
+    elif preloaded is not None:
+        got = ObtainedModel(encoder, "", "checkpoint", checkpoint=preloaded)
     else:
         got = ObtainedModel(encoder, "", "untrained" if has_params else "parameter-free")
 

@@ -121,6 +121,18 @@ class PaperRef(Strict):
     reported: list[ReportedNumber] = Field(default_factory=list)
 
 
+class ReleasedWeights(Strict):
+    """Where a method's authors publish its weights and how their file is laid out. Never fetched:
+    the user downloads ``files`` from ``source`` and passes them with ``--checkpoint``. The loader
+    checks a file against ``encoder_prefix`` and ``dropped`` (nothing else may be in it)."""
+
+    source: str  # the download page or hub id the authors give
+    files: list[str] = Field(default_factory=list)  # published file names, in stage order when stacked
+    encoder_prefix: str | None = None  # the encoder's key prefix in the file ("" = none); None: not checked
+    dropped: list[str] = Field(default_factory=list)  # key prefixes that are not the encoder (heads, copies)
+    weights: Literal["online", "ema", "single"] = "single"  # which copy is evaluated when the file holds two
+
+
 class MethodSpec(SpecFile):
     id: str
     description: str
@@ -128,6 +140,7 @@ class MethodSpec(SpecFile):
     arch: ArchRef
     train: TrainRecipe | None = None
     checkpoint: str | None = None  # a default checkpoint path (users pass --checkpoint)
+    released: ReleasedWeights | None = None  # the authors' released weights (layout, download location)
     paper: PaperRef | None = None
     tags: list[str] = Field(default_factory=list)
 
@@ -139,7 +152,7 @@ class MethodSpec(SpecFile):
         return v
 
     def spec_hash(self) -> str:
-        content = self.model_dump(mode="json", exclude={"description", "tags", "paper"})
+        content = self.model_dump(mode="json", exclude={"description", "tags", "paper", "released"})
         return canonical_hash(content)
 
 

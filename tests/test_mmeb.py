@@ -96,7 +96,9 @@ class TableModel(ImageTextEncoder):
         self.embed_dim = len(next(iter(table.values())))
         self.seen_images = 0
 
-    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None]) -> torch.Tensor:
+    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None],
+                    role: str | None = None) -> torch.Tensor:
+        self.roles = [*getattr(self, "roles", []), role]
         for im in images:
             if im is not None:
                 assert im.shape[0] == 3 and 0.0 <= float(im.min()) and float(im.max()) <= 1.0

@@ -141,13 +141,14 @@ class PairItems:
     stamps (zip CRC-32 / file size and mtime) and the decode size."""
 
     def __init__(self, texts: list[str], paths: list[str], source: ImageSource, image_size: int,
-                 stamps: dict[str, str]) -> None:
+                 stamps: dict[str, str], role: Literal["query", "candidate"] | None = None) -> None:
         if len(texts) != len(paths):
             raise ValueError(f"{len(texts)} texts but {len(paths)} image paths")
         self.texts, self.paths = list(texts), list(paths)
         self.source, self.image_size = source, image_size
+        self.role = role  # which side of the retrieval the items are on (role-aware embedders prompt by it)
         marks = [f"{p}={stamps.get(p, '')}" if p else "" for p in self.paths]
-        self.fingerprint = fingerprint_texts(self.texts + marks, f"cl_bench.mmeb.items.v1:{image_size}")
+        self.fingerprint = fingerprint_texts(self.texts + marks, f"cl_bench.mmeb.items.v1:{image_size}:{role}")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -227,7 +228,10 @@ class MMEBDataset:
     def pair_items(self, side: Literal["qry", "tgt"]) -> tuple[PairItems, dict[tuple[str, str], int]]:
         """The unique items of one side as :class:`PairItems` and the row of each (text, path)."""
         items = self.items(side)
-        pairs = PairItems([t for t, _ in items], [p for _, p in items], self.source, self.image_size, self._stamps)
+        # a matching dataset's candidates are items of the query's kind (text + image): queries too
+        role = "query" if side == "qry" or "matching" in self.name.lower() else "candidate"
+        pairs = PairItems([t for t, _ in items], [p for _, p in items], self.source, self.image_size, self._stamps,
+                          role)
         return pairs, {it: k for k, it in enumerate(items)}
 
     def images(self, paths: list[str]) -> ImageList:

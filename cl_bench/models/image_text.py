@@ -40,11 +40,13 @@ class ImageTextEncoder(nn.Module):
     def embed_texts(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None]) -> torch.Tensor:
+    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None],
+                    role: str | None = None) -> torch.Tensor:
         """Embed items that are text, image, or both (MMEB queries/candidates).
 
         Two-tower default, as MMEB scores CLIP-style baselines: the normalised sum of the
-        text and image embeddings where both are present. Multimodal models override this.
+        text and image embeddings where both are present. Multimodal models override this;
+        ``role`` ("query" / "candidate", when known) lets a prompt-based embedder word them apart.
         """
         if len(texts) != len(images):
             raise ValueError(f"{len(texts)} texts but {len(images)} images")
@@ -79,7 +81,8 @@ class ImageTextEncoder(nn.Module):
 
         def pairs(start: int) -> Iterator[torch.Tensor]:
             for texts_, ims in feeder.loader(_Items(split), start, bs, collate=_pair_batch):
-                yield self.embed_pairs(texts_, [None if im is None else im.to(device) for im in ims])
+                yield self.embed_pairs(texts_, [None if im is None else im.to(device) for im in ims],
+                                       role=getattr(split, "role", None))
 
         if isinstance(split, ImageList):
             run = images

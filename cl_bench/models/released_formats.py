@@ -42,8 +42,22 @@ import numpy as np
 import torch
 
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import ReleasedWeights
 
 _MAX_RETRIES = 64
+# The containers released checkpoints wrap their weights in, best first (the one list: the checkpoint
+# loader unwraps the same ones).
+CONTAINER_KEYS = (
+    "state_dict",
+    "model",
+    "module",
+    "network",
+    "teacher",
+    "student",
+    "encoder",
+    "backbone_state_dict",
+    "model_state_dict",
+)
 # Globals a checkpoint has no business naming: they exist to run code. Refused, never stubbed.
 _DANGEROUS_MODULES = {
     "os",
@@ -335,15 +349,7 @@ def model_state(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
     model = obj.get("model")
     if isinstance(model, Mapping) and _tensors(model):
         return _tensors(model), "pixpro" if "opt" in obj else "model"
-    for key in (
-        "module",
-        "network",
-        "teacher",
-        "student",
-        "encoder",
-        "backbone_state_dict",
-        "model_state_dict",
-    ):
+    for key in CONTAINER_KEYS[2:]:  # state_dict and model are handled above
         inner = obj.get(key)
         if isinstance(inner, Mapping) and _tensors(inner):
             return _tensors(inner), key
@@ -411,10 +417,19 @@ class ReleasedCheckpoint:
         }
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from cl_bench.models.checkpoint import _read_safetensors as read  # one reader, one message
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or corrupt file is a ClBenchError."""
+    from safetensors.torch import load_file
 
-    return read(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+        why = f"{type(e).__name__}: {text[0][:160]}" if text and text[0] else type(e).__name__
+        raise ClBenchError(
+            f"checkpoint {path} is not a readable safetensors file ({why}); "
+            "it may be truncated or corrupt: download or export it again"
+        ) from None
 
 
 def read_released(path: Path) -> ReleasedCheckpoint:
@@ -426,7 +441,7 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         raise ClBenchError(f"checkpoint {path} is not a file; pass the checkpoint file itself")
     placeholders: list[str] = []
     if path.suffix == ".safetensors":
-        obj: Any = _read_safetensors(path)
+        obj: Any = read_safetensors(path)
     else:
         obj, placeholders = load_with_placeholders(path)
     state, layout = model_state(obj)
@@ -442,6 +457,23 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         )
     state, renamed = rename_resnet_sequential(state)
     return ReleasedCheckpoint(state, layout, placeholders, renamed)
+
+
+def check_declared_layout(path: Path, dropped: list[str], layout: ReleasedWeights) -> None:
+    """Every key the loader left out must be a head the method's release documents (``dropped``).
+
+    Anything else means the file is not the released one (another architecture, another
+    project's layout, a renamed key): loading it under that method would evaluate something else.
+    """
+    stray = [k for k in dropped if not any(k.startswith(p) for p in layout.dropped)]
+    if stray:
+        more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        heads = ", ".join(repr(p) for p in layout.dropped) or "none"
+        raise ClBenchError(
+            f"checkpoint {Path(path).name} is not in the released layout ({layout.source}): key "
+            f"{stray[0]!r}{more} is neither an encoder key under {layout.encoder_prefix!r} nor one of the "
+            f"documented heads ({heads}); for your own checkpoint use the generic method of that architecture"
+        )
 
 
 def read_released_state_dict(path: Path) -> dict[str, torch.Tensor]:
