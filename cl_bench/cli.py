@@ -43,15 +43,14 @@ def _run_options(args: argparse.Namespace, seed: int = 0):
 
 def _arch_params(pairs: list[str]) -> dict:
     """``--arch-param KEY=VALUE`` pairs; VALUE is read as YAML (numbers, booleans, lists), safely."""
+    from cl_bench.yaml_loader import load_yaml_value
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ClBenchError(f"--arch-param {pair!r}: expected KEY=VALUE, e.g. --arch-param model=resnet50")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+        out[key.strip()] = load_yaml_value(value, f"--arch-param {key.strip()}") if value.strip() else ""
     return out
 
 
@@ -59,12 +58,31 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+MAX_SEEDS = 1000  # seeds per command; checked before any list of runs is built
+MAX_RUNS = 100_000  # methods × tasks × seeds of one sweep
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
+    from cl_bench.specs import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ClBenchError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise ClBenchError("--seeds must be at least 1")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise ClBenchError(f"--seeds must be in 1..{MAX_SEEDS}, got {args.seeds}")
+        if args.seed + args.seeds - 1 > MAX_SEED:
+            raise ClBenchError(f"--seed {args.seed} with --seeds {args.seeds} passes the largest seed {MAX_SEED}")
         return list(range(args.seed, args.seed + args.seeds))
     return [args.seed]
+
+
+def _method_list(reg: Registry, value: str | None, results_dirs: list[Path]) -> list[str] | None:
+    """--methods as ids; each must be a registered method or have results in ``results_dirs``."""
+    from cl_bench.regress import check_names
+
+    methods = _csv(value) if value else None
+    check_names(reg, None, methods, results_dirs)
+    return methods
 
 
 def cmd_list(args: argparse.Namespace, reg: Registry) -> int:
@@ -99,7 +117,7 @@ def cmd_show(args: argparse.Namespace, reg: Registry) -> int:
 
 def _print_outcome(outcome) -> None:
     r = outcome.record
-    metrics = "  ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
+    metrics = "  ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in r.metrics.items())
     t = r.timings
     reused = " (cached checkpoint)" if outcome.model.reused else ""
     print(
@@ -128,6 +146,7 @@ def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
 
 
 def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.atomic import ensure_writable_dir
     from cl_bench.cache import Cache
     from cl_bench.components import get
     from cl_bench.engine import data_root_of, resolve_device
@@ -136,9 +155,10 @@ def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
     task, method = reg.task(args.task), reg.method(args.method)
     if method.train is None:
         raise ClBenchError(f"method '{method.id}' has no train recipe: nothing to train")
-    opts = _run_options(args, args.seed)
-    data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
+    opts = _run_options(args, _seeds(args)[0])
     cache = Cache(opts.cache_dir)
+    ensure_writable_dir(cache.root, "cache directory (--cache-dir)")
+    data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
     got = obtain_model(method, data, seed=args.seed, device=resolve_device(args.device), cache=cache,
                        data_root=opts.data_root, progress=opts.progress)
     where = cache.checkpoint_dir(got.card["cache_key"]) if got.card else None
@@ -152,7 +172,11 @@ def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ClBenchError("clbench sweep runs in one process (parallel runs: --executor ray); torchrun is for clbench run")
-    runs = plan(reg, _csv(args.methods), _csv(args.tasks), _seeds(args))
+    seeds, methods, tasks = _seeds(args), _csv(args.methods), _task_list(reg, args.tasks) or []
+    if len(seeds) * len(methods) * len(tasks) > MAX_RUNS:
+        raise ClBenchError(f"{len(methods)} method(s) × {len(tasks)} task(s) × {len(seeds)} seed(s) is more than "
+                           f"{MAX_RUNS} runs; split the sweep")
+    runs = plan(reg, methods, tasks, seeds)
     opts = _run_options(args)
     if args.dry_run:
         sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
@@ -179,11 +203,13 @@ def cmd_table(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.regress import cell_suspects
     from cl_bench.report.table import render, summarize
 
-    summary = summarize(Path(args.results_dir), reg, tasks=_task_list(reg, args.tasks),
-                        methods=_csv(args.methods) if args.methods else None, metric=args.metric)
+    results = Path(args.results_dir)
+    summary = summarize(results, reg, tasks=_task_list(reg, args.tasks),
+                        methods=_method_list(reg, args.methods, [results]), metric=args.metric)
     sys.stdout.write(render(summary, args.format))
     if args.format == "markdown":
-        flagged = [(c, why) for c in summary.cells if (why := cell_suspects(Path(args.results_dir), c))]
+        flagged = [(c, why) for c in summary.cells
+                   if (why := cell_suspects(results, c, records=summary.records.get((c.method, c.task))))]
         if flagged:
             print(f"\n{len(flagged)} suspect cell(s) (checkpoint sanity gate):")
             for c, why in flagged:
@@ -195,7 +221,7 @@ def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.report.leaderboard import build_site
 
     out = build_site(Path(args.results_dir), reg, Path(args.out), tasks=_task_list(reg, args.tasks),
-                     methods=_csv(args.methods) if args.methods else None)
+                     methods=_method_list(reg, args.methods, [Path(args.results_dir)]))
     print(f"leaderboard written to {out / 'index.html'}")
     return 0
 
@@ -208,6 +234,7 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
     tasks = _task_list(reg, args.tasks)
     methods = _csv(args.methods) if args.methods else None
     current = Path(args.results_dir) if args.results_dir else None
+    seeds = _seeds(args)
     if args.checkpoint:
         from cl_bench.engine import run
 
@@ -216,13 +243,14 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
         method = reg.method(methods[0])
         current = current or Path(tempfile.mkdtemp(prefix="clbench-regress-"))
         for task in tasks:
-            for seed in _seeds(args):
+            for seed in seeds:
                 opts = _run_options(args, seed)
                 opts.results_dir = current
                 _print_outcome(run(reg.task(task), method, opts))
-    report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods)
+    report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods,
+                     allow_missing=args.allow_missing)
     sys.stdout.write(render_report(report))
-    return 1 if report.failed else 0
+    return report.exit_code
 
 
 def cmd_export(args: argparse.Namespace, reg: Registry) -> int:
@@ -319,12 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", default=None)
     sp.set_defaults(fn=cmd_leaderboard)
 
-    sp = sub.add_parser("regress", help="compare results with a baseline set; exit 1 on a regression")
+    sp = sub.add_parser(
+        "regress", help="compare results with a baseline set; exit 1 on a regression",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               "  0  every baseline cell has a comparable current result and none regressed\n"
+               "  1  a metric regressed beyond its tolerance, or a current result is suspect (sanity gate)\n"
+               "  2  usage error: unknown task/method name, missing --results-dir/--baseline, bad input\n"
+               "  3  a baseline cell is missing or incomparable (other spec) in the current results;\n"
+               "     --allow-missing accepts that\n"
+               "  4  nothing was compared: no method/task has comparable results on both sides")
     sp.add_argument("--baseline", required=True, help="results directory to compare against")
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None, help="method ids (exactly one with --checkpoint)")
     sp.add_argument("--checkpoint", default=None,
                     help="first evaluate this checkpoint of --methods M on --tasks, then compare")
+    sp.add_argument("--allow-missing", action="store_true",
+                    help="do not fail (exit 3) when baseline cells are missing or incomparable in the current results")
     run_args(sp, checkpoint=False)
     sp.set_defaults(fn=cmd_regress, results_dir=None)
     sp = sub.add_parser("export", help="convert a ResNet backbone checkpoint for detectron2 / mmdet / mmseg")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cl_bench import components
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
@@ -19,6 +20,7 @@ from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_entry
 from cl_bench.extract import extract_features as extract_features  # re-exported: callers import it from here
 from cl_bench.feature_store import ArrayFeatures, Features
 from cl_bench.feed import Feeder, auto_workers
+from cl_bench.finite import check_array, check_metrics, json_safe
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_arch_params
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
@@ -120,6 +122,9 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     if opts.checkpoint is not None and not Path(opts.checkpoint).exists():
         raise ClBenchError(f"checkpoint {opts.checkpoint} does not exist; check the --checkpoint path")
     cache = Cache(opts.cache_dir)
+    if opts.write:  # before any work: a results or cache path that is a file or read-only is one line
+        ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
+    ensure_writable_dir(cache.root, "cache directory (--cache-dir)")
 
     loader = components.get("dataset", task.dataset.name)
     data = loader(task.dataset.params, data_root)
@@ -136,16 +141,21 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
 
     def stored(model: torch.nn.Module, split: Any) -> Features:
         t0 = time.perf_counter()
+
+        def finite(rows: np.ndarray) -> None:  # every batch, before it is written to the cache
+            check_array(rows, f"features of {type(split).__name__} from method '{method.id}'",
+                        "non-finite weights or activations; check the checkpoint")
+
         if model is not obtained.model:  # a protocol's own model (e.g. fine-tuned): no caching
             feats, hit = ArrayFeatures(extract_features(model, split, device, feeder=feeder, precision=precision)), False
+            finite(feats.array)
         else:
             key = canonical_hash({
                 "model": obtained.fingerprint, "split": split.fingerprint,
                 "extractor": FEATURE_EXTRACTOR_VERSION, "precision": precision,
             })
-
             feats, hit = cache.stored_features(
-                key, lambda folder: extract_entry(folder, model, split, device, feeder, precision))
+                key, lambda folder: extract_entry(folder, model, split, device, feeder, precision, check=finite))
         stats["hits" if hit else "misses"] += 1
         stats["features_s"] += time.perf_counter() - t0
         return feats
@@ -184,8 +194,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
         task=task.id, task_version=task.version, task_spec_hash=task.spec_hash(),
         method=method.id, method_spec_hash=method.spec_hash(), seed=opts.seed,
         primary_metric=task.primary_metric,
-        metrics={k: float(v) for k, v in result.metrics.items()},
-        extras=result.extras,
+        metrics=check_metrics(result.metrics, f"protocol '{protocol.name}' on task '{task.id}'", task.primary_metric),
+        extras=json_safe(result.extras),
         model_fingerprint=obtained.fingerprint, model_source=obtained.source,
         recipe_hash=obtained.recipe_hash, checkpoint=obtained.checkpoint,
         dataset_fingerprint=data.fingerprint,

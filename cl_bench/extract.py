@@ -120,10 +120,10 @@ def writer_for(plan: EmbedPlan | None, split: Any, folder: Path, precision: str 
 
 def extract_entry(folder: Path, model: Any, split: Any, device: torch.device, feeder: Feeder,
                   precision: str = DEFAULT_PRECISION, plan: EmbedPlan | None = None,
-                  chunk_rows: int = CHUNK_ROWS) -> StoredFeatures:
+                  chunk_rows: int = CHUNK_ROWS, check: Callable[[np.ndarray], None] | None = None) -> StoredFeatures:
     """Extract (or finish extracting) the cache entry in ``folder``; ``plan`` defaults to the
-    model's own (:func:`plan_of`). An empty split gives an empty entry when the model names its
-    ``embed_dim``, else a one-line error."""
+    model's own (:func:`plan_of`); ``check`` sees every batch before it is written (finiteness).
+    An empty split gives an empty entry when the model names its ``embed_dim``, else a one-line error."""
     plan = plan if plan is not None else plan_of(model, split, device, feeder)
     writer = writer_for(plan, split, folder, precision, chunk_rows)
     try:
@@ -132,7 +132,7 @@ def extract_entry(folder: Path, model: Any, split: Any, device: torch.device, fe
                 raise ClBenchError("the dataset split is empty: nothing to evaluate")
             writer.write(np.zeros((0, model.embed_dim), np.float32))
         else:
-            extract_into(writer, plan, model, split, device, precision)
+            extract_into(writer, plan, model, split, device, precision, check)
     finally:
         writer.close()
     return writer.finish()

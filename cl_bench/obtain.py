@@ -6,6 +6,7 @@ import copy
 import inspect
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from cl_bench.atomic import write_atomic
 from cl_bench.cache import Cache
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
+from cl_bench.finite import check_module
 from cl_bench.specs import ArchRef, DatasetRef, MethodSpec, canonical_hash
 
 TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
@@ -166,6 +168,7 @@ def obtain_model(
     else:
         got = ObtainedModel(encoder, "", "untrained" if has_params else "parameter-free")
 
+    check_module(encoder, f"method '{method.id}' ({got.source}{f' from {ckpt}' if ckpt is not None else ''})")
     encoder.to(device).eval()
     extra = "" if has_params else canonical_hash(method.arch.model_dump(mode="json"))
     got.fingerprint = model_fingerprint(encoder, extra=extra)
@@ -197,9 +200,8 @@ def _train_cached(
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"
     with cache.lock(folder / "train"):
-        if weights.exists() and card_path.exists():
-            encoder.load_state_dict(load_file(str(weights)), strict=True)
-            card = json.loads(card_path.read_text())
+        card = load_cached_checkpoint(encoder, folder, key)
+        if card is not None:
             return ObtainedModel(encoder, "", "trained", rhash, card=card, reused=True)
         t0 = time.perf_counter()
         seed_everything(seed)
@@ -208,6 +210,7 @@ def _train_cached(
             encoder, recipe, train_data.train, getattr(train_data, "num_classes", 0), seed, device, progress
         )
         train_s = time.perf_counter() - t0
+        check_module(encoder, f"method '{method.id}' trained with seed {seed}")  # diverged: never cached
         card = {
             "method": method.id,
             "recipe": recipe.model_dump(mode="json"),
@@ -226,3 +229,34 @@ def _train_cached(
         tmp.replace(weights)
         write_atomic(card_path, json.dumps(card, indent=2))
         return ObtainedModel(encoder, "", "trained", rhash, card=card, train_s=train_s)
+
+
+def load_cached_checkpoint(encoder: nn.Module, folder: Path, key: str) -> dict[str, Any] | None:
+    """The card of a complete, intact cache entry, with its weights loaded into ``encoder``; None
+    when there is no entry. A broken entry (truncated or foreign weights, an unreadable card or
+    one for another key, non-finite weights) is reported on stderr, removed, and None returned,
+    so the caller rebuilds it instead of failing on it forever."""
+    from cl_bench.bounded_io import MAX_CARD_BYTES, read_json
+
+    weights, card_path = folder / "encoder.safetensors", folder / "card.json"
+    if not weights.exists() and not card_path.exists():
+        return None
+    try:
+        card = read_json(card_path, MAX_CARD_BYTES, "cache card")
+        if not isinstance(card, dict) or card.get("cache_key") != key:
+            raise ClBenchError(f"cache card {card_path} does not describe entry {key[:12]}")
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types for truncation
+            raise ClBenchError(f"cached weights {weights} are unreadable ({type(e).__name__})") from None
+        try:
+            encoder.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ClBenchError(f"cached weights {weights} do not fit the arch ({str(e).splitlines()[0]})") from None
+        check_module(encoder, f"cached weights {weights}")
+    except ClBenchError as e:
+        print(f"clbench: warning: corrupt checkpoint cache entry ({e}); rebuilding it", file=sys.stderr)
+        for f in (weights, card_path):
+            f.unlink(missing_ok=True)
+        return None
+    return card

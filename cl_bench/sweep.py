@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.engine import RunOptions, check_compatible
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
@@ -92,6 +93,7 @@ def run_sweep(
     from cl_bench.executors import make_executor
 
     runner = make_executor(executor, address, jobs)
+    ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
     report = SweepReport()
     todo = []
     for r in runs:

@@ -131,7 +131,10 @@ def test_mteb_layout_parquet_and_jsonl(tmp_path: Path) -> None:
     assert data.pairs[0].source.texts == ["Bonjour", "Merci"] and data.pairs[1].target.texts == ["Hi", "Thanks"]
     assert all(p.meta["layout"] == "mteb" for p in data.pairs)
     (folder / "ita-eng" / "test.jsonl").write_text(json.dumps({"sentence1": "x"}), encoding="utf-8")
-    with pytest.raises(ClBenchError, match="sentence1 and sentence2"):
+    with pytest.raises(ClBenchError, match=r"test.jsonl row 0: missing required field 'sentence2'"):
+        load_tatoeba({"path": str(folder), "pairs": ["ita-eng"]}, None)
+    (folder / "ita-eng" / "test.jsonl").write_text(json.dumps({"sentence1": "x", "sentence2": 3}), encoding="utf-8")
+    with pytest.raises(ClBenchError, match=r"field 'sentence2': Input should be a valid string \(got 3\)"):
         load_tatoeba({"path": str(folder), "pairs": ["ita-eng"]}, None)
 
 

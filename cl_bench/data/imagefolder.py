@@ -19,10 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cl_bench.components import register
+from cl_bench.data.image_decode import open_image
+from cl_bench.data.safe_paths import list_files
 from cl_bench.data.splits import split_meta
 from cl_bench.data.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
@@ -67,25 +68,17 @@ class LazyImageFolderSplit(ImageSplit):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.root / self.rel_paths[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L")
-        except (OSError, UnidentifiedImageError) as e:
-            raise ClBenchError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        with open_image(path) as img:
+            img = img.convert("RGB" if self.channels == 3 else "L")
         img = TF.resize(img, self.resize, interpolation=TF.InterpolationMode.BILINEAR)
         img = TF.center_crop(img, [self.crop, self.crop])
         return TF.pil_to_tensor(img).float().div_(255.0), int(self.labels[index])
 
 
 def _list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, symlinks followed), sorted by path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return found
+    """Image files under ``folder`` (recursive, symlinked folders followed once; a loop, a
+    dangling link or a FIFO among the images is an error), in ``os.walk`` order."""
+    return list_files(folder, IMAGE_EXTENSIONS)
 
 
 def scan_split(split_dir: Path, layout: str) -> tuple[list[str], list[str], np.ndarray]:

@@ -25,7 +25,6 @@ file, a row whose image is in neither the folder nor the zip, a row whose ``tgt_
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import zipfile
 from collections.abc import Iterator
@@ -38,9 +37,12 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, MAX_MEMBER_BYTES, read_bytes, read_zip_member
 from cl_bench.components import register
+from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text_types import ImageList
 from cl_bench.data.mmvp import training_split
+from cl_bench.data.safe_paths import OptionalRelPath, safe_relpath
 from cl_bench.data.text_types import fingerprint_texts
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
@@ -110,19 +112,22 @@ class ImageSource:
         return None if member is None else f"{self._infos[member].CRC}:{self._infos[member].file_size}"
 
     def read(self, rel: str) -> bytes:
+        """The image's bytes: a regular file inside the folder, or a zip member whose declared size
+        and compression ratio are sane (checked before it is inflated)."""
+        safe_relpath(rel, f"image path of {self.where}")
         if self.folder is not None:
-            return (self.folder / rel).read_bytes()
+            return read_bytes(self.folder / rel, MAX_MEMBER_BYTES, "image")
         if self._zip is None or self._zip_pid != os.getpid():  # a forked loader worker opens its own
             self._zip, self._zip_pid = zipfile.ZipFile(self.zip_path), os.getpid()  # type: ignore[arg-type]
         member = self._member(rel)
         if member is None:
             raise ClBenchError(f"image {rel!r} is not in {self.zip_path}")
-        return self._zip.read(member)
+        return read_zip_member(self._zip, self._infos[member], str(self.zip_path))
 
 
-def decode_image(blob: bytes, size: int) -> np.ndarray:
+def decode_image(blob: bytes, size: int, where: str = "an MMEB image") -> np.ndarray:
     """uint8 [size, size, 3]: short side resized to ``size`` (bicubic), then centre-cropped."""
-    with Image.open(io.BytesIO(blob)) as im:
+    with open_image(blob, where) as im:
         im = im.convert("RGB")
         w, h = im.size
         if (w, h) != (size, size):
@@ -157,7 +162,7 @@ class PairItems:
         """(text, image as float [3, H, W] in [0, 1] or None) of item ``i``."""
         if not self.paths[i]:
             return self.texts[i], None
-        pix = decode_image(self.source.read(self.paths[i]), self.image_size)
+        pix = decode_image(self.source.read(self.paths[i]), self.image_size, f"{self.paths[i]} ({self.source.where})")
         return self.texts[i], torch.from_numpy(pix).permute(2, 0, 1).float().div_(255.0)
 
     def batches(self, batch_size: int) -> Iterator[tuple[list[str], list[torch.Tensor | None]]]:
@@ -239,7 +244,7 @@ class MMEBDataset:
         s = self.image_size
         if not paths:
             return ImageList(np.zeros((0, s, s, 3), np.uint8))
-        return ImageList(np.stack([decode_image(self.source.read(p), s) for p in paths]))
+        return ImageList(np.stack([decode_image(self.source.read(p), s, f"{p} ({self.source.where})") for p in paths]))
 
 
 @dataclass
@@ -262,6 +267,18 @@ class MMEBData:
         if self._train is None:
             self._train = training_split(self.name, self.train_ref)
         return self._train
+
+
+
+
+class MMEBRow(BaseModel):
+    """One row as the parquet holds it: strict types, image paths inside the image folder."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    qry_text: str | None
+    qry_img_path: OptionalRelPath | None
+    tgt_text: list[str | None] | str | None
+    tgt_img_path: list[OptionalRelPath | None] | OptionalRelPath | None
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -298,9 +315,11 @@ def read_mmeb_dataset(root: Path, name: str, meta_task: str, split: str, source:
     rows = _read_rows(files, name)
     if not rows:
         raise ClBenchError(f"MMEB dataset {name}: {files[0]} has no rows")
+    for i, row in enumerate(rows):
+        validate_params(MMEBRow, row, f"MMEB dataset {name} ({files[0].parent}) row {i}")
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f.read_bytes())
+        digest.update(read_bytes(f, MAX_DATA_TEXT_BYTES, "parquet file"))
     tgt_img = [_as_list(r["tgt_img_path"], 0) for r in rows]
     tgt_text = [_as_list(r["tgt_text"], len(ti)) for r, ti in zip(rows, tgt_img)]
     ds = MMEBDataset(

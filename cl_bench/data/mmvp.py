@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,11 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from cl_bench import components
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_text
 from cl_bench.components import register
+from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text_types import ImageList
+from cl_bench.data.safe_paths import SafeRelPath
 from cl_bench.data.text_types import fingerprint_texts
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
@@ -125,22 +129,29 @@ def training_split(name: str, train_ref: tuple[str, dict[str, Any]] | None) -> A
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im = im.convert("RGB")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BICUBIC)
         return np.asarray(im, dtype=np.uint8)
 
 
+class MMVPRow(BaseModel):
+    """One statement row: ``type`` names an image folder inside the image root (never ``../x``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    qid: int = Field(ge=0, le=10**9)
+    type: SafeRelPath
+    statement: str
+
+
 def read_questions(csv_path: Path) -> list[tuple[int, str, str, int]]:
     """(qid, type, statement, line number) per statement row; the header row is skipped."""
+    text = read_text(csv_path, MAX_DATA_TEXT_BYTES, "questions CSV")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            lines = list(csv.reader(f))
-    except OSError as e:
-        raise ClBenchError(f"cannot read {csv_path}: {e.strerror}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ClBenchError(f"{csv_path} is not a readable UTF-8 CSV ({e})") from None
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise ClBenchError(f"{csv_path} is not a readable CSV ({e})") from None
     rows = []
     for lineno, cells in enumerate(lines[1:], start=2):
         if not any(c.strip() for c in cells):
@@ -151,7 +162,9 @@ def read_questions(csv_path: Path) -> list[tuple[int, str, str, int]]:
             qid = int(cells[0])
         except ValueError:
             raise ClBenchError(f"{csv_path} line {lineno}: qid {cells[0]!r} is not an integer") from None
-        rows.append((qid, cells[1].strip(), cells[2].strip(), lineno))
+        row = validate_params(MMVPRow, {"qid": qid, "type": cells[1].strip(), "statement": cells[2].strip()},
+                              f"{csv_path} line {lineno}")
+        rows.append((row.qid, row.type, row.statement, lineno))
     if not rows:
         raise ClBenchError(f"{csv_path} has no statement rows")
     if len(rows) % 2:

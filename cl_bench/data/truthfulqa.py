@@ -20,12 +20,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, TypeAdapter, ValidationError
+
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.causal_lm import StrictParams
-from cl_bench.specs import validate_params
+from cl_bench.specs import describe_validation_error, validate_params
 
 LAYOUT_HINT = (
     "expected DATA_ROOT/truthfulqa/data/mc_task.json (official repo) or "
@@ -81,6 +84,18 @@ def revision_of(n_questions: int) -> str:
     return f"unknown revision ({n_questions} questions)"
 
 
+_LABELS = TypeAdapter(list[Annotated[int, Field(strict=True, ge=0, le=1)]])
+
+
+def _labels(raw: Any, where: str, kind: str) -> list[int]:
+    """0/1 labels as ints; 1.7, "1" or True is an error naming the field, never truncated."""
+    values = raw.tolist() if hasattr(raw, "tolist") else list(raw)
+    try:
+        return _LABELS.validate_python(values)
+    except ValidationError as e:
+        raise ClBenchError(describe_validation_error(f"{where}: {kind}.labels", e)) from None
+
+
 def make_targets(choices: list[str], labels: list[int], where: str, kind: str, drop_empty: bool = False) -> MCTargets:
     if len(choices) != len(labels):
         raise ClBenchError(f"{where}: {kind} has {len(choices)} choices but {len(labels)} labels")
@@ -94,7 +109,7 @@ def make_targets(choices: list[str], labels: list[int], where: str, kind: str, d
     for c in choices:
         if not isinstance(c, str) or not c.strip():
             raise ClBenchError(f"{where}: {kind} has an empty answer choice (use empty_choices: drop to skip them)")
-    labs = [int(x) for x in labels]
+    labs = _labels(labels, where, kind)
     if any(x not in (0, 1) for x in labs):
         raise ClBenchError(f"{where}: {kind} labels must be 0 or 1, got {sorted(set(labs))}")
     if 1 not in labs:
@@ -123,9 +138,9 @@ def _question(
 def read_mc_json(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
     """The official ``mc_task.json``; answer→label objects keep their file order (duplicates too)."""
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=lambda pairs: pairs)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ClBenchError(f"{path}: not a readable mc_task.json ({e})") from None
+        rows = json.loads(read_text(path, MAX_DATA_TEXT_BYTES, "mc_task.json"), object_pairs_hook=lambda pairs: pairs)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ClBenchError(f"{path}: not a readable mc_task.json ({type(e).__name__}: {str(e)[:100]})") from None
     if not isinstance(rows, list):
         raise ClBenchError(f"{path}: expected a JSON list of questions")
     out = []
@@ -159,7 +174,7 @@ def read_hf_parquet(files: list[Path], drop_empty: bool = False) -> list[MCQuest
             t = row[key]
             if not isinstance(t, dict) or "choices" not in t or "labels" not in t:
                 raise ClBenchError(f"{where}: '{key}' must be {{choices, labels}}")
-            targets.append((list(t["choices"]), [int(x) for x in t["labels"]]))
+            targets.append((list(t["choices"]), t["labels"]))  # labels checked by make_targets, never cast
         out.append(_question(row, where, targets[0], targets[1], drop_empty))
     return out
 
@@ -228,7 +243,7 @@ def load_truthfulqa(params: dict[str, Any], data_root: Path | None) -> MultipleC
         questions = questions[: p.limit]
     h = hashlib.sha256()
     for f in files:
-        h.update(f.read_bytes())
+        h.update(read_bytes(f, MAX_DATA_TEXT_BYTES, "TruthfulQA file"))
     return MultipleChoiceData(
         name="truthfulqa", questions=questions, revision=revision_of(n_all),
         source=f"{kind}:{files[0].relative_to(data_root)}", file_sha256=h.hexdigest(),

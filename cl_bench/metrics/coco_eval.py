@@ -1,8 +1,8 @@
 """COCO detection / instance-segmentation AP through pycocotools' ``COCOeval`` (no re-implementation).
 
 ``coco_evaluate(gt, results, "bbox"|"segm")`` runs evaluate / accumulate / summarize and
-returns ``stats[0..5]`` as AP, AP50, AP75, APs, APm, APl (×100; NaN where pycocotools says -1,
-i.e. no ground truth in that area range) plus per-category AP
+returns ``stats[0..5]`` as AP, AP50, AP75, APs, APm, APl (×100; None — undefined, stored as
+null — where pycocotools says -1, i.e. no ground truth in that area range) plus per-category AP
 (``precision[:, :, k, area=all, maxDets=100]``, entries > -1 averaged, as detectron2's
 COCOEvaluator does). Results are COCO results dicts (``image_id, category_id, bbox [x, y, w,
 h] | segmentation (RLE), score``); :func:`detections_to_results` builds them from per-image
@@ -115,8 +115,9 @@ def coco_evaluate(
         ev.accumulate()
         ev.summarize()
     stats = [float(v) for v in ev.stats]
-    # -1 means "no ground truth in this area range": NaN, as detectron2's COCOEvaluator reports it
-    metrics = {k: stats[i] * 100 if stats[i] >= 0 else float("nan") for i, k in enumerate(STAT_NAMES)}
+    # -1 means "no ground truth in this area range": undefined (detectron2 reports NaN; a result
+    # never holds a non-finite number, see cl_bench.finite)
+    metrics = {k: stats[i] * 100 if stats[i] >= 0 else None for i, k in enumerate(STAT_NAMES)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = {}
     for k, cat_id in enumerate(ev.params.catIds):

@@ -25,8 +25,10 @@ Pickled extras (Lightning hyper-parameters, ``argparse.Namespace``, omegaconf co
 message hubs, numpy scalars) are read with ``torch.load(weights_only=True)``: numpy arrays and
 scalars through an explicit allow-list, every other class through an *inert placeholder*
 registered under its name - an empty object that keeps the constructor arguments and state as
-data and never imports or calls the real class. Names that only code execution needs (``eval``,
-``exec``, ``getattr``, ``os``, ``subprocess``, ``importlib`` ...) are refused outright.
+data and never imports or calls the real class. Placeholders themselves are allow-listed
+(:mod:`cl_bench.models.unpickle_policy`): third-party classes and the standard library's data
+types only; any other standard-library name (``eval``, ``os.system``, ``subprocess``, Python 2's
+``__builtin__`` / ``commands`` spellings ...) is refused outright.
 """
 
 from __future__ import annotations
@@ -58,53 +60,6 @@ CONTAINER_KEYS = (
     "backbone_state_dict",
     "model_state_dict",
 )
-# Globals a checkpoint has no business naming: they exist to run code. Refused, never stubbed.
-_DANGEROUS_MODULES = {
-    "os",
-    "posix",
-    "nt",
-    "sys",
-    "subprocess",
-    "shutil",
-    "importlib",
-    "runpy",
-    "pickle",
-    "_pickle",
-    "marshal",
-    "ctypes",
-    "code",
-    "codeop",
-    "socket",
-    "pty",
-    "webbrowser",
-    "dill",
-    "cloudpickle",
-}
-_DANGEROUS_BUILTINS = {
-    "eval",
-    "exec",
-    "compile",
-    "getattr",
-    "setattr",
-    "delattr",
-    "__import__",
-    "open",
-    "input",
-    "globals",
-    "locals",
-    "vars",
-    "breakpoint",
-    "execfile",
-}
-_DANGEROUS_NAMES = {
-    "io.open",
-    "_io.open",
-    "io.open_code",
-    "_io.open_code",
-    "io.FileIO",
-    "_io.FileIO",
-    "codecs.open",
-}
 
 
 class InertObject:
@@ -134,13 +89,12 @@ def placeholder_for(name: str) -> type[InertObject]:
 
 
 def is_dangerous(name: str) -> bool:
-    """True for globals that only serve to execute code (refused instead of stubbed)."""
-    if name in _DANGEROUS_NAMES:
-        return True
-    module, _, attr = name.rpartition(".")
-    if module in ("builtins", "__builtin__"):
-        return attr in _DANGEROUS_BUILTINS
-    return module.split(".")[0] in _DANGEROUS_MODULES
+    """True for globals that may not even be stood in for (refused): every standard-library name
+    (Python 2 spellings included) but the data types of ``unpickle_policy.STDLIB_DATA``, and
+    packages that serialise code. See :mod:`cl_bench.models.unpickle_policy`."""
+    from cl_bench.models.unpickle_policy import refusal
+
+    return refusal(name) is not None
 
 
 def _numpy_allowlist() -> list[Any]:
@@ -236,9 +190,12 @@ def _scan_globals(path: Path) -> list[str]:
 
 def _check_names(path: Path, names: list[str]) -> None:
     """Refuse code-running globals (named first), then torch internals the weights-only loader lacks."""
+    from cl_bench.models.unpickle_policy import refusal
+
     for name in names:
-        if is_dangerous(name):
-            raise _refuse(path, f"global {name}")
+        why = refusal(name)
+        if why is not None:
+            raise _refuse(path, why)
     for name in names:
         if name.split(".")[0] == "torch":
             raise ClBenchError(

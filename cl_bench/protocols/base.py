@@ -19,7 +19,7 @@ class ProtocolParams(BaseModel):
 
 @dataclass
 class ProtocolResult:
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # None: undefined on this data (never NaN; see cl_bench.finite)
     extras: dict[str, Any] = field(default_factory=dict)  # JSON-able: per-class scores, curves
     predictions: Any = None  # cl_bench.predictions.Predictions: one row per evaluated item
 
