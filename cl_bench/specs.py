@@ -224,6 +224,9 @@ class ResultRecord(Strict):
     created_utc: str
     command: str | None = None
     predictions: dict[str, Any] | None = None  # {file, sha256, n}: per-item predictions beside the JSON
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of feature extraction (--precision)
+    threads: int | None = None  # torch threads chosen for the run (None: not recorded)
+    loader_workers: int | None = None  # data-loader workers of feature extraction
 
     @model_validator(mode="after")
     def _primary_is_a_number(self) -> ResultRecord:

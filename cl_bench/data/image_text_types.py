@@ -29,8 +29,11 @@ class ImageList:
     ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1]; or
     a list of single images ([H, W, 3] / [3, H, W]) that may differ in size (a real benchmark's
     images handed to the model's own preprocessing): stacked when they share one size, else kept
-    as a list, and :meth:`same_size_batches` groups them for embedding.
+    as a list, and :meth:`shape_groups` groups a range of them by size for embedding.
+    ``lazy`` lists decode files on demand: ``item(i)`` gives image i as uint8 [3, H, W].
     """
+
+    lazy = False
 
     def __init__(self, images: np.ndarray | list[np.ndarray]) -> None:
         self.variable = False
@@ -64,21 +67,16 @@ class ImageList:
             return _uint8_to_float(np.stack(picked)) if picked else torch.zeros(0, 3, 1, 1)
         return _uint8_to_float(self.images[index])
 
-    def same_size_batches(self, batch_size: int) -> Any:
-        """(indices, float32 [n, 3, H, W]) batches of at most ``batch_size`` same-sized images,
-        every image once (in order within each size)."""
+    def shape_groups(self, start: int, stop: int) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """Images ``start..stop-1`` as (positions within the range, float32 [n, 3, H, W]) groups of one
+        size each: one group unless the list's sizes vary (then in order of first appearance)."""
         if not self.variable:
-            for i in range(0, len(self), batch_size):
-                yield np.arange(i, min(i + batch_size, len(self))), self.tensor(slice(i, i + batch_size))
-            return
+            return [(np.arange(stop - start), self.tensor(slice(start, stop)))]
         by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, a in enumerate(self.images):
-            by_shape.setdefault(a.shape, []).append(i)
-        for idx in by_shape.values():
-            for s in range(0, len(idx), batch_size):
-                part = np.asarray(idx[s : s + batch_size])
-                yield part, _uint8_to_float(np.stack([self.images[i] for i in part]))
-
+        for i in range(start, stop):
+            by_shape.setdefault(self.images[i].shape, []).append(i)
+        return [(np.asarray(idx) - start, _uint8_to_float(np.stack([self.images[i] for i in idx])))
+                for idx in by_shape.values()]
 
 class CaptionedImages:
     """One split of captioned images.

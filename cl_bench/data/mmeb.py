@@ -28,6 +28,7 @@ file, a row whose image is in neither the folder nor the zip, a row whose ``tgt_
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class ImageSource:
             raise ValueError("give exactly one of folder, zip_path")
         self.folder, self.zip_path = folder, zip_path
         self._zip: zipfile.ZipFile | None = None
+        self._zip_pid = 0
         self._infos: dict[str, zipfile.ZipInfo] = {}
         self._prefixes: list[str] = []
         if zip_path is not None:
@@ -85,6 +87,9 @@ class ImageSource:
             except (OSError, zipfile.BadZipFile) as e:
                 raise ClBenchError(f"{zip_path} is not a readable zip file ({e})") from None
             self._prefixes = sorted({n.split("/", 1)[0] + "/" for n in self._infos if "/" in n})
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for loader workers: no open zip handle
+        return {**self.__dict__, "_zip": None, "_zip_pid": 0}
 
     @property
     def where(self) -> str:
@@ -115,8 +120,8 @@ class ImageSource:
         safe_relpath(rel, f"image path of {self.where}")
         if self.folder is not None:
             return read_bytes(self.folder / rel, MAX_MEMBER_BYTES, "image")
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.zip_path)  # type: ignore[arg-type]
+        if self._zip is None or self._zip_pid != os.getpid():  # a forked loader worker opens its own
+            self._zip, self._zip_pid = zipfile.ZipFile(self.zip_path), os.getpid()  # type: ignore[arg-type]
         member = self._member(rel)
         if member is None:
             raise ClBenchError(f"image {rel!r} is not in {self.zip_path}")
@@ -158,17 +163,18 @@ class PairItems:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def item(self, i: int) -> tuple[str, torch.Tensor | None]:
+        """(text, image as float [3, H, W] in [0, 1] or None) of item ``i``."""
+        if not self.paths[i]:
+            return self.texts[i], None
+        pix = decode_image(self.source.read(self.paths[i]), self.image_size, f"{self.paths[i]} ({self.source.where})")
+        return self.texts[i], torch.from_numpy(pix).permute(2, 0, 1).float().div_(255.0)
+
     def batches(self, batch_size: int) -> Iterator[tuple[list[str], list[torch.Tensor | None]]]:
         """(texts, images as float [3, H, W] in [0, 1] or None) in order, ``batch_size`` at a time."""
         for start in range(0, len(self), batch_size):
-            images: list[torch.Tensor | None] = []
-            for p in self.paths[start : start + batch_size]:
-                if p:
-                    pix = decode_image(self.source.read(p), self.image_size, f"{p} ({self.source.where})")
-                    images.append(torch.from_numpy(pix).permute(2, 0, 1).float().div_(255.0))
-                else:
-                    images.append(None)
-            yield self.texts[start : start + batch_size], images
+            items = [self.item(i) for i in range(start, min(start + batch_size, len(self)))]
+            yield [t for t, _ in items], [im for _, im in items]
 
 
 @dataclass

@@ -85,8 +85,29 @@ def score_questions(model: Any, questions: list[MCQuestion], targets: str) -> tu
     return scores, greedy
 
 
+def memoised_loglikelihood(model: Any, requests: list[tuple[str, str]], model_key: str | None) -> list[tuple[float, bool]]:
+    """``model.loglikelihood(requests)``, reusing the results of earlier calls of this process for
+    the same model (``model_key``: its weights' fingerprint; None: no reuse). Every MC1 request of
+    TruthfulQA is also an MC2 request, so MC2 after MC1 (one sweep, one process) scores only the
+    rest. A reused value was computed in another batch, so it can differ from a fresh one in the
+    last bits of float32, never more."""
+    if model_key is None:
+        return model.loglikelihood(requests)
+    memo = _LL_MEMO.pop(model_key, {})
+    _LL_MEMO[model_key] = memo  # most recent last
+    while len(_LL_MEMO) > _LL_MEMO_MODELS:
+        _LL_MEMO.pop(next(iter(_LL_MEMO)))
+    missing = list(dict.fromkeys(r for r in requests if r not in memo))
+    memo.update(zip(missing, model.loglikelihood(missing)))
+    return [memo[r] for r in requests]
+
+
+_LL_MEMO: dict[str, dict[tuple[str, str], tuple[float, bool]]] = {}
+_LL_MEMO_MODELS = 2  # models whose results are kept (a sweep runs one method's tasks together)
+
+
 def score_questions_with_predictions(
-    model: Any, questions: list[MCQuestion], targets: str
+    model: Any, questions: list[MCQuestion], targets: str, model_key: str | None = None
 ) -> tuple[list[float], list[bool], Predictions]:
     """:func:`score_questions` plus one prediction row per question (item = question index).
 
@@ -98,7 +119,7 @@ def score_questions_with_predictions(
     correct = (more than half of the true choices beat every false one)."""
     picks = [q.mc1 if targets == "mc1" else q.mc2 for q in questions]  # mc2 and mc3: the mc2 lists
     requests = [(truthfulqa_context(q.question), " " + c) for q, t in zip(questions, picks) for c in t.choices]
-    results = model.loglikelihood(requests)
+    results = memoised_loglikelihood(model, requests, model_key)
     scores, greedy, k = [], [], 0
     pred, target, correct = [], [], []
     for t in picks:
@@ -126,7 +147,8 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
         raise ClBenchError(f"{type(model).__name__} is not a causal LM (it has no loglikelihood)")
     if not isinstance(data, MultipleChoiceData):
         raise ClBenchError(f"protocol multiple_choice needs multiple-choice data, got {type(data).__name__}")
-    scores, greedy, preds = score_questions_with_predictions(model, data.questions, params.targets)
+    scores, greedy, preds = score_questions_with_predictions(model, data.questions, params.targets,
+                                                             getattr(ctx, "model_fingerprint", None))
     lists = "mc1" if params.targets == "mc1" else "mc2"
     n_choices = [len(getattr(q, lists).choices) for q in data.questions]
     dropped = data.meta.get("empty_choices_dropped", {})
