@@ -25,3 +25,29 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def ensure_writable_dir(path: Path, what: str) -> Path:
+    """Prove, before any work is done, that files can be created at ``path`` (a directory, made
+    later when the first file is written): ``path`` if it exists, else its nearest existing
+    ancestor, must be a directory in which a probe can be created (and is removed at once, so
+    nothing is left behind). A file in the way, a read-only folder or filesystem, or an
+    unwritable parent is one ClBenchError line."""
+    from cl_bench.errors import ClBenchError
+
+    path = Path(path).expanduser()
+    probe_in = path
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        if probe_in.is_symlink():
+            raise ClBenchError(f"the {what} {path} goes through the dangling symlink {probe_in}; fix or remove it")
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        where = "" if probe_in == path else f" (its parent {probe_in} is a file)"
+        raise ClBenchError(f"the {what} {path} is not a directory{where}; pass a directory")
+    try:
+        probe = tempfile.mkdtemp(dir=probe_in, prefix=".clbench-write-probe.")
+        os.rmdir(probe)
+    except OSError as e:
+        raise ClBenchError(f"the {what} {path} is not writable ({e.strerror} in {probe_in}); "
+                           "pass a writable directory") from None
+    return path

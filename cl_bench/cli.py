@@ -21,27 +21,66 @@ def _show_progress() -> bool:
 
 
 def _run_options(args: argparse.Namespace, reg: Registry, seed: int = 0):
-    from cl_bench.engine import RunOptions
+    from cl_bench.engine import RunOptions, resolve_device
+    from cl_bench.feed import auto_threads, auto_workers, parse_count
 
+    workers = parse_count(getattr(args, "workers", 0), "--workers")
+    if workers is None:
+        workers = auto_workers(resolve_device(args.device))
+    threads = parse_count(getattr(args, "threads", None), "--threads") or auto_threads(workers)
     return RunOptions(registry=reg,
         seed=seed, device=args.device, checkpoint=Path(args.checkpoint) if getattr(args, "checkpoint", None) else None,
         data_root=Path(args.data_root) if args.data_root else None,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         results_dir=Path(args.results_dir), progress=_show_progress(),
         command="clbench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        workers=workers, precision=getattr(args, "precision", "fp32"), threads=threads,
+        arch_params=_arch_params(getattr(args, "arch_param", None) or []),
     )
+
+
+def _arch_params(pairs: list[str]) -> dict:
+    """``--arch-param KEY=VALUE`` pairs; VALUE is read as YAML (numbers, booleans, lists), safely."""
+    from cl_bench.yaml_loader import load_yaml_value
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ClBenchError(f"--arch-param {pair!r}: expected KEY=VALUE, e.g. --arch-param model=resnet50")
+        out[key.strip()] = load_yaml_value(value, f"--arch-param {key.strip()}") if value.strip() else ""
+    return out
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+MAX_SEEDS = 1000  # seeds per command; checked before any list of runs is built
+MAX_RUNS = 100_000  # methods × tasks × seeds of one sweep
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
+    from cl_bench.specs import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ClBenchError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise ClBenchError("--seeds must be at least 1")
+        if not 1 <= args.seeds <= MAX_SEEDS:
+            raise ClBenchError(f"--seeds must be in 1..{MAX_SEEDS}, got {args.seeds}")
+        if args.seed + args.seeds - 1 > MAX_SEED:
+            raise ClBenchError(f"--seed {args.seed} with --seeds {args.seeds} passes the largest seed {MAX_SEED}")
         return list(range(args.seed, args.seed + args.seeds))
     return [args.seed]
+
+
+def _method_list(reg: Registry, value: str | None, results_dirs: list[Path]) -> list[str] | None:
+    """--methods as ids; each must be a registered method or have results in ``results_dirs``."""
+    from cl_bench.regress import check_names
+
+    methods = _csv(value) if value else None
+    check_names(reg, None, methods, results_dirs)
+    return methods
 
 
 def cmd_list(args: argparse.Namespace, reg: Registry) -> int:
@@ -82,7 +121,7 @@ def cmd_show(args: argparse.Namespace, reg: Registry) -> int:
 
 def _print_outcome(outcome) -> None:
     r = outcome.record
-    metrics = "  ".join(f"{k}={v:.2f}" for k, v in r.metrics.items())
+    metrics = "  ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in r.metrics.items())
     t = r.timings
     reused = " (cached checkpoint)" if outcome.model.reused else ""
     print(
@@ -111,6 +150,7 @@ def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
 
 
 def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.atomic import ensure_writable_dir
     from cl_bench.cache import Cache
     from cl_bench.components import get
     from cl_bench.engine import data_root_of, resolve_device
@@ -119,9 +159,10 @@ def cmd_train(args: argparse.Namespace, reg: Registry) -> int:
     task, method = reg.task(args.task), reg.method(args.method)
     if method.train is None:
         raise ClBenchError(f"method '{method.id}' has no train recipe: nothing to train")
-    opts = _run_options(args, reg, args.seed)
-    data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
+    opts = _run_options(args, reg, _seeds(args)[0])
     cache = Cache(opts.cache_dir)
+    ensure_writable_dir(cache.root, "cache directory (--cache-dir)")
+    data = get("dataset", task.dataset.name)(task.dataset.params, data_root_of(opts))
     got = obtain_model(method, data, seed=args.seed, device=resolve_device(args.device), cache=cache,
                        data_root=opts.data_root, progress=opts.progress, registry=reg)
     where = cache.checkpoint_dir(got.card["cache_key"]) if got.card else None
@@ -135,13 +176,18 @@ def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ClBenchError("clbench sweep runs in one process (parallel runs: --executor ray); torchrun is for clbench run")
-    runs = plan(reg, _csv(args.methods), _csv(args.tasks), _seeds(args))
+    seeds, methods, tasks = _seeds(args), _csv(args.methods), _task_list(reg, args.tasks) or []
+    if len(seeds) * len(methods) * len(tasks) > MAX_RUNS:
+        raise ClBenchError(f"{len(methods)} method(s) × {len(tasks)} task(s) × {len(seeds)} seed(s) is more than "
+                           f"{MAX_RUNS} runs; split the sweep")
+    runs = plan(reg, methods, tasks, seeds)
     opts = _run_options(args, reg)
     if args.dry_run:
         sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
         return 0
     t0 = time.perf_counter()
-    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address)
+    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address,
+                       jobs=args.jobs)
     for r, value, secs in report.done:
         print(f"done     {r.label}: {r.task.primary_metric}={value:.2f} ({secs:.1f}s)")
     print(f"{len(report.done)} run(s) done, {len(report.skipped)} skipped (comparable result exists), "
@@ -161,11 +207,13 @@ def cmd_table(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.regress import cell_suspects
     from cl_bench.report.table import render, summarize
 
-    summary = summarize(Path(args.results_dir), reg, tasks=_task_list(reg, args.tasks),
-                        methods=_csv(args.methods) if args.methods else None, metric=args.metric)
+    results = Path(args.results_dir)
+    summary = summarize(results, reg, tasks=_task_list(reg, args.tasks),
+                        methods=_method_list(reg, args.methods, [results]), metric=args.metric)
     sys.stdout.write(render(summary, args.format))
     if args.format == "markdown":
-        flagged = [(c, why) for c in summary.cells if (why := cell_suspects(Path(args.results_dir), c))]
+        flagged = [(c, why) for c in summary.cells
+                   if (why := cell_suspects(results, c, records=summary.records.get((c.method, c.task))))]
         if flagged:
             print(f"\n{len(flagged)} suspect cell(s) (checkpoint sanity gate):")
             for c, why in flagged:
@@ -177,8 +225,19 @@ def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.report.leaderboard import build_site
 
     out = build_site(Path(args.results_dir), reg, Path(args.out), tasks=_task_list(reg, args.tasks),
-                     methods=_csv(args.methods) if args.methods else None)
+                     methods=_method_list(reg, args.methods, [Path(args.results_dir)]))
     print(f"leaderboard written to {out / 'index.html'}")
+    return 0
+
+
+def cmd_agree(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.report.rank_agreement import rank_agreement
+
+    tasks = _csv(args.tasks)
+    if len(tasks) != 2:
+        raise ClBenchError(f"--tasks takes exactly two task ids (A,B), got {len(tasks)}")
+    out = rank_agreement(Path(args.results_dir), reg, tasks[0], tasks[1], _csv(args.methods) if args.methods else None)
+    sys.stdout.write(out.render())
     return 0
 
 
@@ -190,6 +249,7 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
     tasks = _task_list(reg, args.tasks)
     methods = _csv(args.methods) if args.methods else None
     current = Path(args.results_dir) if args.results_dir else None
+    seeds = _seeds(args)
     if args.checkpoint:
         from cl_bench.engine import run
 
@@ -198,13 +258,14 @@ def cmd_regress(args: argparse.Namespace, reg: Registry) -> int:
         method = reg.method(methods[0])
         current = current or Path(tempfile.mkdtemp(prefix="clbench-regress-"))
         for task in tasks:
-            for seed in _seeds(args):
+            for seed in seeds:
                 opts = _run_options(args, reg, seed)
                 opts.results_dir = current
                 _print_outcome(run(reg.task(task), method, opts))
-    report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods)
+    report = compare(current or Path(default_results()), Path(args.baseline), reg, tasks=tasks, methods=methods,
+                     allow_missing=args.allow_missing)
     sys.stdout.write(render_report(report))
-    return 1 if report.failed else 0
+    return report.exit_code
 
 
 def cmd_export(args: argparse.Namespace, reg: Registry) -> int:
@@ -242,10 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
         if checkpoint:
             sp.add_argument("--checkpoint", default=None, help="evaluate this checkpoint under the method's loader")
+            sp.add_argument("--arch-param", action="append", default=[], metavar="KEY=VALUE",
+                            help="override one of the method's arch params (e.g. model=resnet50); repeatable")
         sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
         sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
         sp.add_argument("--results-dir", default=default_results(),
                         help="where result JSONs go (default $CLBENCH_RESULTS, else ./results)")
+        sp.add_argument("--workers", default="auto",
+                        help="loader workers decoding images for feature extraction: N or auto (0: in-process)")
+        sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="feature extraction precision (bf16/fp16: autocast; recorded, marked in tables)")
+        sp.add_argument("--threads", default="auto",
+                        help="torch threads: N or auto ($OMP_NUM_THREADS, else the CPUs left by workers); recorded")
 
     sp = sub.add_parser("list", help="list tasks, methods or components")
     sp.add_argument("what", choices=["tasks", "methods", "datasets", "protocols", "objectives", "archs"])
@@ -274,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", default="local", choices=["local", "ray"], help="where runs execute")
     sp.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: start a local one)")
     sp.add_argument("--dry-run", action="store_true", help="list runs to do / skip with time estimates")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="local executor: independent runs in N processes (threads split between them)")
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("table", help="methods × tasks: mean ± std over seeds")
@@ -291,12 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", default=None)
     sp.set_defaults(fn=cmd_leaderboard)
 
-    sp = sub.add_parser("regress", help="compare results with a baseline set; exit 1 on a regression")
+    sp = sub.add_parser("agree", help="how alike two tasks rank the methods (Spearman over method means)")
+    sp.add_argument("--tasks", required=True, help="two task ids: A,B")
+    sp.add_argument("--methods", default=None)
+    sp.add_argument("--results-dir", default=default_results())
+    sp.set_defaults(fn=cmd_agree)
+
+    sp = sub.add_parser(
+        "regress", help="compare results with a baseline set; exit 1 on a regression",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               "  0  every baseline cell has a comparable current result and none regressed\n"
+               "  1  a metric regressed beyond its tolerance, or a current result is suspect (sanity gate)\n"
+               "  2  usage error: unknown task/method name, missing --results-dir/--baseline, bad input\n"
+               "  3  a baseline cell is missing or incomparable (other spec) in the current results;\n"
+               "     --allow-missing accepts that\n"
+               "  4  nothing was compared: no method/task has comparable results on both sides")
     sp.add_argument("--baseline", required=True, help="results directory to compare against")
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None, help="method ids (exactly one with --checkpoint)")
     sp.add_argument("--checkpoint", default=None,
                     help="first evaluate this checkpoint of --methods M on --tasks, then compare")
+    sp.add_argument("--allow-missing", action="store_true",
+                    help="do not fail (exit 3) when baseline cells are missing or incomparable in the current results")
     run_args(sp, checkpoint=False)
     sp.set_defaults(fn=cmd_regress, results_dir=None)
     sp = sub.add_parser("export", help="convert a ResNet backbone checkpoint for detectron2 / mmdet / mmseg")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,9 @@ from cl_bench.atomic import write_atomic
 from cl_bench.cache import Cache
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
+from cl_bench.finite import check_module
 from cl_bench.registry import Registry, default_registry
-from cl_bench.specs import DatasetRef, MethodSpec, canonical_hash
+from cl_bench.specs import ArchRef, DatasetRef, MethodSpec, canonical_hash
 
 TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
 
@@ -79,6 +82,50 @@ def build_encoder(method: MethodSpec, data: Any, members: MemberSource | None = 
     return builder(method.arch.params, **arch_inputs(data), **extra)
 
 
+def with_arch_params(method: MethodSpec, overrides: dict[str, Any]) -> MethodSpec:
+    """``method`` with its arch params updated by ``overrides`` (``--arch-param KEY=VALUE``; a dotted
+    key such as ``kwargs.drop_path_rate`` sets a nested value)."""
+    if not overrides:
+        return method
+    params = copy.deepcopy(method.arch.params)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            if not isinstance(node.get(part, {}), dict):
+                raise ClBenchError(f"--arch-param {key}: {part} is not a mapping in arch {method.arch.name}'s params")
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return method.model_copy(update={"arch": ArchRef(name=method.arch.name, params=params)})
+
+
+def resolve_checkpoint(method: MethodSpec, path: Path) -> tuple[MethodSpec, Path | None]:
+    """Let the arch read what it needs from a checkpoint before it is built.
+
+    An arch builder may carry ``from_checkpoint(path, params) -> (params, weights)``: e.g. a timm or
+    open_clip hub directory names its architecture in its config, a Hugging Face directory becomes
+    the builder's ``path``. ``weights`` is the file to load afterwards, or None when the builder
+    reads the weights itself (its ``checkpoint_report`` says what it read).
+    """
+    hook = getattr(components.get("arch", method.arch.name), "from_checkpoint", None)
+    if hook is None:
+        return method, path
+    params, weights = hook(path, copy.deepcopy(method.arch.params))
+    return method.model_copy(update={"arch": ArchRef(name=method.arch.name, params=params)}), weights
+
+
+def _load_checkpoint(encoder: nn.Module, path: Path, method: MethodSpec) -> dict[str, Any]:
+    """Weights from ``path`` through the model's own loader (HF / open_clip formats) or the generic one."""
+    from cl_bench.models.checkpoint import load_into
+
+    own_loader = getattr(encoder, "load_checkpoint", None)
+    if own_loader is None:
+        return load_into(encoder, path, method.released).to_json()
+    if "layout" in inspect.signature(own_loader).parameters:
+        return own_loader(path, layout=method.released)
+    return own_loader(path)
+
+
 def recipe_hash(method: MethodSpec) -> str | None:
     return canonical_hash(method.train.model_dump(mode="json")) if method.train else None
 
@@ -122,26 +169,31 @@ def obtain_model(
     progress: bool = False,
     registry: Registry | None = None,
 ) -> ObtainedModel:
-    """``registry``: where method names inside an arch resolve (None: the default registry)."""
-    from cl_bench.models.checkpoint import load_into
     from cl_bench.models.fingerprint import model_fingerprint
 
     seed_everything(seed)
+    ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
+    weights = None
+    if ckpt is not None:
+        method, weights = resolve_checkpoint(method, Path(ckpt))
     encoder = build_encoder(method, data, MemberSource(cache, data_root, registry))
     has_params = any(True for _ in encoder.state_dict())
-    ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)
+    # weights the builder read itself: a Hugging Face directory in its params, a bundled model
+    preloaded = getattr(encoder, "checkpoint_report", None)
 
     if ckpt is not None:
         if not has_params:
             raise ClBenchError(f"method '{method.id}' has no weights: it cannot load a checkpoint")
-        own_loader = getattr(encoder, "load_checkpoint", None)  # e.g. HF models from a directory
-        report = own_loader(Path(ckpt)) if own_loader else load_into(encoder, Path(ckpt)).to_json()
+        report = _load_checkpoint(encoder, weights, method) if weights is not None else preloaded
         got = ObtainedModel(encoder, "", "checkpoint", checkpoint=report)
     elif method.train is not None and method.train.epochs > 0:
         got = _train_cached(method, encoder, data, seed, device, cache, data_root, progress)
+    elif preloaded is not None:
+        got = ObtainedModel(encoder, "", "checkpoint", checkpoint=preloaded)
     else:
         got = ObtainedModel(encoder, "", "untrained" if has_params else "parameter-free")
 
+    check_module(encoder, f"method '{method.id}' ({got.source}{f' from {ckpt}' if ckpt is not None else ''})")
     encoder.to(device).eval()
     extra = "" if has_params else canonical_hash(method.arch.model_dump(mode="json"))
     got.fingerprint = model_fingerprint(encoder, extra=extra)
@@ -173,9 +225,8 @@ def _train_cached(
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"
     with cache.lock(folder / "train"):
-        if weights.exists() and card_path.exists():
-            encoder.load_state_dict(load_file(str(weights)), strict=True)
-            card = json.loads(card_path.read_text())
+        card = load_cached_checkpoint(encoder, folder, key)
+        if card is not None:
             return ObtainedModel(encoder, "", "trained", rhash, card=card, reused=True)
         t0 = time.perf_counter()
         seed_everything(seed)
@@ -184,6 +235,7 @@ def _train_cached(
             encoder, recipe, train_data.train, getattr(train_data, "num_classes", 0), seed, device, progress
         )
         train_s = time.perf_counter() - t0
+        check_module(encoder, f"method '{method.id}' trained with seed {seed}")  # diverged: never cached
         card = {
             "method": method.id,
             "recipe": recipe.model_dump(mode="json"),
@@ -202,3 +254,34 @@ def _train_cached(
         tmp.replace(weights)
         write_atomic(card_path, json.dumps(card, indent=2))
         return ObtainedModel(encoder, "", "trained", rhash, card=card, train_s=train_s)
+
+
+def load_cached_checkpoint(encoder: nn.Module, folder: Path, key: str) -> dict[str, Any] | None:
+    """The card of a complete, intact cache entry, with its weights loaded into ``encoder``; None
+    when there is no entry. A broken entry (truncated or foreign weights, an unreadable card or
+    one for another key, non-finite weights) is reported on stderr, removed, and None returned,
+    so the caller rebuilds it instead of failing on it forever."""
+    from cl_bench.bounded_io import MAX_CARD_BYTES, read_json
+
+    weights, card_path = folder / "encoder.safetensors", folder / "card.json"
+    if not weights.exists() and not card_path.exists():
+        return None
+    try:
+        card = read_json(card_path, MAX_CARD_BYTES, "cache card")
+        if not isinstance(card, dict) or card.get("cache_key") != key:
+            raise ClBenchError(f"cache card {card_path} does not describe entry {key[:12]}")
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types for truncation
+            raise ClBenchError(f"cached weights {weights} are unreadable ({type(e).__name__})") from None
+        try:
+            encoder.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ClBenchError(f"cached weights {weights} do not fit the arch ({str(e).splitlines()[0]})") from None
+        check_module(encoder, f"cached weights {weights}")
+    except ClBenchError as e:
+        print(f"clbench: warning: corrupt checkpoint cache entry ({e}); rebuilding it", file=sys.stderr)
+        for f in (weights, card_path):
+            f.unlink(missing_ok=True)
+        return None
+    return card

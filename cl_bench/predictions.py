@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,27 +61,50 @@ class Predictions:
                        target=z["target"] if "target" in z.files else None)
 
 
-def predictions_path(result_path: Path) -> Path:
-    """``.../seed0.json`` -> ``.../seed0.preds.npz``."""
-    return result_path.with_name(result_path.name.removesuffix(".json") + PREDICTIONS_SUFFIX)
+def predictions_path(result_path: Path, sha256: str | None = None) -> Path:
+    """``.../seed0.json`` -> ``.../seed0.<sha256[:16]>.preds.npz`` (content-addressed, how results are
+    written now) or, without ``sha256``, the fixed ``.../seed0.preds.npz`` older results name."""
+    stem = result_path.name.removesuffix(".json")
+    return result_path.with_name(f"{stem}.{sha256[:16]}{PREDICTIONS_SUFFIX}" if sha256 else stem + PREDICTIONS_SUFFIX)
 
 
 def write_predictions(result_path: Path, preds: Predictions) -> dict[str, object]:
-    """Write atomically beside ``result_path``; returns the reference stored in the result."""
+    """Write atomically beside ``result_path`` under a name that includes the content's sha256, so
+    a new file never replaces the one an older result JSON still names; returns the reference
+    stored in the result."""
     blob = preds.to_bytes()
-    path = predictions_path(result_path)
+    sha = hashlib.sha256(blob).hexdigest()
+    path = predictions_path(result_path, sha)
     write_atomic(path, blob)
-    return {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest(), "n": int(len(preds.item))}
+    return {"file": path.name, "sha256": sha, "n": int(len(preds.item))}
+
+
+def referenced_path(result_path: Path, ref: dict[str, object] | None) -> Path | None:
+    """The predictions file a result names (a sibling of its JSON), or None."""
+    return None if not ref else Path(result_path).with_name(Path(str(ref["file"])).name)
+
+
+MAX_PREDICTIONS_BYTES = 2**30
 
 
 def read_predictions(result_path: Path, ref: dict[str, object] | None) -> Predictions:
     """The predictions a result refers to, checked against the sha256 it recorded."""
-    if not ref:
+    from cl_bench.bounded_io import read_bytes
+
+    path = referenced_path(result_path, ref)
+    if path is None or ref is None:
         raise ClBenchError(f"{result_path} has no stored predictions; re-run it with this version of cl_bench")
-    path = Path(result_path).with_name(str(ref["file"]))
     if not path.exists():
         raise ClBenchError(f"{path} is missing (referenced by {result_path}); re-run the result")
-    blob = path.read_bytes()
+    blob = read_bytes(path, MAX_PREDICTIONS_BYTES, "predictions file")
     if hashlib.sha256(blob).hexdigest() != ref.get("sha256"):
         raise ClBenchError(f"{path} does not match the sha256 recorded in {result_path}; re-run the result")
-    return Predictions.from_bytes(blob)
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:  # npz: refuse a bomb before numpy inflates it
+            declared = sum(i.file_size for i in z.infolist())
+        if declared > MAX_PREDICTIONS_BYTES:
+            raise ClBenchError(f"{path} declares {declared} bytes of arrays, more than {MAX_PREDICTIONS_BYTES}; "
+                               "refused before decompressing it")
+        return Predictions.from_bytes(blob)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ClBenchError(f"{path} is not a readable predictions file ({type(e).__name__}); re-run the result") from None

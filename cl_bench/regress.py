@@ -20,15 +20,17 @@ from typing import Any
 
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
-from cl_bench.report.table import Cell, Summary, summarize
+from cl_bench.report.table import Cell, Summary, cell_of, collect
 from cl_bench.specs import ResultRecord, TaskSpec
-from cl_bench.store import read_result, result_path
+from cl_bench.store import LOCK_DIR, read_result, result_path
+from cl_bench.suggest import did_you_mean
 
 DEFAULT_ABS_FLOOR = 1.0
 DEFAULT_K_STD = 3.0
 CHANCE_FLOOR = 1.0  # points above chance that are still "within noise" at the least
 LOWER_IS_BETTER_HINTS = ("mse", "loss", "error", "perplexity", "ece", "distance", "tvd")
 FAILING = ("regressed", "suspect")
+INCOMPLETE = ("missing", "incomparable")
 
 
 @dataclass(frozen=True)
@@ -110,18 +112,22 @@ def suspect_reasons(record: ResultRecord, higher_is_better: bool = True) -> list
     return reasons
 
 
-def cell_suspects(results_dir: Path, cell: Cell, tol: Tolerance | None = None) -> list[str]:
-    """Suspect reasons of the records behind a table cell, each prefixed by its seed."""
+def cell_suspects(results_dir: Path, cell: Cell, tol: Tolerance | None = None,
+                  records: list[ResultRecord] | None = None) -> list[str]:
+    """Suspect reasons of the records behind a table cell, each prefixed by its seed (``records``:
+    those records when the caller already holds them, else they are read from ``results_dir``)."""
     tol = tol or Tolerance()
     out = []
-    for seed in cell.seeds:
-        path = result_path(results_dir, cell.method, cell.task, seed)
-        try:
-            rec = read_result(path)
-        except ClBenchError as e:
-            out.append(f"seed {seed}: {e}")
-            continue
-        out += [f"seed {seed}: {r}" for r in suspect_reasons(rec, tol.higher_is_better(rec.primary_metric))]
+    if records is None:
+        records = []
+        for seed in cell.seeds:
+            try:
+                records.append(read_result(result_path(results_dir, cell.method, cell.task, seed)))
+            except ClBenchError as e:
+                out.append(f"seed {seed}: {e}")
+    for rec in records:
+        if rec.seed in cell.seeds:
+            out += [f"seed {rec.seed}: {r}" for r in suspect_reasons(rec, tol.higher_is_better(rec.primary_metric))]
     return out
 
 
@@ -145,30 +151,103 @@ class Comparison:
         return self.current.mean - self.baseline.mean
 
 
+# Exit codes of ``clbench regress`` (README "Reference results, the leaderboard and the CI gate").
+EXIT_OK = 0
+EXIT_REGRESSED = 1  # a metric regressed beyond tolerance, or a current result fails the sanity gate
+EXIT_ERROR = 2  # a usage error: unknown task/method name, a results/baseline dir that does not exist
+EXIT_MISSING = 3  # a baseline cell has no comparable current result (missing or incomparable)
+EXIT_NOTHING = 4  # nothing was compared: no (method, task) has comparable results on both sides
+
+
 @dataclass
 class RegressReport:
     rows: list[Comparison] = field(default_factory=list)
+    allow_missing: bool = False
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.rows)
 
     @property
+    def compared(self) -> int:
+        """(method, task) pairs whose primary metric was compared on both sides."""
+        return len({(r.method, r.task) for r in self.rows
+                    if r.status in ("improved", "unchanged", "regressed")
+                    or (r.status == "suspect" and r.baseline is not None)})
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.status in FAILING for r in self.rows):
+            return EXIT_REGRESSED
+        if self.compared == 0:
+            return EXIT_NOTHING
+        if not self.allow_missing and any(r.status in INCOMPLETE for r in self.rows):
+            return EXIT_MISSING
+        return EXIT_OK
+
+    @property
     def failed(self) -> bool:
-        return any(r.status in FAILING for r in self.rows)
+        return self.exit_code != EXIT_OK
+
+    @property
+    def verdict(self) -> str:
+        return "OK" if self.exit_code == EXIT_OK else "FAIL"
+
+    @property
+    def reason(self) -> str:
+        code = self.exit_code
+        if code == EXIT_REGRESSED:
+            return f"regression or suspect result (exit {code})"
+        if code == EXIT_NOTHING:
+            return (f"nothing was compared: no method/task has comparable results on both sides (exit {code}); "
+                    "check --results-dir, --baseline, --tasks and --methods")
+        if code == EXIT_MISSING:
+            n = self.count("missing") + self.count("incomparable")
+            return (f"{n} baseline cell(s) missing or incomparable in the current results (exit {code}); "
+                    "re-run them, or pass --allow-missing to accept that")
+        accepted = self.count("missing") + self.count("incomparable")
+        return f"{self.compared} method/task pair(s) compared" + (
+            f"; {accepted} missing or incomparable cell(s) accepted (--allow-missing)" if accepted else "")
 
 
 def metric_cells(results_dir: Path, registry: Registry, tasks: list[str] | None,
                methods: list[str] | None) -> tuple[dict[tuple[str, str, str], Cell], Summary]:
-    """Cells for every metric of every task, keyed (method, task, metric); plus the primary summary."""
-    primary = summarize(results_dir, registry, tasks=tasks, methods=methods)
+    """Cells for every metric of every task, keyed (method, task, metric); plus the primary summary.
+
+    One pass over the results (:func:`cl_bench.report.table.collect`); every metric's cells come
+    from the records held in memory."""
+    primary, specs = collect(results_dir, registry, tasks, methods)
+    primary.cells = primary.cells_for(None, specs)
     cells = {(c.method, c.task, c.metric): c for c in primary.cells}
-    specs = {t: registry.task(t) for t in primary.tasks()}
-    extra = sorted({m for s in specs.values() for m in s.metrics} - {s.primary_metric for s in specs.values()})
-    for name in extra:
-        for c in summarize(results_dir, registry, tasks=tasks, methods=methods, metric=name).cells:
-            if name in specs[c.task].metrics and name != specs[c.task].primary_metric:
-                cells[(c.method, c.task, c.metric)] = c
+    for (m, t), recs in sorted(primary.records.items()):
+        for name in specs[t].metrics:
+            if name != specs[t].primary_metric and (cell := cell_of(m, t, name, recs)) is not None:
+                cells[(m, t, name)] = cell
     return cells, primary
+
+
+def result_names(results_dir: Path) -> tuple[set[str], set[str]]:
+    """(method ids, task ids) that have a folder in ``results_dir`` (cheap: no file is read)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return set(), set()
+    methods = {p.name for p in root.iterdir() if p.is_dir() and p.name != LOCK_DIR}
+    tasks = {t.name for m in methods for t in (root / m).iterdir() if t.is_dir()}
+    return methods, tasks
+
+
+def check_names(registry: Registry, tasks: list[str] | None, methods: list[str] | None,
+                results_dirs: list[Path] = ()) -> None:
+    """Every name given must exist: a task in the registry, a method in the registry or among the
+    results being read. A typo is an error, never a filter that quietly matches nothing."""
+    known_methods = set(registry.method_ids())
+    for d in results_dirs:
+        known_methods |= result_names(d)[0]
+    known_tasks = set(registry.task_ids())
+    for kind, names, known in (("task", tasks, known_tasks), ("method", methods, known_methods)):
+        for name in names or []:
+            if name not in known:
+                raise ClBenchError(f"unknown {kind} '{name}'{did_you_mean(name, known)}; "
+                                   f"`clbench list {kind}s` shows them all")
 
 
 def compare(
@@ -177,22 +256,28 @@ def compare(
     registry: Registry,
     tasks: list[str] | None = None,
     methods: list[str] | None = None,
+    allow_missing: bool = False,
 ) -> RegressReport:
-    if not Path(baseline_dir).is_dir():
-        raise ClBenchError(f"baseline directory {baseline_dir} does not exist; pass --baseline DIR")
+    for what, d, flag in (("baseline", baseline_dir, "--baseline"), ("results", current_dir, "--results-dir")):
+        if not Path(d).is_dir():
+            raise ClBenchError(f"{what} directory {d} does not exist or is not a directory; pass {flag} DIR")
+    check_names(registry, tasks, methods, [Path(current_dir), Path(baseline_dir)])
     base_cells, base_sum = metric_cells(Path(baseline_dir), registry, tasks, methods)
     cur_cells, cur_sum = metric_cells(Path(current_dir), registry, tasks, methods)
     base_stale = {(s.method, s.task): s for s in base_sum.stale}
     cur_stale = {(s.method, s.task): s for s in cur_sum.stale}
     pairs = sorted({(m, t) for m, t, _ in base_cells} | {(m, t) for m, t, _ in cur_cells}
-                   | set(base_stale), key=lambda p: (p[1], p[0]))
-    report = RegressReport()
+                   | set(base_stale) | set(cur_stale), key=lambda p: (p[1], p[0]))
+    report = RegressReport(allow_missing=allow_missing)
     known = set(registry.task_ids())
+    specs: dict[str, TaskSpec] = {}
     for method, task in pairs:
         if task not in known:
             report.rows.append(Comparison(method, task, "*", "incomparable", note="task no longer in the registry"))
             continue
-        spec = registry.task(task)
+        if task not in specs:
+            specs[task] = registry.task(task)
+        spec = specs[task]
         tol = tolerance_for(spec)
         metric_names = [spec.primary_metric] + [m for m in spec.metrics if m != spec.primary_metric]
         for metric in metric_names:
@@ -201,16 +286,20 @@ def compare(
                 if metric == spec.primary_metric and (method, task) in base_stale:
                     report.rows.append(Comparison(method, task, metric, "incomparable",
                                                   note="baseline " + base_stale[(method, task)].reason))
+                elif metric == spec.primary_metric and (method, task) in cur_stale:
+                    report.rows.append(Comparison(method, task, metric, "incomparable",
+                                                  note="current " + cur_stale[(method, task)].reason))
                 continue
-            report.rows.append(_judge(method, task, metric, b, c, tol, spec, current_dir,
+            report.rows.append(_judge(method, task, metric, b, c, tol, spec,
+                                      cur_sum.records.get((method, task), []),
                                       base_stale.get((method, task)), cur_stale.get((method, task))))
     return report
 
 
 def _judge(method: str, task: str, metric: str, b: Cell | None, c: Cell | None, tol: Tolerance,
-           spec: TaskSpec, current_dir: Path, b_stale: Any, c_stale: Any) -> Comparison:
+           spec: TaskSpec, current_records: list[ResultRecord], b_stale: Any, c_stale: Any) -> Comparison:
     if c is not None and metric == spec.primary_metric:
-        reasons = cell_suspects(Path(current_dir), c, tol)
+        reasons = cell_suspects(Path(), c, tol, records=current_records)
         if reasons:
             return Comparison(method, task, metric, "suspect", b, c, note="; ".join(reasons))
     if b is None:
@@ -246,7 +335,6 @@ def render_report(report: RegressReport) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     counts = ", ".join(f"{report.count(s)} {s}" for s in
                        ("improved", "unchanged", "regressed", "missing", "incomparable", "suspect", "new"))
-    verdict = "FAIL" if report.failed else "OK"
     if not report.rows:
         lines = ["(nothing to compare)"]
-    return "\n".join(lines + ["", f"{verdict}: {counts}"]) + "\n"
+    return "\n".join(lines + ["", f"{report.verdict}: {counts}", report.reason]) + "\n"

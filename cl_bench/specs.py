@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cl_bench.errors import ClBenchError
 from cl_bench.spec_include import load_with_includes
 
 CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model")
 Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model"]
+# A task / method id is a plain name: one path component of the results store, never "." or ".."
+# (it starts with a letter or digit), never a separator, at most 100 characters.
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
+PlainName = Annotated[str, StringConstraints(pattern=PLAIN_NAME)]
+MAX_SEED = 2**31 - 1
+# The predictions file a result names: a sibling of its JSON (seed<k>.preds.npz, or content-addressed
+# seed<k>.<sha256 prefix>.preds.npz).
+PREDICTIONS_FILE = re.compile(r"^seed\d+(\.[0-9a-f]{16,64})?\.preds\.npz$")
 
 
 class Strict(BaseModel):
@@ -59,8 +77,26 @@ class Resources(Strict):
     gpus: float = Field(default=0.0, ge=0)
 
 
+class ArchRef(Strict):
+    """An encoder architecture component and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSetting(Strict):
+    """The published setting a task reproduces, for checking ``same_setting`` claims: the paper's
+    evaluation ``protocol`` and ``data`` split in words, and the backbones it was run with
+    (a method matches an entry when the arch name is equal and every listed param is equal).
+    Descriptive: not part of the spec hash."""
+
+    protocol: str
+    data: str
+    architecture: list[ArchRef] = Field(min_length=1)
+
+
 class TaskSpec(SpecFile):
-    id: str
+    id: PlainName
     version: int = Field(ge=1)
     description: str
     dataset: DatasetRef
@@ -71,20 +107,14 @@ class TaskSpec(SpecFile):
     changelog: dict[int, str] = Field(default_factory=dict)
     regression: RegressionTolerance | None = None
     resources: Resources | None = None
+    setting: TaskSetting | None = None  # the paper setting it reproduces, if any
 
     def spec_hash(self) -> str:
-        """Hash of everything that changes numbers (not prose, tags, tolerances or resources)."""
+        """Hash of everything that changes numbers (not prose, tags, tolerances, resources or setting)."""
         content = self.model_dump(
-            mode="json", exclude={"description", "tags", "changelog", "regression", "resources"}
+            mode="json", exclude={"description", "tags", "changelog", "regression", "resources", "setting"}
         )
         return canonical_hash(content)
-
-
-class ArchRef(Strict):
-    """An encoder architecture component and its parameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainRecipe(Strict):
@@ -92,14 +122,14 @@ class TrainRecipe(Strict):
 
     objective: str
     params: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(ge=0)
-    batch_size: int = Field(ge=2)
+    epochs: int = Field(ge=0, le=100_000)
+    batch_size: int = Field(ge=2, le=1_000_000)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = 0.9
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(default=0, ge=0)
+    warmup_epochs: int = Field(default=0, ge=0, le=100_000)
     augment: dict[str, Any] = Field(default_factory=dict)
     data: DatasetRef | None = None  # None: the train split of the task being evaluated
 
@@ -112,7 +142,12 @@ class ReportedNumber(Strict):
     setting: str  # dataset, backbone, schedule... in words
     source: str  # e.g. "arXiv 2110.06848, Table 2"
     task: str | None = None  # the cl_bench task measuring the same thing, if any
-    same_setting: bool = False  # true only when our task reproduces the paper's exact setting
+    # true only when ``task`` reproduces the paper's exact setting: the registry refuses it unless
+    # the task declares a ``setting`` whose protocol and data equal ``protocol`` / ``data`` here
+    # and whose architecture list admits the method's arch
+    same_setting: bool = False
+    protocol: str | None = None  # the paper's evaluation protocol (as the task's setting names it)
+    data: str | None = None  # the paper's data split (as the task's setting names it)
 
 
 class PaperRef(Strict):
@@ -122,13 +157,26 @@ class PaperRef(Strict):
     reported: list[ReportedNumber] = Field(default_factory=list)
 
 
+class ReleasedWeights(Strict):
+    """Where a method's authors publish its weights and how their file is laid out. Never fetched:
+    the user downloads ``files`` from ``source`` and passes them with ``--checkpoint``. The loader
+    checks a file against ``encoder_prefix`` and ``dropped`` (nothing else may be in it)."""
+
+    source: str  # the download page or hub id the authors give
+    files: list[str] = Field(default_factory=list)  # published file names, in stage order when stacked
+    encoder_prefix: str | None = None  # the encoder's key prefix in the file ("" = none); None: not checked
+    dropped: list[str] = Field(default_factory=list)  # key prefixes that are not the encoder (heads, copies)
+    weights: Literal["online", "ema", "single"] = "single"  # which copy is evaluated when the file holds two
+
+
 class MethodSpec(SpecFile):
-    id: str
+    id: PlainName
     description: str
     provides: list[Capability]
     arch: ArchRef
     train: TrainRecipe | None = None
     checkpoint: str | None = None  # a default checkpoint path (users pass --checkpoint)
+    released: ReleasedWeights | None = None  # the authors' released weights (layout, download location)
     paper: PaperRef | None = None
     tags: list[str] = Field(default_factory=list)
 
@@ -140,7 +188,7 @@ class MethodSpec(SpecFile):
         return v
 
     def spec_hash(self) -> str:
-        content = self.model_dump(mode="json", exclude={"description", "tags", "paper"})
+        content = self.model_dump(mode="json", exclude={"description", "tags", "paper", "released"})
         return canonical_hash(content)
 
 
@@ -155,14 +203,14 @@ class ResultRecord(Strict):
     """One (method, task, seed) run: metrics + provenance. Written once, atomically."""
 
     schema_version: int = 1
-    task: str
+    task: PlainName
     task_version: int
     task_spec_hash: str
-    method: str
+    method: PlainName
     method_spec_hash: str
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     primary_metric: str
-    metrics: dict[str, float]
+    metrics: dict[str, FiniteFloat | None]  # None: undefined on the data (COCO APl without large objects)
     extras: dict[str, Any] = Field(default_factory=dict)
     model_fingerprint: str
     model_source: Literal["trained", "checkpoint", "untrained", "parameter-free"]
@@ -177,10 +225,24 @@ class ResultRecord(Strict):
     created_utc: str
     command: str | None = None
     predictions: dict[str, Any] | None = None  # {file, sha256, n}: per-item predictions beside the JSON
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of feature extraction (--precision)
+    threads: int | None = None  # torch threads chosen for the run (None: not recorded)
+    loader_workers: int | None = None  # data-loader workers of feature extraction
+
+    @model_validator(mode="after")
+    def _primary_is_a_number(self) -> ResultRecord:
+        if self.metrics.get(self.primary_metric) is None:
+            raise ValueError(f"the primary metric '{self.primary_metric}' has no finite value")
+        if self.predictions is not None and not PREDICTIONS_FILE.match(str(self.predictions.get("file", ""))):
+            raise ValueError(f"predictions file {self.predictions.get('file')!r} is not a seed<k>[.<sha>].preds.npz "
+                             "sibling of the result")
+        return self
 
     @property
     def primary(self) -> float:
-        return self.metrics[self.primary_metric]
+        value = self.metrics[self.primary_metric]
+        assert value is not None  # checked on construction
+        return value
 
 
 def canonical_hash(content: Any) -> str:
@@ -204,15 +266,12 @@ def describe_validation_error(path: Path | str, err: ValidationError) -> str:
 
 
 def read_yaml(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ClBenchError(f"{path}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
-    except OSError as e:
-        raise ClBenchError(f"cannot read {path}: {e.strerror}") from None
+    """The one way a spec file is read: a bounded regular file, strict safe YAML (the C parser
+    when available, duplicate keys and alias bombs refused; see :mod:`cl_bench.yaml_loader`)."""
+    from cl_bench.bounded_io import MAX_SPEC_BYTES, read_text
+    from cl_bench.yaml_loader import load_yaml_text
+
+    return load_yaml_text(read_text(Path(path), MAX_SPEC_BYTES, "YAML file"), str(path))
 
 
 def parse_model(model: type[BaseModel], data: Any, path: Path) -> Any:
@@ -241,11 +300,9 @@ def load_method(path: Path) -> MethodSpec:
 
 
 def load_result(path: Path) -> ResultRecord:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ClBenchError(f"{path}: not a readable result JSON ({e})") from None
-    return parse_model(ResultRecord, data, path)
+    from cl_bench.bounded_io import MAX_RESULT_BYTES, read_json
+
+    return parse_model(ResultRecord, read_json(Path(path), MAX_RESULT_BYTES, "result JSON"), path)
 
 
 def _check_id_matches_file(spec_id: str, path: Path) -> None:
@@ -253,12 +310,46 @@ def _check_id_matches_file(spec_id: str, path: Path) -> None:
         raise ClBenchError(f"{path}: id '{spec_id}' must equal the file name '{path.stem}'")
 
 
+# Every integer of a component's parameters is at most MAX_PARAM_INT (seeds: MAX_SEED_PARAM) unless
+# its model states a bound of its own: a size typo (n_train: 1000000000) is an error before anything
+# is allocated, whichever component reads it.
+MAX_PARAM_INT = 10**6
+MAX_SEED_PARAM = 2**32 - 1
+
+
+def _has_upper_bound(info: Any) -> bool:
+    return any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None for m in info.metadata)
+
+
+def check_int_bounds(value: Any, where: str, name: str = "") -> None:
+    """ClBenchError when an integer in ``value`` (a validated model, dict, list) passes the caps above."""
+    if isinstance(value, BaseModel):
+        for field_name, info in type(value).model_fields.items():
+            v = getattr(value, field_name)
+            if not (isinstance(v, int) and _has_upper_bound(info)):
+                check_int_bounds(v, where, field_name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_int_bounds(v, where, str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_int_bounds(v, where, name)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        cap = MAX_SEED_PARAM if name.endswith("seed") else MAX_PARAM_INT
+        if abs(value) > cap:
+            raise ClBenchError(f"{where}: '{name}' is {value}, beyond {cap} (the bound on an integer parameter; "
+                               f"seeds: {MAX_SEED_PARAM}); is it a typo?")
+
+
 def validate_params(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:
-    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``."""
+    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``.
+    Integers are bounded (:func:`check_int_bounds`) before the component allocates anything."""
     try:
-        return model.model_validate(params or {})
+        validated = model.model_validate(params or {})
     except ValidationError as e:
         raise ClBenchError(describe_validation_error(where, e)) from None
+    check_int_bounds(validated, where)
+    return validated
 
 
 _describe_validation_error = describe_validation_error  # older name, kept for helpers' code

@@ -90,5 +90,6 @@ def expand_tasks(registry: Registry, items: list[str]) -> list[str]:
         if item.startswith(SUITE_PREFIX):
             out.extend(suite_tasks(registry, item[len(SUITE_PREFIX):]))
         else:
+            registry.task_path(item)  # an unknown id is an error (with a suggestion), never a silent filter
             out.append(item)
     return list(dict.fromkeys(out))

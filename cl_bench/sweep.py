@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from cl_bench.atomic import ensure_writable_dir
 from cl_bench.engine import RunOptions, check_compatible
 from cl_bench.errors import ClBenchError
 from cl_bench.executors import make_executor
@@ -53,9 +54,11 @@ def run_sweep(
     progress: bool = False,
     executor: str = "local",
     address: str | None = None,
+    jobs: int = 1,
 ) -> SweepReport:
     """Skip what is done, then hand the rest to the executor (``local`` or ``ray``)."""
-    runner = make_executor(executor, address)
+    runner = make_executor(executor, address, jobs)
+    ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
     report = SweepReport()
     todo = []
     for r in runs:

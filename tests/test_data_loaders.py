@@ -161,7 +161,7 @@ def test_mnist_truncated_and_trailing_bytes(tmp_path: Path) -> None:
 def test_mnist_corrupt_gzip(tmp_path: Path) -> None:
     make_mnist(tmp_path)
     (tmp_path / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(ClBenchError, match="train-labels-idx1-ubyte.gz: cannot read"):
+    with pytest.raises(ClBenchError, match="train-labels-idx1-ubyte.gz is not a valid gzip stream"):
         mnist({}, tmp_path)
 
 
@@ -268,7 +268,7 @@ def test_imagefolder_is_lazy_and_reports_undecodable_files(tmp_path: Path) -> No
     (tmp_path / "toy/val/dog/f.png").write_bytes(b"\x89PNG broken")
     data = imagefolder({"root": "toy", "resize": 32, "crop": 24}, tmp_path)  # nothing decoded yet
     assert data.test[0][0].shape == (3, 24, 24)
-    with pytest.raises(ClBenchError, match="f.png: cannot decode image"):
+    with pytest.raises(ClBenchError, match=r"cannot decode image .*f\.png"):
         data.test[1]
 
 

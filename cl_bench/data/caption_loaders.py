@@ -21,19 +21,20 @@ pixel contents (hashing COCO or ImageNet would take minutes).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_json, read_text
 from cl_bench.components import register
+from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages, ImageList
 from cl_bench.data.imagefolder import IMAGE_EXTENSIONS
+from cl_bench.data.safe_paths import SafeRelPath, check_data_file
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
 
@@ -42,6 +43,8 @@ KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 class FileImageList(ImageList):
     """An :class:`ImageList` read from files on demand (``tensor(index)`` decodes those files)."""
+
+    lazy = True
 
     def __init__(self, root: Path, rel_paths: list[str], image_size: int) -> None:
         self.root = Path(root)
@@ -62,14 +65,15 @@ class FileImageList(ImageList):
 
     def _load(self, rel: str) -> torch.Tensor:
         path = self.root / rel
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise ClBenchError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        with open_image(path) as img:
+            img = img.convert("RGB")
         img = TF.resize(img, self.image_size, interpolation=TF.InterpolationMode.BICUBIC)
         img = TF.center_crop(img, [self.image_size, self.image_size])
         return TF.pil_to_tensor(img)
+
+    def item(self, index: int) -> torch.Tensor:
+        """Image ``index`` as uint8 [3, S, S] (what a loader worker decodes)."""
+        return self._load(self.rel_paths[index])
 
     def tensor(self, index: Any = slice(None)) -> torch.Tensor:
         picked = self.rel_paths[index] if isinstance(index, slice) else (
@@ -106,6 +110,26 @@ class KarpathyParams(BaseModel):
     image_size: int = Field(default=224, ge=8, le=1024)
 
 
+class KarpathySentence(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    raw: str
+
+
+class KarpathyImage(BaseModel):
+    """One ``images[]`` entry: strict types, file names that stay inside the image folder."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    split: str
+    filename: SafeRelPath
+    filepath: SafeRelPath | None = None
+    sentences: list[KarpathySentence]
+
+
+class KarpathyFile(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    images: list[KarpathyImage]
+
+
 def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> CaptionedImageData:
     """Images of one Karpathy split with all their raw captions."""
     where = f"{p.image_dir}/<filename>" if p.image_dir else "<filepath>/<filename>"
@@ -114,22 +138,17 @@ def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> Capti
         raise ClBenchError(f"dataset '{name}': split must be one of {', '.join(KARPATHY_SPLITS)}, got {p.split!r}")
     root = _need(_need_root(data_root, name, layout) / p.root, "folder", layout)
     js = _need(root / p.split_json, "split file", layout)
-    try:
-        entries = json.loads(js.read_text(encoding="utf-8"))["images"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ClBenchError(f"{js}: not a Karpathy split JSON with an 'images' list ({type(e).__name__}); "
-                           f"{layout}") from None
+    doc = read_json(js, MAX_DATA_TEXT_BYTES, "Karpathy split JSON")
+    entries = validate_params(KarpathyFile, doc if isinstance(doc, dict) else {}, f"{js} ({layout})").images
     rel_paths: list[str] = []
     captions: list[list[str]] = []
     for k, e in enumerate(entries):
-        try:
-            if e["split"] != p.split:
-                continue
-            folder = p.image_dir if p.image_dir else e["filepath"]
-            rel, caps = f"{folder}/{e['filename']}", [str(s["raw"]).strip() for s in e["sentences"]]
-        except (KeyError, TypeError):
-            raise ClBenchError(f"{js}: images[{k}] lacks split/filename/sentences[].raw"
-                               f"{'' if p.image_dir else '/filepath'}; {layout}") from None
+        if e.split != p.split:
+            continue
+        if not p.image_dir and e.filepath is None:
+            raise ClBenchError(f"{js}: images[{k}] has no filepath (needed without image_dir); {layout}")
+        folder = p.image_dir if p.image_dir else e.filepath
+        rel, caps = f"{folder}/{e.filename}", [s.raw.strip() for s in e.sentences]
         if not caps:
             raise ClBenchError(f"{js}: images[{k}] ({rel}) has no sentences")
         rel_paths.append(rel)
@@ -183,15 +202,16 @@ def load_imagenet_zeroshot(params: dict[str, Any] | None, data_root: Path | None
     folders = sorted(d.name for d in split.iterdir() if d.is_dir())
     if not folders:
         raise ClBenchError(f"{split} has no class folders; {layout}")
-    names = [ln.strip() for ln in names_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    text = read_text(names_file, MAX_DATA_TEXT_BYTES, "class-names file")
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if len(names) != len(folders):
         raise ClBenchError(f"{names_file} has {len(names)} class names but {split} has {len(folders)} class "
                            "folders; they must match one to one (sorted folder order)")
     rel_paths: list[str] = []
     labels: list[int] = []
     for c, folder in enumerate(folders):
-        files = sorted(f.name for f in (split / folder).iterdir()
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(f.name for f in (split / folder).iterdir()  # a dangling link or FIFO is an error
+                       if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir() and check_data_file(f, "image"))
         rel_paths += [f"{p.split_dir}/{folder}/{f}" for f in files]
         labels += [c] * len(files)
     if not rel_paths:

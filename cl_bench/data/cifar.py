@@ -19,19 +19,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.data.restricted_pickle import load_restricted
 from cl_bench.data.splits import split_meta
 from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.specs import describe_validation_error, validate_params
 
 PIXELS = 3 * 32 * 32
+MAX_BINARY_BYTES = 2**30  # a CIFAR .bin batch is ~30-150 MB
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,7 @@ def _read_binary(
     images, labels = [], []
     for name in names:
         path = folder / name
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ClBenchError(f"{path}: cannot read ({e.strerror}); {layout_of(release, '')}") from None
+        data = read_bytes(path, MAX_BINARY_BYTES, "CIFAR batch")
         x, y = parse_binary_records(data, release.label_bytes, str(path))
         images.append(x)
         labels.append(y[:, 0] if release.label_bytes == 1 or label == "coarse" else y[:, 1])
@@ -125,11 +124,8 @@ def _read_binary(
 def _read_names_txt(path: Path) -> list[str] | None:
     if not path.is_file():
         return None
-    return [
-        line.strip()
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
+    return [line.strip() for line in read_text(path, MAX_DATA_TEXT_BYTES, "label-names file").splitlines()
+            if line.strip()]
 
 
 def _get(d: Any, key: str, source: Path) -> Any:
@@ -154,12 +150,24 @@ def _read_python(folder: Path, names: tuple[str, ...], label: str) -> tuple[np.n
         data = np.asarray(_get(batch, "data", path))
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
             raise ClBenchError(f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 [N, {PIXELS}]")
-        y = np.asarray(_get(batch, key, path), dtype=np.int64)
+        y = np.asarray(_int_list(_get(batch, key, path), f"{path}: '{key}'"), dtype=np.int64)
         if y.shape != (len(data),):
             raise ClBenchError(f"{path}: {len(data)} images but {y.size} labels")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)
+
+
+_LABELS = TypeAdapter(list[Annotated[int, Field(strict=True, ge=0, le=255)]])
+
+
+def _int_list(raw: Any, where: str) -> list[int]:
+    """A pickled label list (or integer array) as ints; 1.7, "3" or a nested list is an error."""
+    values = raw.tolist() if isinstance(raw, np.ndarray) and raw.dtype.kind in "iu" else raw
+    try:
+        return _LABELS.validate_python(values)
+    except ValidationError as e:
+        raise ClBenchError(describe_validation_error(where, e)) from None
 
 
 def _python_names(folder: Path, release: CifarRelease, label: str) -> list[str] | None:
@@ -168,7 +176,9 @@ def _python_names(folder: Path, release: CifarRelease, label: str) -> list[str] 
         return None
     key = "label_names" if release.num_classes == 10 else f"{label}_label_names"
     names = _get(load_restricted(meta_path), key, meta_path)
-    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise ClBenchError(f"{meta_path}: '{key}' must be a list of class-name strings")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
 def _has(folder: Path, names: tuple[str, ...]) -> bool:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from cl_bench.data.dense_types import IGNORE_INDEX
+from cl_bench.data.image_decode import open_image
 from cl_bench.errors import ClBenchError
 
 CITYSCAPES_CLASSES: list[str] = [
@@ -42,15 +42,13 @@ _LUT = label_lut()
 
 def read_label_ids(path: Path) -> np.ndarray:
     """uint8 [H, W] labelIds from a ``*_gtFine_labelIds.png``."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise ClBenchError(f"{path}: labelIds PNG must be single-channel, got mode {im.mode}")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise ClBenchError(f"label file {path} is missing; expected gtFine/<split>/<city>/<stem>_gtFine_labelIds.png") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ClBenchError(f"cannot read label file {path}: {e.__class__.__name__}") from None
+    if not path.exists() and not path.is_symlink():
+        raise ClBenchError(
+            f"label file {path} is missing; expected gtFine/<split>/<city>/<stem>_gtFine_labelIds.png")
+    with open_image(path, f"label file {path}") as im:
+        if im.mode not in ("L", "P", "I", "I;16"):
+            raise ClBenchError(f"{path}: labelIds PNG must be single-channel, got mode {im.mode}")
+        arr = np.asarray(im)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise ClBenchError(f"{path}: labelIds out of 0..255")
     return arr.astype(np.uint8)
@@ -82,7 +80,7 @@ def list_cityscapes_split(root: Path, split: str) -> tuple[list[Path], list[Path
         lab = root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_labelIds.png"
         if not lab.is_file():
             raise ClBenchError(f"label file {lab} is missing for image {img.name}")
-        with Image.open(img) as a, Image.open(lab) as b:  # headers only
+        with open_image(img) as a, open_image(lab) as b:  # headers only
             if a.size != b.size:
                 raise ClBenchError(
                     f"label file {lab.name} is {b.size[0]}x{b.size[1]} but its image {img.name} is "

@@ -6,8 +6,10 @@ kept with ``iscrowd`` set (trainers drop them; COCOeval ignores them). Annotatio
 non-positive width or height are dropped and counted (``degenerate_boxes``; detectron2
 filters empty boxes too). Evaluation reads the JSON itself (``DetectionSplit.gt_json``).
 
-Errors: an annotation whose ``image_id`` is not in ``images`` or whose ``category_id`` is
-not in ``categories``, an image file that is missing, an empty ``images`` list.
+Errors: anything :mod:`cl_bench.data.coco_schema` refuses (wrong field types, non-finite or
+negative-sized boxes, image sizes out of range, a ``file_name`` outside the image folder), an
+annotation whose ``image_id`` is not in ``images`` or whose ``category_id`` is not in
+``categories``, an image file that is missing, an empty ``images`` list.
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ from cl_bench.errors import ClBenchError
 
 
 def read_coco(json_path: Path) -> Any:
-    """A pycocotools ``COCO`` object (its progress prints are swallowed); bad file -> ClBenchError."""
+    """A pycocotools ``COCO`` object of a validated instances JSON (see :mod:`cl_bench.data.coco_schema`);
+    a missing, oversized, malformed or invalid file -> ClBenchError naming the file and field."""
     from pycocotools.coco import COCO
 
-    if not json_path.is_file():
+    from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_json
+    from cl_bench.data.coco_schema import validate_coco
+
+    if not json_path.exists():
         raise ClBenchError(f"COCO annotation file {json_path} is missing")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(json_path))
-    except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise ClBenchError(f"{json_path} is not a valid COCO instances JSON ({e.__class__.__name__}: {e})") from None
+    data = read_json(json_path, MAX_DATA_TEXT_BYTES, "COCO annotation file")
+    validate_coco(data, str(json_path))
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 def load_coco_split(
@@ -62,13 +70,13 @@ def load_coco_split(
     degenerate = 0
     records = []
     for img in images:
-        path = image_dir / img["file_name"]
+        path = image_dir / img["file_name"]  # a relative path inside image_dir (coco_schema)
         if not path.is_file():
             raise ClBenchError(f"image {path} is missing (listed in {json_path.name}); expected it under {image_dir}")
         boxes, labels, crowd, masks = [], [], [], []
         has_masks = True
         for ann in coco.imgToAnns.get(img["id"], []):
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            x, y, w, h = (float(v) for v in ann["bbox"])  # finite, w, h >= 0 (coco_schema)
             if w <= 0 or h <= 0:
                 degenerate += 1
                 continue

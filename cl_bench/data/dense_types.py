@@ -33,22 +33,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from cl_bench.bounded_io import read_bytes
 from cl_bench.data.types import ImageSplit
 from cl_bench.errors import ClBenchError
 
 IGNORE_INDEX = 255
+MAX_IMAGE_SIDE = 100_000  # pixels (a record's height / width)
 HASH_BYTES_LIMIT = 256 * 2**20  # hash image bytes when a split's files total at most this
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file as uint8 [H, W, 3]; unreadable file -> ClBenchError."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise ClBenchError(f"cannot read image {path}: {e.__class__.__name__}; is the file present and intact?")
+    from cl_bench.data.image_decode import open_image
+
+    with open_image(Path(path)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -64,7 +64,7 @@ def files_fingerprint(paths: Sequence[Path], extra: str) -> tuple[str, str]:
     for p, s in zip(paths, sizes):
         h.update(p.name.encode() + b"\0" + str(s).encode() + b"\0")
         if mode == "bytes":
-            h.update(p.read_bytes())
+            h.update(read_bytes(p, HASH_BYTES_LIMIT, "image"))
     return h.hexdigest(), mode
 
 
@@ -82,6 +82,25 @@ class DetectionRecord:
     iscrowd: np.ndarray  # bool [K] (COCO); all False for VOC
     truncated: np.ndarray | None = None  # bool [K] (VOC) when present
     masks: list[Any] | None = None  # COCO ``segmentation`` entries, decode with ``instance_masks``
+
+    def __post_init__(self) -> None:
+        """Every reader's records are checked here: sizes in range, boxes finite, not inverted and
+        not absurdly far outside the image (an ``Infinity`` box once segfaulted RoIAlign)."""
+        where = f"{self.file_name} (image {self.image_id})"
+        if not (1 <= self.height <= MAX_IMAGE_SIDE and 1 <= self.width <= MAX_IMAGE_SIDE):
+            raise ClBenchError(f"{where}: image size {self.width} x {self.height} is outside 1..{MAX_IMAGE_SIDE}")
+        b = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) != len(self.labels):
+            raise ClBenchError(f"{where}: {len(b)} boxes but {len(self.labels)} labels")
+        if len(b):
+            bad = ~np.isfinite(b).all(axis=1) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+            bad |= (b[:, [0, 2]] < -self.width).any(axis=1) | (b[:, [0, 2]] > 2 * self.width).any(axis=1)
+            bad |= (b[:, [1, 3]] < -self.height).any(axis=1) | (b[:, [1, 3]] > 2 * self.height).any(axis=1)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ClBenchError(
+                    f"{where}: box #{k + 1} (x0, y0, x1, y1) = {b[k].tolist()} is not finite, is inverted or lies far "
+                    f"outside the {self.width} x {self.height} image; fix the annotation")
 
     def annotation_json(self) -> dict[str, Any]:
         """The annotation part as JSON (for fingerprints and debugging); pixels excluded."""

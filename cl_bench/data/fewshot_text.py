@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, loads_json, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import Strict, validate_params
@@ -235,22 +237,22 @@ def _find_layout(folder: Path, p: FewShotTextParams) -> tuple[str, Path | None, 
 def _records_from_file(path: Path, layout: str, p: FewShotTextParams) -> list[dict[str, Any]]:
     if layout == "jsonl":
         out = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(read_text(path, MAX_DATA_TEXT_BYTES, "JSON-lines file").splitlines()):
             if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise ClBenchError(f"{path}:{i + 1} is not a JSON object") from None
+                record = loads_json(line, f"{path}:{i + 1}")
+                if not isinstance(record, dict):
+                    raise ClBenchError(f"{path}:{i + 1} is not a JSON object")
+                out.append(record)
         return out
     if layout == "trec-label":
         rows = []
-        for line in path.read_bytes().decode("latin-1").splitlines():
+        for line in read_bytes(path, MAX_DATA_TEXT_BYTES, "TREC file").decode("latin-1").splitlines():
             if line.strip():
                 head, _, question = line.partition(" ")
                 rows.append({"coarse_label": head.split(":")[0], "text": question.strip()})
         return rows
     delimiter = "\t" if layout == "tsv" else ","
-    with path.open(encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path, MAX_DATA_TEXT_BYTES, f"{layout} file"), newline="") as fh:
         if p.columns:
             reader: Any = csv.reader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if layout == "tsv" else csv.QUOTE_MINIMAL)
             return [dict(zip(p.columns, row)) for row in reader if row]

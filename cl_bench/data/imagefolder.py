@@ -19,10 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cl_bench.components import register
+from cl_bench.data.image_decode import open_image
+from cl_bench.data.safe_paths import list_files
 from cl_bench.data.splits import split_meta
 from cl_bench.data.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
@@ -42,6 +43,9 @@ class ImageFolderParams(BaseModel):
     resize: int = Field(default=256, ge=1)
     crop: int = Field(default=224, ge=1)
     channels: Literal[1, 3] = 3
+    # original: the train split hands over the decoded image uncropped (any size), for protocols
+    # that crop it themselves (linear_sgd's RandomResizedCrop, as MoCo's main_lincls)
+    train_view: Literal["center_crop", "original"] = "center_crop"
 
     @model_validator(mode="after")
     def _crop_fits(self) -> ImageFolderParams:
@@ -54,8 +58,9 @@ class LazyImageFolderSplit(ImageSplit):
     """One split of an image folder; each ``__getitem__`` opens, converts, resizes and crops a file."""
 
     def __init__(
-        self, root: Path, rel_paths: list[str], labels: np.ndarray, resize: int, crop: int, channels: int
+        self, root: Path, rel_paths: list[str], labels: np.ndarray, resize: int | None, crop: int | None, channels: int
     ) -> None:
+        """``resize``/``crop`` None: the image as decoded (its own size)."""
         self.root = root
         self.rel_paths = rel_paths
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -67,25 +72,19 @@ class LazyImageFolderSplit(ImageSplit):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.root / self.rel_paths[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L")
-        except (OSError, UnidentifiedImageError) as e:
-            raise ClBenchError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
-        img = TF.resize(img, self.resize, interpolation=TF.InterpolationMode.BILINEAR)
-        img = TF.center_crop(img, [self.crop, self.crop])
+        with open_image(path) as img:
+            img = img.convert("RGB" if self.channels == 3 else "L")
+        if self.resize is not None:
+            img = TF.resize(img, self.resize, interpolation=TF.InterpolationMode.BILINEAR)
+        if self.crop is not None:
+            img = TF.center_crop(img, [self.crop, self.crop])
         return TF.pil_to_tensor(img).float().div_(255.0), int(self.labels[index])
 
 
 def _list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, symlinks followed), sorted by path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return found
+    """Image files under ``folder`` (recursive, symlinked folders followed once; a loop, a
+    dangling link or a FIFO among the images is an error), in ``os.walk`` order."""
+    return list_files(folder, IMAGE_EXTENSIONS)
 
 
 def scan_split(split_dir: Path, layout: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -129,7 +128,10 @@ def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassifi
             f"only in {p.train_dir}: {only_train[:5]}, only in {p.test_dir}: {only_test[:5]}; "
             "both splits need the same class folders"
         )
-    train = LazyImageFolderSplit(train_dir, train_paths, train_labels, p.resize, p.crop, p.channels)
+    original = p.train_view == "original"
+    train = LazyImageFolderSplit(
+        train_dir, train_paths, train_labels, None if original else p.resize, None if original else p.crop, p.channels
+    )
     test = LazyImageFolderSplit(test_dir, test_paths, test_labels, p.resize, p.crop, p.channels)
     return ImageClassificationData(
         name=f"imagefolder:{p.root}",

@@ -6,14 +6,14 @@ The idx header is parsed by hand: magic ``0x00000803`` (2051, images, dims N, 28
 
 from __future__ import annotations
 
-import gzip
-import zlib
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cl_bench.bounded_io import gunzip, read_bytes
 from cl_bench.components import register
 from cl_bench.data.splits import split_meta, stratified_split
 from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
@@ -43,6 +43,9 @@ class MnistParams(BaseModel):
     split_seed: int = Field(default=0, ge=0)
 
 
+MAX_IDX_BYTES = 2**28  # MNIST's largest file, train-images, is 47 MB
+
+
 def parse_idx(data: bytes, expected_magic: int, source: str) -> np.ndarray:
     """Decode one idx file's bytes into a uint8 array of its declared shape; errors name ``source``."""
     kind = "images" if expected_magic == IMAGES_MAGIC else "labels"
@@ -59,7 +62,7 @@ def parse_idx(data: bytes, expected_magic: int, source: str) -> np.ndarray:
     if len(data) < header:
         raise ClBenchError(f"{source}: truncated idx header ({len(data)} bytes); re-download it")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: an absurd header cannot overflow into a "match"
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ClBenchError(
@@ -79,14 +82,10 @@ def find_idx_file(folder: Path, name: str) -> Path | None:
 
 def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     """Read an idx file (gzip-compressed when its name ends in ``.gz``)."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise ClBenchError(f"{path}: cannot read ({e}); re-download it") from None
+    if path.suffix == ".gz":  # inflated at most MAX_IDX_BYTES: a gzip bomb is cut off, not decoded
+        data = gunzip(path, MAX_IDX_BYTES, "idx file")
+    else:
+        data = read_bytes(path, MAX_IDX_BYTES, "idx file")
     return parse_idx(data, expected_magic, str(path))
 
 

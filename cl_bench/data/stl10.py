@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.data.splits import split_meta
 from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
@@ -25,6 +26,9 @@ SIDE = 96
 PIXELS = 3 * SIDE * SIDE
 CLASS_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+
+
+MAX_SPLIT_BYTES = 2**30  # the labelled train / test image files are 138 / 221 MB
 
 
 class Stl10Params(BaseModel):
@@ -57,10 +61,7 @@ def decode_labels(data: bytes, source: str) -> np.ndarray:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ClBenchError(f"{path}: cannot read ({e.strerror}); re-download it") from None
+    return read_bytes(path, MAX_SPLIT_BYTES, "STL-10 file")
 
 
 def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +90,8 @@ def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassifi
     names_path = folder / "class_names.txt"
     names = CLASS_NAMES
     if names_path.is_file():
-        names = [s.strip() for s in names_path.read_text(encoding="utf-8").splitlines() if s.strip()]
+        text = read_text(names_path, MAX_DATA_TEXT_BYTES, "class-names file")
+        names = [s.strip() for s in text.splitlines() if s.strip()]
         if len(names) != 10:
             raise ClBenchError(f"{names_path} lists {len(names)} classes, expected 10")
     train, test = ArrayImageSplit(tr_x, tr_y), ArrayImageSplit(te_x, te_y)

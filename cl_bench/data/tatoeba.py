@@ -14,14 +14,13 @@ Under ``DIR/tatoeba/`` (``DIR`` = ``--data-root`` / ``CLBENCH_DATA``, or the ``p
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, decode_utf8, gunzip, loads_json, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.data.text_types import BitextData, BitextPair, TextSplit
 from cl_bench.errors import ClBenchError
@@ -44,15 +43,17 @@ class TatoebaParams(BaseModel):
     limit: int | None = Field(default=None, ge=1)  # first N pairs of sentences per language pair
 
 
+class BitextRow(BaseModel):
+    """One MTEB row: the two sentences as strings (other columns, e.g. ``id``, are ignored)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    sentence1: str
+    sentence2: str
+
+
 def read_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 file split on "\\n" only (Unicode line separators inside a sentence stay)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ClBenchError(f"{path} is not valid UTF-8 (byte {e.start}); Tatoeba files are UTF-8") from None
-    except OSError as e:
-        raise ClBenchError(f"cannot read {path}: {e.strerror}") from None
-    text = text.removeprefix("\ufeff")
+    text = read_text(path, MAX_DATA_TEXT_BYTES, "Tatoeba file")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -97,16 +98,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             return pq.read_table(path, columns=["sentence1", "sentence2"]).to_pylist()
         except (OSError, ValueError, KeyError) as e:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
             raise ClBenchError(f"{path}: cannot read columns sentence1, sentence2 ({str(e).splitlines()[0]})") from None
-    opener = gzip.open if path.name.endswith(".gz") else open
-    rows = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    rows.append(json.loads(line))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise ClBenchError(f"{path}: not JSON lines ({e})") from None
-    return rows
+    blob = (gunzip(path, MAX_DATA_TEXT_BYTES, "JSON-lines file") if path.name.endswith(".gz")
+            else read_bytes(path, MAX_DATA_TEXT_BYTES, "JSON-lines file"))
+    text = decode_utf8(blob, str(path))
+    lines = enumerate(text.split("\n"), 1)
+    return [loads_json(line, f"{path} line {n}") for n, line in lines if line.strip()]
 
 
 def load_mteb_pair(folder: Path, lang: str) -> BitextPair:
@@ -118,9 +114,8 @@ def load_mteb_pair(folder: Path, lang: str) -> BitextPair:
     tgt: list[str] = []
     for path in files:
         for i, row in enumerate(_read_rows(path)):
-            s1, s2 = row.get("sentence1"), row.get("sentence2")
-            if not isinstance(s1, str) or not isinstance(s2, str):
-                raise ClBenchError(f"{path} row {i}: sentence1 and sentence2 must both be strings")
+            r = validate_params(BitextRow, row if isinstance(row, dict) else {"row": row}, f"{path} row {i}")
+            s1, s2 = r.sentence1, r.sentence2
             src.append(s1)
             tgt.append(s2)
     if not src:

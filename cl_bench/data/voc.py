@@ -13,12 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
-from cl_bench.data.dense_types import DetectionRecord
+from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
+from cl_bench.data.dense_types import MAX_IMAGE_SIDE, DetectionRecord
+from cl_bench.data.safe_paths import safe_relpath
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import validate_params
 
 VOC_CLASSES: list[str] = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -41,21 +46,55 @@ def _number(node: object, tag: str, where: str) -> float:
         raise ClBenchError(f"{where}: <{tag}> is {text!r}, not a number") from None
 
 
+class VocSize(BaseModel):
+    """``<size>``: whole pixels (XML text, so numbers come as strings)."""
+
+    model_config = ConfigDict(extra="ignore")
+    width: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    height: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+
+
+class VocObject(BaseModel):
+    """One ``<object>``: its class, finite 1-based box corners, 0/1 flags."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    xmin: FiniteFloat
+    ymin: FiniteFloat
+    xmax: FiniteFloat
+    ymax: FiniteFloat
+    difficult: Literal[0, 1] | None = None
+    truncated: Literal[0, 1] | None = None
+
+
+def _flag(text: str | None) -> int | str | None:
+    """A 0/1 flag's text as a number when it is one ("1", "0", "1.0"), else as is (the schema rejects it)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() else text
+
+
 def parse_voc_xml(path: Path, class_names: Sequence[str], counters: dict[str, int] | None = None) -> dict:
     """One annotation file -> dict(height, width, boxes [K,4] 0-based, labels, difficult, truncated)."""
     from defusedxml import DefusedXmlException
     from defusedxml import ElementTree as SafeET
 
+    if not path.exists():
+        raise ClBenchError(f"annotation {path} is missing; expected VOC<year>/Annotations/<id>.xml")
     try:
-        root = SafeET.parse(str(path)).getroot()
-    except FileNotFoundError:
-        raise ClBenchError(f"annotation {path} is missing; expected VOC<year>/Annotations/<id>.xml") from None
+        root = SafeET.fromstring(read_bytes(path, MAX_DATA_TEXT_BYTES, "annotation"))
     except (ParseError, DefusedXmlException) as e:  # malformed XML, or entities/DTDs defusedxml refuses
         raise ClBenchError(f"annotation {path} is not valid VOC XML ({e.__class__.__name__}: {e})") from None
     size = root.find("size")
     if size is None:
         raise ClBenchError(f"{path}: missing <size>; VOC XML needs <size><width/><height/></size>")
-    height, width = int(_number(size, "height", str(path))), int(_number(size, "width", str(path)))
+    dims = validate_params(VocSize, {t: _text(size, t, f"{path} <size>") for t in ("width", "height")},
+                           f"{path} <size>")
+    height, width = dims.height, dims.width
     index = {c: i for i, c in enumerate(class_names)}
     boxes, labels, difficult, truncated = [], [], [], []
     for k, obj in enumerate(root.findall("object")):
@@ -66,18 +105,19 @@ def parse_voc_xml(path: Path, class_names: Sequence[str], counters: dict[str, in
         bnd = obj.find("bndbox")
         if bnd is None:
             raise ClBenchError(f"{where} ({name}): missing <bndbox>; every VOC <object> needs name and bndbox")
-        x0, y0, x1, y1 = (_number(bnd, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        raw = {t: _number(bnd, t, where) for t in ("xmin", "ymin", "xmax", "ymax")}
+        raw.update({t: _flag(node.text) for t in ("difficult", "truncated") if (node := obj.find(t)) is not None})
+        o = validate_params(VocObject, {"name": name, **raw}, f"{where} ({name})")
+        x0, y0, x1, y1 = o.xmin, o.ymin, o.xmax, o.ymax
         if x1 < x0 or y1 < y0:
             raise ClBenchError(f"{where} ({name}): bndbox has xmax < xmin or ymax < ymin ({x0}, {y0}, {x1}, {y1})")
         flags = []
         for tag in ("difficult", "truncated"):
-            node = obj.find(tag)
-            if node is None or node.text is None:
+            value = getattr(o, tag)
+            if value is None:
                 if counters is not None:
                     counters[f"objects_without_{tag}"] = counters.get(f"objects_without_{tag}", 0) + 1
-                flags.append(False)
-            else:
-                flags.append(bool(int(float(node.text.strip()))))
+            flags.append(bool(value))
         boxes.append([x0 - 1.0, y0 - 1.0, x1, y1])
         labels.append(index[name])
         difficult.append(flags[0])
@@ -95,7 +135,8 @@ def read_image_set(voc_dir: Path, image_set: str) -> list[str]:
     path = voc_dir / "ImageSets" / "Main" / f"{image_set}.txt"
     if not path.is_file():
         raise ClBenchError(f"image set {path} is missing; expected VOC<year>/ImageSets/Main/{image_set}.txt")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, MAX_DATA_TEXT_BYTES, "image set")
+    ids = [safe_relpath(line.split()[0], f"{path}") for line in text.splitlines() if line.strip()]
     if not ids:
         raise ClBenchError(f"image set {path} is empty: no images to load")
     return ids

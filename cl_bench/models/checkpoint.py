@@ -23,18 +23,14 @@ from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.fingerprint import file_sha256
-from cl_bench.models.released_formats import read_released_state_dict
-
-CONTAINER_KEYS = (
-    "state_dict",
-    "model",
-    "module",
-    "network",
-    "teacher",
-    "student",
-    "encoder",
-    "backbone_state_dict",
+from cl_bench.models.released_formats import (
+    CONTAINER_KEYS,
+    check_declared_layout,
+    read_released_state_dict,
+    read_safetensors,
 )
+from cl_bench.specs import ReleasedWeights
+
 # Preferred prefixes, best first; any other prefix found in the file is also tried.
 KNOWN_PREFIXES = (
     "",
@@ -98,7 +94,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ClBenchError(f"checkpoint {path} does not exist; check the --checkpoint path")
     if not path.is_file():
         raise ClBenchError(f"checkpoint {path} is not a file; pass the checkpoint file itself")
-    obj = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    obj = read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     state = _unwrap(obj, 0)
     if not state:
         raise ClBenchError(
@@ -106,18 +102,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"expected a dict of tensors, possibly under one of {', '.join(CONTAINER_KEYS)}"
         )
     return state
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
-        raise ClBenchError(
-            f"checkpoint {path} is not a readable safetensors file ({_short(e)}); "
-            "it may be truncated or corrupt: download or export it again"
-        ) from None
 
 
 def _read_torch(path: Path) -> Any:
@@ -231,11 +215,13 @@ def remap_keys(
     return mapped, sorted(dropped)
 
 
-def load_into(encoder: nn.Module, path: Path) -> LoadReport:
+def load_into(encoder: nn.Module, path: Path, layout: ReleasedWeights | None = None) -> LoadReport:
     """Load the checkpoint at ``path`` into ``encoder`` (strict on the backbone).
 
     Every encoder key must come from the file with the right shape, except BatchNorm
-    ``num_batches_tracked``; otherwise ClBenchError names the missing or misshapen keys.
+    ``num_batches_tracked``; otherwise ClBenchError names the missing or misshapen keys. With a
+    method's released ``layout`` (an ``encoder_prefix``), that prefix is used and every other key
+    of the file must be one of the ``dropped`` heads it documents.
     """
     path = Path(path)
     arch = getattr(encoder, "arch_name", type(encoder).__name__)
@@ -243,8 +229,11 @@ def load_into(encoder: nn.Module, path: Path) -> LoadReport:
     if not target:
         raise ClBenchError(f"arch {arch} has no weights: it cannot load checkpoint {path}")
     state = read_released_state_dict(path)  # any released layout; pickled extras stay inert
-    prefix = choose_prefix(set(state), set(target))
+    declared = layout is not None and layout.encoder_prefix is not None
+    prefix = layout.encoder_prefix if declared else choose_prefix(set(state), set(target))
     mapped, dropped = remap_keys(state, set(target), prefix)
+    if declared:
+        check_declared_layout(path, dropped, layout)
     missing = [k for k in target if k not in mapped]
     fatal = [k for k in missing if not k.endswith("num_batches_tracked")]
     if fatal:

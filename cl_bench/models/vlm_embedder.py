@@ -14,9 +14,17 @@ token prepended (followed by a newline); a text-only item has any placeholder re
 so that with causal attention the last real token never attends to padding and keeps its
 position ids (tests check batch = one-by-one).
 
+Prompt formats (:mod:`cl_bench.models.vlm_prompts`, one per paper): ``template`` wraps each item's
+text (``{text}``, ``{system}``: UniME's and Gen2Embed's strings); ``chat_template`` renders it through
+the processor's own chat template instead (LCO-Emb); ``system_prompt``; ``item_suffix`` by the
+item's kind (text / image / both); ``prompting: hierarchical`` switches on the two-level prompt of
+arXiv 2508.00955 (a system instruction, and a representation instruction on query items) for any
+model. Items know their role (``query`` / ``candidate``) from the protocol: MMEB's sides,
+``embed_texts`` queries and ``embed_images`` candidates.
+
 Params: ``path`` (a local HF directory: config, weights, processor/tokenizer files; or pass the
 directory as ``--checkpoint DIR``), ``pooling``, ``image_placeholder``, ``image_prompt``,
-``text_prompt``, ``max_length``, ``batch_size``. The model class is
+``text_prompt``, the prompt formats above, ``max_length``, ``batch_size``. The model class is
 ``AutoModelForImageTextToText`` (fallback ``AutoModelForVision2Seq``), the processor
 ``AutoProcessor``; nothing is downloaded.
 """
@@ -35,6 +43,7 @@ from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.hf_clip import hf_directory, settings_tag
 from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.models.vlm_prompts import HIERARCHICAL_SYSTEM, chat_messages, item_pieces, render_plain, with_suffixes
 from cl_bench.specs import validate_params
 
 
@@ -48,6 +57,12 @@ class VLMEmbedderParams(BaseModel):
     text_prompt: str = "{}"
     max_length: int | None = Field(default=None, ge=8)
     batch_size: int = Field(default=8, ge=1)
+    # the prompt format (cl_bench.models.vlm_prompts): a plain template, or the processor's chat template
+    template: str = "{text}"
+    chat_template: bool = False
+    system_prompt: str | None = None
+    item_suffix: dict[Literal["text", "image", "both"], str] = Field(default_factory=dict)
+    prompting: Literal["plain", "hierarchical"] = "plain"  # hierarchical: arXiv 2508.00955's two levels
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
@@ -118,19 +133,25 @@ class VLMEmbedder(ImageTextEncoder):
             raise ClBenchError("arch hf-vlm-embedder has no model loaded: set arch.params.path or pass --checkpoint DIR")
         return self.hf
 
-    def prompt(self, text: str | None, has_image: bool) -> str:
-        """The item's prompt (see the module doc)."""
-        text = text or ""
-        token = self.processor.image_token
-        if not has_image:
-            return text.replace(self.p.image_placeholder, "").strip()
-        if self.p.image_placeholder in text:
-            return text.replace(self.p.image_placeholder, token, 1).replace(self.p.image_placeholder, "")
-        return f"{token}\n{text}" if text else token
+    def prompt(self, text: str | None, has_image: bool, role: str | None = None) -> str:
+        """The item's prompt (see the module doc and :mod:`cl_bench.models.vlm_prompts`)."""
+        p = self.p
+        pieces, kind = item_pieces(text, has_image, p.image_placeholder)
+        hierarchical = p.prompting == "hierarchical"
+        pieces = with_suffixes(pieces, kind, has_image, role, dict(p.item_suffix), hierarchical)
+        system = p.system_prompt if p.system_prompt is not None else (HIERARCHICAL_SYSTEM if hierarchical else None)
+        if p.chat_template or (hierarchical and p.template == "{text}"):
+            if not getattr(self.processor, "chat_template", None):
+                raise ClBenchError("this vision-language model's processor has no chat template; set arch param "
+                                   "template (a string with {text} and {system}) instead of chat prompting")
+            return self.processor.apply_chat_template(chat_messages(pieces, system), tokenize=False,
+                                                      add_generation_prompt=True)
+        return render_plain(pieces, self.processor.image_token, p.template, system)
 
-    def _embed_batch(self, texts: list[str | None], images: list[torch.Tensor | None]) -> torch.Tensor:
+    def _embed_batch(self, texts: list[str | None], images: list[torch.Tensor | None],
+                     role: str | None = None) -> torch.Tensor:
         hf = self._ready()
-        prompts = [self.prompt(t, im is not None) for t, im in zip(texts, images)]
+        prompts = [self.prompt(t, im is not None, role) for t, im in zip(texts, images)]
         pics = [to_uint8_hwc(im) for im in images if im is not None]
         kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
         if pics:
@@ -144,18 +165,19 @@ class VLMEmbedder(ImageTextEncoder):
         hidden = out.hidden_states[-1].float()
         return F.normalize(pool_hidden(hidden, enc["attention_mask"], self.p.pooling), dim=-1)
 
-    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None]) -> torch.Tensor:
+    def embed_pairs(self, texts: list[str | None], images: list[torch.Tensor | None],
+                    role: str | None = None) -> torch.Tensor:
         if len(texts) != len(images):
             raise ValueError(f"{len(texts)} texts but {len(images)} images")
-        out = [self._embed_batch(texts[i : i + self.batch_size], images[i : i + self.batch_size]).cpu()
+        out = [self._embed_batch(texts[i : i + self.batch_size], images[i : i + self.batch_size], role).cpu()
                for i in range(0, len(texts), self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.embed_pairs([self.p.image_prompt] * len(images), list(images))
+        return self.embed_pairs([self.p.image_prompt] * len(images), list(images), role="candidate")
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.embed_pairs([self.p.text_prompt.format(t) for t in texts], [None] * len(texts))
+        return self.embed_pairs([self.p.text_prompt.replace("{}", t) for t in texts], [None] * len(texts), role="query")
 
 
 @register("arch", "hf-vlm-embedder")
@@ -163,5 +185,5 @@ def build_vlm_embedder(params: dict[str, Any], **_: Any) -> VLMEmbedder:
     p: VLMEmbedderParams = validate_params(VLMEmbedderParams, params, where="arch hf-vlm-embedder")
     model = VLMEmbedder(p)
     if p.path is not None:
-        model.load_checkpoint(Path(p.path))
+        model.checkpoint_report = model.load_checkpoint(Path(p.path))
     return model

@@ -56,7 +56,7 @@ def embed_items(model: Any, items: PairItems, ctx: RunContext, batch_size: int) 
     with torch.no_grad():
         for texts, images in items.batches(batch_size):
             imgs = [None if im is None else im.to(ctx.device) for im in images]
-            out.append(model.embed_pairs(texts, imgs).float().cpu())
+            out.append(model.embed_pairs(texts, imgs, role=items.role).float().cpu())
     if not out:
         raise ClBenchError("mmeb: nothing to embed")
     return torch.cat(out).numpy()

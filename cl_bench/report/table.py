@@ -11,7 +11,8 @@ import numpy as np
 
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
-from cl_bench.store import is_comparable, iter_results
+from cl_bench.specs import ResultRecord, TaskSpec
+from cl_bench.store import iter_results
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Stale:
 class Summary:
     cells: list[Cell] = field(default_factory=list)
     stale: list[Stale] = field(default_factory=list)
+    # the comparable records behind the cells, per (method, task), sorted by seed
+    records: dict[tuple[str, str], list[ResultRecord]] = field(default_factory=dict, repr=False)
 
     def methods(self) -> list[str]:
         return sorted({c.method for c in self.cells})
@@ -47,6 +50,56 @@ class Summary:
     def cell(self, method: str, task: str) -> Cell | None:
         return next((c for c in self.cells if c.method == method and c.task == task), None)
 
+    def cells_for(self, metric: str | None, specs: dict[str, TaskSpec]) -> list[Cell]:
+        """Mean ± std per (method, task) of ``metric`` (default: each task's primary metric) over the
+        seeds that define it (a metric undefined on the data, stored as null, makes no cell)."""
+        cells = (cell_of(m, t, metric or specs[t].primary_metric, recs) for (m, t), recs in sorted(self.records.items()))
+        return [c for c in cells if c is not None]
+
+
+def cell_of(method: str, task: str, metric: str, records: list[ResultRecord]) -> Cell | None:
+    """Mean ± sample std of ``metric`` over the records that define it; None when none does."""
+    have = [r for r in records if r.metrics.get(metric) is not None]
+    if not have:
+        return None
+    values = np.array([r.metrics[metric] for r in have], dtype=float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return Cell(method, task, metric, float(values.mean()), std, len(values), [r.seed for r in have])
+
+
+def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = None,
+            methods: list[str] | None = None) -> tuple[Summary, dict[str, TaskSpec]]:
+    """One pass over the results: comparable records grouped by (method, task), the rest listed as
+    stale; and the current spec of every task seen. Each spec is read and hashed once, so the
+    cost is linear in the number of results."""
+    known_tasks = set(registry.task_ids())
+    specs: dict[str, TaskSpec] = {}
+    hashes: dict[str, str] = {}
+    summary = Summary()
+    for path, rec in iter_results(results_dir):
+        if (tasks and rec.task not in tasks) or (methods and rec.method not in methods):
+            continue
+        if rec.task not in known_tasks:
+            summary.stale.append(Stale(str(path), rec.method, rec.task, "task no longer in the registry"))
+            continue
+        if rec.task not in specs:
+            specs[rec.task] = registry.task(rec.task)
+            hashes[rec.task] = specs[rec.task].spec_hash()
+        spec = specs[rec.task]
+        if rec.task_spec_hash != hashes[rec.task]:
+            summary.stale.append(Stale(
+                str(path), rec.method, rec.task,
+                f"measured under task v{rec.task_version} spec {rec.task_spec_hash[:10]}, "
+                f"current is v{spec.version} spec {hashes[rec.task][:10]}",
+            ))
+            continue
+        # another precision than the tasks' fp32 is its own row, "method [bf16]": never averaged in
+        label = rec.method if rec.precision == "fp32" else f"{rec.method} [{rec.precision}]"
+        summary.records.setdefault((label, rec.task), []).append(rec)
+    for recs in summary.records.values():
+        recs.sort(key=lambda r: r.seed)
+    return summary, specs
+
 
 def summarize(
     results_dir: Path,
@@ -56,33 +109,8 @@ def summarize(
     metric: str | None = None,
 ) -> Summary:
     """Group comparable results by (method, task); everything else is listed as stale."""
-    known_tasks = set(registry.task_ids())
-    specs = {}
-    groups: dict[tuple[str, str], list] = {}
-    summary = Summary()
-    for path, rec in iter_results(results_dir):
-        if (tasks and rec.task not in tasks) or (methods and rec.method not in methods):
-            continue
-        if rec.task not in known_tasks:
-            summary.stale.append(Stale(str(path), rec.method, rec.task, "task no longer in the registry"))
-            continue
-        spec = specs.setdefault(rec.task, registry.task(rec.task))
-        if not is_comparable(rec, spec):
-            summary.stale.append(Stale(
-                str(path), rec.method, rec.task,
-                f"measured under task v{rec.task_version} spec {rec.task_spec_hash[:10]}, "
-                f"current is v{spec.version} spec {spec.spec_hash()[:10]}",
-            ))
-            continue
-        groups.setdefault((rec.method, rec.task), []).append(rec)
-    for (m, t), recs in sorted(groups.items()):
-        name = metric or specs[t].primary_metric
-        have = [r for r in recs if name in r.metrics]
-        if not have:
-            continue
-        values = np.array([r.metrics[name] for r in have], dtype=float)
-        std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        summary.cells.append(Cell(m, t, name, float(values.mean()), std, len(values), sorted(r.seed for r in have)))
+    summary, specs = collect(results_dir, registry, tasks, methods)
+    summary.cells = summary.cells_for(metric, specs)
     return summary
 
 
@@ -125,6 +153,8 @@ def render(summary: Summary, fmt: str = "markdown") -> str:
         out.append(f"| {m} | " + " | ".join(_fmt(summary.cell(m, t)) for t in tasks) + " |")
     if not methods:
         out = ["(no comparable results)"]
+    if any(m.endswith("]") for m in methods):
+        out += ["", "[bf16] / [fp16]: features extracted at that precision (--precision); tasks are fp32, kept apart"]
     if summary.stale:
         out += ["", f"{len(summary.stale)} stale result(s), not included:"]
         out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in summary.stale]
