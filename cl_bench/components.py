@@ -75,14 +75,16 @@ def _static_index(kind: str) -> dict[str, str]:
         except (OSError, SyntaxError):
             continue
         for node in ast.walk(tree):
-            if (
+            if not (
                 isinstance(node, ast.Call)
                 and getattr(node.func, "id", getattr(node.func, "attr", None)) == "register"
                 and len(node.args) >= 2
-                and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args[:2])
-                and node.args[0].value == kind
             ):
-                index.setdefault(node.args[1].value, info.name)
+                continue
+            first, second = node.args[0], node.args[1]
+            if (isinstance(first, ast.Constant) and first.value == kind
+                    and isinstance(second, ast.Constant) and isinstance(second.value, str)):
+                index.setdefault(second.value, info.name)
     _INDEX[kind] = index
     return index
 

@@ -136,7 +136,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
         checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress, registry=opts.registry,
     )
 
-    stats = {"features_s": 0.0, "hits": 0, "misses": 0}
+    stats: dict[str, float] = {"features_s": 0.0, "hits": 0, "misses": 0}
     precision = check_precision(opts.precision)
     workers = auto_workers(device) if opts.workers is None else int(opts.workers)
     feeder = Feeder(workers, device, datasets=lazy_splits(data))
@@ -148,9 +148,11 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
             check_array(rows, f"features of {type(split).__name__} from method '{method.id}'",
                         "non-finite weights or activations; check the checkpoint")
 
+        feats: Features
         if model is not obtained.model:  # a protocol's own model (e.g. fine-tuned): no caching
-            feats, hit = ArrayFeatures(extract_features(model, split, device, feeder=feeder, precision=precision)), False
-            finite(feats.array)
+            own = ArrayFeatures(extract_features(model, split, device, feeder=feeder, precision=precision))
+            finite(own.array)
+            feats, hit = own, False
         else:
             key = canonical_hash({
                 "model": obtained.fingerprint, "split": split.fingerprint,
@@ -211,4 +213,4 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
         precision=precision, threads=opts.threads, loader_workers=workers,
     )
     path = write_result(opts.results_dir, record, result.predictions) if opts.write else None
-    return RunOutcome(record, path, obtained, stats["hits"], stats["misses"], predictions=result.predictions)
+    return RunOutcome(record, path, obtained, int(stats["hits"]), int(stats["misses"]), predictions=result.predictions)

@@ -27,6 +27,7 @@ import torch
 from cl_bench.errors import ClBenchError
 from cl_bench.feature_store import CHUNK_ROWS, EntryWriter, StoredFeatures, chunk_rows_for
 from cl_bench.feed import Feeder
+from cl_bench.model_api import embed_planner, split_embedder
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_PRECISION = "fp32"
@@ -75,10 +76,10 @@ def image_plan(model: torch.nn.Module, split: Any, device: torch.device, feeder:
 
 def plan_of(model: Any, split: Any, device: torch.device, feeder: Feeder) -> EmbedPlan | None:
     """The model's plan for ``split``; None for a model that only offers ``embed_split``."""
-    own = getattr(model, "embed_plan", None)
+    own = embed_planner(model)
     if own is not None:
         return own(split, device, feeder)
-    if getattr(model, "embed_split", None) is not None:
+    if split_embedder(model) is not None:
         return None
     return image_plan(model, split, device, feeder)
 
@@ -157,8 +158,8 @@ def extract_features(model: torch.nn.Module, split: Any, device: torch.device, b
     """Embeddings of every item of ``split`` in order, in eval mode, without gradients, in memory."""
     feeder = feeder or Feeder(0, device)
     with torch.no_grad(), autocast(device, precision):
-        own = getattr(model, "embed_plan", None)
-        if own is None and getattr(model, "embed_split", None) is not None:
+        own = embed_planner(model)
+        if own is None and split_embedder(model) is not None:
             model.eval()
             return np.asarray(model.embed_split(split, device), dtype=np.float32)
         plan = own(split, device, feeder) if own is not None else image_plan(model, split, device, feeder, batch_size)

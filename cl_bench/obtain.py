@@ -23,6 +23,16 @@ from cl_bench.cache import Cache
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.finite import check_module
+from cl_bench.model_api import (
+    check_provides,
+    checkpoint_hook,
+    data_arch_inputs,
+    images_fingerprint,
+    needs_labels,
+    own_checkpoint_loader,
+    own_trainer,
+    preloaded_report,
+)
 from cl_bench.registry import Registry, default_registry
 from cl_bench.specs import ArchRef, DatasetRef, MethodSpec, canonical_hash
 
@@ -51,7 +61,7 @@ def arch_inputs(data: Any) -> dict[str, Any]:
     """What an arch builder needs to know about the data (image archs: channels and size)."""
     if isinstance(data, ImageClassificationData):
         return {"in_channels": data.in_channels, "image_size": tuple(data.image_size)}
-    return dict(getattr(data, "arch_inputs", {}) or {})
+    return data_arch_inputs(data)
 
 
 @dataclass
@@ -107,7 +117,7 @@ def resolve_checkpoint(method: MethodSpec, path: Path) -> tuple[MethodSpec, Path
     the builder's ``path``. ``weights`` is the file to load afterwards, or None when the builder
     reads the weights itself (its ``checkpoint_report`` says what it read).
     """
-    hook = getattr(components.get("arch", method.arch.name), "from_checkpoint", None)
+    hook = checkpoint_hook(components.get("arch", method.arch.name))
     if hook is None:
         return method, path
     params, weights = hook(path, copy.deepcopy(method.arch.params))
@@ -118,7 +128,7 @@ def _load_checkpoint(encoder: nn.Module, path: Path, method: MethodSpec) -> dict
     """Weights from ``path`` through the model's own loader (HF / open_clip formats) or the generic one."""
     from cl_bench.models.checkpoint import load_into
 
-    own_loader = getattr(encoder, "load_checkpoint", None)
+    own_loader = own_checkpoint_loader(encoder)
     if own_loader is None:
         return load_into(encoder, path, method.released).to_json()
     if "layout" in inspect.signature(own_loader).parameters:
@@ -133,7 +143,7 @@ def recipe_hash(method: MethodSpec) -> str | None:
 def trainer_for(objective: str) -> Any:
     """The objective's own ``train_model`` if it has one (non-image models), else the image trainer."""
     cls = components.get("objective", objective)
-    own = getattr(cls, "train_model", None)
+    own = own_trainer(cls)
     if own is not None:
         return own
     from cl_bench.methods.trainer import train_encoder
@@ -143,9 +153,9 @@ def trainer_for(objective: str) -> Any:
 
 def _train_split_key(objective: str, split: Any) -> str:
     """What of the training split a checkpoint depends on: only the images (dense splits) for a label-free objective."""
-    if getattr(components.get("objective", objective), "needs_labels", True):
+    if needs_labels(components.get("objective", objective)):
         return split.fingerprint
-    return getattr(split, "images_fingerprint", split.fingerprint)
+    return images_fingerprint(split)
 
 
 def _training_data(
@@ -177,9 +187,10 @@ def obtain_model(
     if ckpt is not None:
         method, weights = resolve_checkpoint(method, Path(ckpt))
     encoder = build_encoder(method, data, MemberSource(cache, data_root, registry))
+    check_provides(encoder, method.provides, method.id)
     has_params = any(True for _ in encoder.state_dict())
     # weights the builder read itself: a Hugging Face directory in its params, a bundled model
-    preloaded = getattr(encoder, "checkpoint_report", None)
+    preloaded = preloaded_report(encoder)
 
     if ckpt is not None:
         if not has_params:
