@@ -47,7 +47,7 @@ from cl_bench.methods.image_text_losses import (
     multi_positive_clip_loss,
 )
 from cl_bench.methods.image_text_trainer import Batch, ImageTextObjective, ImageTextParams
-from cl_bench.methods.momentum import momentum_copy
+from cl_bench.methods.momentum import MomentumPairs, momentum_copy
 
 Parts = dict[str, torch.Tensor]
 
@@ -154,7 +154,11 @@ class Tcl(ImageTextObjective):
         if self.params.momentum == 0:
             return []
         self._target = [momentum_copy(encoder)]
-        return [(encoder, self._target[0])]
+        pairs = [(encoder, self._target[0])]
+        # TCL's own loop moved the copy before each use, so once before the first step too (a
+        # no-op in exact arithmetic, not in float): kept, so the EMA's numbers stay the same.
+        MomentumPairs(pairs, self.params.momentum, schedule="constant", copy_buffers=False)(0)
+        return pairs
 
     def _target_model(self, model: nn.Module) -> nn.Module:
         if not self._target:
