@@ -25,13 +25,20 @@ that have a comparable result on every one of them):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from cl_bench import components
+from cl_bench.specs import TaskSpec
 
-if TYPE_CHECKING:
-    from cl_bench.report.leaderboard import TaskView
+
+class TaskView(Protocol):
+    """What grouping reads of a leaderboard task view (:class:`cl_bench.report.leaderboard.TaskView`)."""
+
+    spec: TaskSpec
+    higher_is_better: bool
+    entries: dict[str, Any]  # method -> entry with .cells[metric].mean
 
 
 @dataclass(frozen=True)
@@ -86,9 +93,10 @@ def protocol_family(protocol_name: str) -> Family:
 
 def family_average(means: dict[str, float | None]) -> float | None:
     """The mean of the per-task means over every averaged task; None when a task has no mean."""
-    if not means or any(v is None or math.isnan(v) for v in means.values()):
+    values = [v for v in means.values() if v is not None and not math.isnan(v)]
+    if not values or len(values) < len(means):
         return None
-    return sum(means.values()) / len(means)  # type: ignore[arg-type]
+    return sum(values) / len(values)
 
 
 @dataclass
@@ -102,7 +110,7 @@ class FamilyView:
     average_colours: dict[str, str] = field(default_factory=dict)  # set by the leaderboard
 
 
-def group(tasks: list[TaskView], stale_pairs: set[tuple[str, str]]) -> list[FamilyView]:
+def group(tasks: Sequence[TaskView], stale_pairs: set[tuple[str, str]]) -> list[FamilyView]:
     """The tasks shown, one view per family (in :data:`FAMILIES` order, others after, by key)."""
     by_key: dict[str, tuple[Family, list[TaskView]]] = {}
     for view in tasks:

@@ -200,9 +200,9 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
                                         rep.same_setting))
     by_task = {v.spec.id: v for v in views}
     for row in reported:
-        view = by_task.get(row.task or "")
-        if view is not None and row.method in view.entries and row.metric == view.spec.primary_metric:
-            view.entries[row.method].paper.append(row)
+        shown_in = by_task.get(row.task or "")
+        if shown_in is not None and row.method in shown_in.entries and row.metric == shown_in.spec.primary_metric:
+            shown_in.entries[row.method].paper.append(row)
     stale = [replace(st, path=_relative(st.path, results_dir)) for st in primary.stale]
     rows = sorted(set(primary.methods()) | {s.method for s in primary.stale if s.task in known})
     board = Board(views, rows, method_specs, reported, stale, records)
