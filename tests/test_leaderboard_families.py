@@ -168,9 +168,15 @@ def test_family_average_by_hand(family_results: Path, tmp_path: Path) -> None:
     # a: knn (80 + 82) / 2 = 81, linear 90 -> (81 + 90) / 2 = 85.5; b: knn 70, linear (60 + 64 + 68) / 3 = 64
     # -> (70 + 64) / 2 = 67; c has no linear result and d none of them; tiny-separation (not top-1) is not averaged
     without = _write(tmp_path / "results2", {m: v for m, v in VALUES.items() if m in ("a", "b", "c", "d")})
+    reg = Registry()
+    for task_id, v in (("tiny-knn", 99.0), ("tiny-linear2", 99.0)):  # features at bf16: a row of its own
+        rec = make_record(reg.task(task_id), "f", 0, v)
+        write_result(without, ResultRecord.model_validate({**rec.model_dump(), "precision": "bf16"}))
     site = build_site(without, Registry(), tmp_path / "site2")
     rows = table_rows((site / "index.html").read_text(), "family-vision-table")
-    assert [(r[0][1], r[-1][1]) for r in rows] == [("a", "85.50"), ("b", "67.00"), ("c", "—"), ("d", "—")]
+    # the bf16 row has both tasks but no average: it is not the tasks' fp32 setting
+    assert [(r[0][1], r[-1][1]) for r in rows] == [("a", "85.50"), ("b", "67.00"), ("c", "—"), ("d", "—"),
+                                                   ("f [bf16]", "—")]
     assert float(rows[0][-1][0]["data-sort"]) == pytest.approx(85.5)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,8 +111,11 @@ class FamilyView:
     average_colours: dict[str, str] = field(default_factory=dict)  # set by the leaderboard
 
 
-def group(tasks: Sequence[TaskView], stale_pairs: set[tuple[str, str]]) -> list[FamilyView]:
-    """The tasks shown, one view per family (in :data:`FAMILIES` order, others after, by key)."""
+def group(tasks: Sequence[TaskView], stale_pairs: set[tuple[str, str]],
+          other_precision: AbstractSet[str] = frozenset()) -> list[FamilyView]:
+    """The tasks shown, one view per family (in :data:`FAMILIES` order, others after, by key).
+    Rows in ``other_precision`` (features at bf16/fp16, their own rows) get no family average:
+    they are not the tasks' fp32 setting."""
     by_key: dict[str, tuple[Family, list[TaskView]]] = {}
     for view in tasks:
         fam = protocol_family(view.spec.protocol.name)
@@ -126,7 +130,7 @@ def group(tasks: Sequence[TaskView], stale_pairs: set[tuple[str, str]]) -> list[
         averaged = [v for v in views if fam.average_metric in (None, v.spec.primary_metric)]
         if fam.averaged and len(averaged) > 1 and len({v.higher_is_better for v in averaged}) == 1:
             fv.averaged_tasks = [v.spec.id for v in averaged]
-            for m in methods:
+            for m in (m for m in methods if m not in other_precision):
                 means = {v.spec.id: (v.entries[m].cells[v.spec.primary_metric].mean if m in v.entries else None)
                          for v in averaged}
                 avg = family_average(means)

@@ -29,7 +29,6 @@ from cl_bench.report import plots
 from cl_bench.report.families import FamilyView, group
 from cl_bench.report.table import Cell
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec
-from cl_bench.store import read_result, result_path
 
 MARKER = ".clbench-leaderboard"
 TEMPLATES = Path(__file__).with_name("templates")
@@ -175,7 +174,8 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
         metric_names = [spec.primary_metric] + [m for m in spec.metrics if m != spec.primary_metric]
         view = TaskView(spec, slug(task_id), tol.higher_is_better(spec.primary_metric), metric_names)
         for c in (c for c in primary.cells if c.task == task_id):
-            recs = [read_result(result_path(results_dir, c.method, task_id, s)) for s in c.seeds]
+            # the records read once by collect (a "method [bf16]" row has no folder of that name)
+            recs = [r for r in primary.records[(c.method, task_id)] if r.seed in c.seeds]
             records[(c.method, task_id)] = recs
             suspect = [f"seed {r.seed}: {why}" for r in recs for why in suspect_reasons(r, view.higher_is_better)]
             prov = [Provenance(r.seed, r.model_fingerprint, r.model_source, r.task_version, r.task_spec_hash,
@@ -206,7 +206,8 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
     stale = [replace(st, path=_relative(st.path, results_dir)) for st in primary.stale]
     rows = sorted(set(primary.methods()) | {s.method for s in primary.stale if s.task in known})
     board = Board(views, rows, method_specs, reported, stale, records)
-    board.families = group(views, board.stale_pairs)
+    other_precision = {m for (m, _), recs in records.items() if recs[0].precision != "fp32"}
+    board.families = group(views, board.stale_pairs, other_precision)
     for fam in board.families:
         if fam.averages:
             lo, hi = min(fam.averages.values()), max(fam.averages.values())
