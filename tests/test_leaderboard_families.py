@@ -173,7 +173,9 @@ def test_family_average_by_hand(family_results: Path, tmp_path: Path) -> None:
         rec = make_record(reg.task(task_id), "f", 0, v)
         write_result(without, ResultRecord.model_validate({**rec.model_dump(), "precision": "bf16"}))
     site = build_site(without, Registry(), tmp_path / "site2")
-    rows = table_rows((site / "index.html").read_text(), "family-vision-table")
+    html = (site / "index.html").read_text()
+    assert "No cell shown has a paper number for its task and metric" in html  # no claimer here
+    rows = table_rows(html, "family-vision-table")
     # the bf16 row has both tasks but no average: it is not the tasks' fp32 setting
     assert [(r[0][1], r[-1][1]) for r in rows] == [("a", "85.50"), ("b", "67.00"), ("c", "—"), ("d", "—"),
                                                    ("f [bf16]", "—")]
@@ -189,7 +191,7 @@ def test_same_setting_number_beside_the_cell(family_results: Path, tmp_path: Pat
     delta = statistics.mean(vals) - 70.0  # 73.1667 - 70
     assert cell[1] == (f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} n=3 "
                        f"paper 70.00 Δ +{delta:.2f} paper 60.00 settings differ")
-    assert "+3.17" in cell[1]
+    assert "+3.17" in cell[1] and "No cell shown has a paper number" not in html
     # the same-setting number is shown as a reproduction target, the other greyed; top5 is not the cell's metric
     assert 'title="paper, same setting: digits, kNN k=5 (Table 1)">paper 70.00' in html
     assert '<span class="paper muted" title="paper, another setting: digits, another backbone (Table 2)">' in html

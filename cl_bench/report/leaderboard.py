@@ -148,6 +148,11 @@ class Board:
     def stale_pairs(self) -> set[tuple[str, str]]:
         return {(s.method, s.task) for s in self.stale}
 
+    @property
+    def paper_cells(self) -> int:
+        """How many cells have a paper number beside them."""
+        return sum(1 for t in self.tasks for e in t.entries.values() if e.paper)
+
 
 def _relative(path: str, root: Path) -> str:
     try:
