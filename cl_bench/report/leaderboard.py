@@ -1,7 +1,8 @@
 """``clbench leaderboard``: a static site (works offline) from result records.
 
-``index.html``: one table per task family (:mod:`cl_bench.report.families`: primary metric, mean ± std,
-seeds, a colour scale per task, the paper's number beside a cell, a family average), the reported-vs-reproduced view, suspect and stale results. ``task-<id>.html``: all
+``index.html``: one table per task family (:mod:`cl_bench.report.families`; primary metric,
+mean ± std, seeds, a colour scale per task, the paper's number beside a cell, a family average),
+the reported-vs-reproduced view, suspect and stale results. ``task-<id>.html``: all
 metrics of one task, provenance and a "reproduce this cell" line per method, plots (SVG
 files under ``plots/``). Everything user-controlled goes through jinja2 autoescaping; the only
 script is the inline column sorter. The output depends only on the results and the registry
