@@ -121,3 +121,8 @@ def test_no_hook_is_discovered_by_getattr_any_more(module: str) -> None:
     text = (PROJECT_ROOT / "cl_bench" / module).read_text()
     found = re.findall(r"getattr\([^,]+,\s*\"(\w+)\"", text)
     assert not set(found) & set(HOOKS), f"{module} discovers {set(found) & set(HOOKS)} by getattr: declare it in model_api"
+
+
+def test_every_protocol_requires_a_declared_capability() -> None:
+    for name in components.names("protocol"):
+        assert components.get("protocol", name).requires in CAPABILITY_INTERFACES, name

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from cl_bench.specs import Capability
+
 
 class ProtocolParams(BaseModel):
     """Base of every protocol's parameter model: unknown fields are errors."""
@@ -60,7 +62,7 @@ class RunContext:
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    requires: str  # the capability the method must provide, e.g. "image_encoder"
+    requires: Capability  # the capability the method must provide (one of specs.Capability)
     params: type[ProtocolParams]
     run: Callable[[Any, Any, Any, RunContext], ProtocolResult]
     data_kind: str = "image_classification"
