@@ -39,7 +39,7 @@ from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
 from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import check_finite, dense_budget, index_stream, multistep_lr, set_lr, sgd
 
 
 class DetectionParams(ProtocolParams):
@@ -228,10 +228,11 @@ def evaluate(data: DetectionData, dets: list[ImageDetections], masks: list[np.nd
         raise ClBenchError(f"dataset '{data.name}' asks for metric {data.metric!r}; known: voc, coco")
     gt: Any = data.test.gt_json or records_to_coco(records, data.class_names, data.category_ids)
     ids = [r.image_id for r in records]
-    metrics, extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids), "bbox")
+    metrics, extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids), "bbox", ids)
     out_extras: dict[str, Any] = {"bbox": extras}
     if masks is not None:
-        m_metrics, m_extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids, masks), "segm")
+        m_metrics, m_extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids, masks), "segm",
+                                            ids)
         metrics.update({f"mask_{k}": v for k, v in m_metrics.items()})
         out_extras["segm"] = m_extras
     return metrics, out_extras
@@ -279,5 +280,6 @@ def _bar(total: int, progress: bool) -> Any:
 
 
 register("protocol", "detection")(
-    Protocol("detection", requires="image_encoder", params=DetectionParams, run=run_detection, data_kind="detection")
+    Protocol("detection", requires="image_encoder", params=DetectionParams, run=run_detection, data_kind="detection",
+             budget=dense_budget)
 )
