@@ -100,6 +100,7 @@ def make_targets(choices: list[str], labels: list[int], where: str, kind: str, d
     if len(choices) != len(labels):
         raise ClBenchError(f"{where}: {kind} has {len(choices)} choices but {len(labels)} labels")
     if drop_empty:
+        labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)  # a parquet row's numpy array
         kept = [(c, v) for c, v in zip(choices, labels) if not (isinstance(c, str) and not c.strip())]
         if len(kept) < len(choices):
             _DROPPED.append((_DROPPED.pop() if _DROPPED else 0) + len(choices) - len(kept))

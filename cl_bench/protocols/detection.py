@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -217,6 +219,18 @@ def predict(model: torch.nn.Module, split: DetectionSplit, p: DetectionParams, d
     return dets, mask_out
 
 
+@contextmanager
+def resized_sizes(model: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """(h, w) of every image after the detector's resize (its ``GeneralizedRCNNTransform``), while inside."""
+    sizes: list[tuple[int, int]] = []
+    hook = model.transform.register_forward_hook(
+        lambda module, inputs, out: sizes.extend((int(h), int(w)) for h, w in out[0].image_sizes))
+    try:
+        yield sizes
+    finally:
+        hook.remove()
+
+
 def evaluate(data: DetectionData, dets: list[ImageDetections], masks: list[np.ndarray] | None
              ) -> tuple[dict[str, float], dict[str, Any]]:
     """The dataset's metric on the test split."""
@@ -256,7 +270,8 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})
     t0 = time.perf_counter()
-    dets, masks = predict(model, data.test, params, ctx.device, cfg.masks)
+    with resized_sizes(model) as sizes:
+        dets, masks = predict(model, data.test, params, ctx.device, cfg.masks)
     predict_s = time.perf_counter() - t0
     metrics, extras = evaluate(data, dets, masks)
     extras.update({
@@ -265,6 +280,9 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
         "train": train_card, "predict_s": round(predict_s, 3),
         "n_train": len(data.train), "n_test": len(data.test),
         "n_detections": int(sum(len(d.scores) for d in dets)),
+        # what the detector's own resize made of the test images: provenance of test_min/max_size
+        "test_input_sides": {"shortest": [min(min(s) for s in sizes), max(min(s) for s in sizes)],
+                             "longest": [min(max(s) for s in sizes), max(max(s) for s in sizes)]},
     })
     if ddp is not None:
         extras["ddp"] = ddp
