@@ -98,6 +98,9 @@ def dense_budget(params: Any, data: Any, budget: Budget) -> Budgeted:
     update: dict[str, Any] = {"iterations": steps, "batch_size": batch}
     if hasattr(params, "lr_steps"):
         update["lr_steps"] = [s for s in params.lr_steps if s < steps]
+    if getattr(params, "precise_bn_iters", 0) > steps:  # PreciseBN's statistics over as many batches
+        update["precise_bn_iters"] = steps
+        reduced.applied["precise_bn"] = steps_of(steps, params.precise_bn_iters, "PreciseBN batches")
     reduced.params = type(params).model_validate({**params.model_dump(), **update})
     reduced.applied["iterations"] = steps_of(steps, params.iterations)
     reduced.applied["batch"] = f"{batch} images per iteration (task: {params.batch_size})"
