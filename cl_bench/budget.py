@@ -31,7 +31,7 @@ from cl_bench.errors import ClBenchError
 SMOKE_EVAL_ITEMS = 8  # evaluated items under --smoke when --limit does not say
 SMOKE_TRAIN_STEPS = 2  # optimizer steps of a protocol's fine-tuning under --smoke
 SMOKE_TRAIN_PER_CLASS = 2  # training items per class a probe extracts under --smoke
-SMOKE_DENSE_BATCH = 2  # images per fine-tuning iteration of a dense protocol under --smoke
+SMOKE_DENSE_BATCH = 1  # images per fine-tuning iteration of a dense protocol under --smoke
 MAX_LIMIT = 10**6
 
 

@@ -46,7 +46,14 @@ from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
 from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, dense_budget, index_stream, multistep_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import (
+    check_finite,
+    dense_budget,
+    index_stream,
+    multistep_lr,
+    set_lr,
+    sgd,
+)
 from cl_bench.protocols.precise_bn import update_bn_stats
 
 

@@ -87,6 +87,15 @@ def classification(n_classes: int, n_test: int) -> Check:
     return check
 
 
+def sgd(recipe: str) -> Check:
+    def check(r: ResultRecord) -> None:
+        classification(4, 8)(r)
+        ex = r.extras
+        assert ex["recipe"] == recipe and ex["hyper_parameters"]["epochs"] == 1 and ex["steps"] == 1, ex
+        assert r.budget is not None and r.budget.train_steps == 1
+    return check
+
+
 def zero_shot(r: ResultRecord) -> None:
     assert r.extras["n_templates"] == 80 and r.extras["num_classes"] == 4 and r.extras["n_test"] == 8
 
@@ -139,6 +148,8 @@ CASES: list[Case] = [
     Case("cityscapes-seg-fcn", **DENSE, check=segmentation),
     Case("imagenet-linear", **R50, check=classification(4, 8)),
     Case("imagenet-knn", **R50, check=classification(4, 8)),
+    Case("imagenet-linear-sgd", **R50, check=sgd("moco")),
+    Case("imagenet-linear-sgd-simclr", **R50, check=sgd("simclr")),
     Case("imagefolder-linear", **R50, check=classification(2, 8)),
     Case("cifar10-linear", **R18, check=classification(10, 8)),
     Case("cifar10-knn", **R18, check=classification(10, 8)),
@@ -154,6 +165,7 @@ CASES: list[Case] = [
     Case("mmeb", method="hf-vlm-embedder", checkpoint="qwen2-vl", check=mmeb),
     Case("truthfulqa-mc1", **LM, check=truthfulqa("2025-01 revision")),
     Case("truthfulqa-mc2", **LM, root="tqa-parquet", check=truthfulqa("original-817")),
+    Case("truthfulqa-mc3", **LM, check=truthfulqa("2025-01 revision")),
     Case("icl-fewshot-sst2", **LM, check=fewshot),
     Case("icl-fewshot-agnews", **LM, check=fewshot),
     Case("icl-fewshot-trec", **LM, check=fewshot),
