@@ -27,7 +27,7 @@ from torch import nn
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces import ImageEncoder
-from cl_bench.models.small_resnet import InputNormalization, per_channel
+from cl_bench.models.small_resnet import InputNormalization, init_resnet, per_channel
 from cl_bench.specs import validate_params
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -116,16 +116,7 @@ def reduced_resnet(net: torchvision.models.ResNet, blocks: Sequence[int], width:
     for i, n in enumerate(blocks):
         setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2**i, n, stride=1 if i == 0 else 2))
     net.fc = nn.Linear(width * 8 * block.expansion, 1000)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    if zero_init_residual:
-        for m in net.modules():
-            if isinstance(m, block):
-                nn.init.zeros_(m.bn3.weight if hasattr(m, "bn3") else m.bn2.weight)
+    init_resnet(net, block, zero_init_residual)
     return net
 
 
