@@ -67,17 +67,17 @@ throughput_s=$(( $(date +%s) - t0 ))
 
 echo "## cl_bench GPU rehearsal: $(date -u '+%Y-%m-%d %H:%M UTC'), $gpu, torch $(python -c 'import torch; print(torch.__version__)')"
 echo
-echo "| task / measurement | method (checkpoint) / what | smoke metric / throughput | wall s |"
-echo "|---|---|---|---|"
+echo "| task / measurement | method (checkpoint) / what | smoke metric / throughput | wall s | CPU s |"
+echo "|---|---|---|---|---|"
 if [ -s "$out/rehearsal.md" ]; then
   sed -n '3,$p' "$out/rehearsal.md" | grep -v '^| \*\*total' || true
 fi
 if [ -s "$out/throughput.md" ]; then
   cat "$out/throughput.md"
 fi
-echo "| **rehearsal** | $(grep -c '^ok ' "$out/rehearsal.log" || true) passed, $(grep -c '^FAILED' "$out/rehearsal.log" || true) failed | | $rehearsal_s |"
-echo "| **throughput** | | | $throughput_s |"
-echo "| **whole script** | | | **$(( $(date +%s) - start ))** |"
+echo "| **rehearsal** | $(grep -c '^ok ' "$out/rehearsal.log" || true) passed, $(grep -c '^FAILED' "$out/rehearsal.log" || true) failed | | $rehearsal_s | |"
+echo "| **throughput** | | | $throughput_s | |"
+echo "| **whole script** | | | **$(( $(date +%s) - start ))** | |"
 if [ "$status" != 0 ]; then
   echo
   echo "FAILED (exit 1): see $out/rehearsal.log and $out/throughput.log" >&2

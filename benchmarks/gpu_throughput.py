@@ -17,7 +17,7 @@
 
 ``--dry``: on the CPU, a ResNet-50 layout reduced to one block per stage at width 8, a few
 images, one detector iteration and one test image — to check the script end to end without a GPU.
-Prints (and with ``--out`` writes) table rows in the rehearsal table's columns.
+Prints (and with ``--out`` writes) table rows in the rehearsal table's columns (CPU s left empty).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
               "script on a CPU", file=sys.stderr)
         return 2
     rows = extraction(device, a.n, a.batch, a.workers, a.dry) + detector(device, a.det_iters, a.det_batch, a.dry)
-    text = "".join(f"| {name} | {what} | {value} | {wall:.1f} |\n" for name, what, value, wall in rows)
+    text = "".join(f"| {name} | {what} | {value} | {wall:.1f} | |\n" for name, what, value, wall in rows)
     print(text, end="")
     if a.out:
         Path(a.out).write_text(text)

@@ -204,6 +204,20 @@ def test_a_reduced_run_never_replaces_a_full_result(tiny_root: Path, tmp_path: P
     assert "holds a full-budget result" in capsys.readouterr().err and path.read_bytes() == before
 
 
+def test_sweep_takes_the_budget_and_a_full_sweep_redoes_reduced_cells(tiny_root: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    res = tmp_path / "res"
+    sweep = ["sweep", "--methods", "tiny-random", "--tasks", "tiny-knn", "--seeds", "2", "--results-dir", str(res)]
+    assert cli(*sweep, "--limit", "3") == 0
+    recs = [load_result(res / "tiny-random" / "tiny-knn" / f"seed{s}.json") for s in (0, 1)]
+    assert [(r.seed, r.budget.limit, r.budget.smoke, r.extras["n_test"]) for r in recs] == [(0, 3, False, 3),
+                                                                                            (1, 3, False, 3)]
+    capsys.readouterr()
+    assert cli(*sweep) == 0  # a full sweep skips nothing: both reduced cells are redone at the full budget
+    assert all(load_result(res / "tiny-random" / "tiny-knn" / f"seed{s}.json").budget is None for s in (0, 1))
+    assert summarize(res, Registry()).stale == []
+
+
 def test_feature_cache_keys_follow_the_budget(tiny_root: Path, tmp_path: Path) -> None:
     reg = Registry()
     task, method = reg.task("tiny-knn"), reg.method("tiny-random")

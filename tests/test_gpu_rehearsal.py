@@ -41,7 +41,7 @@ def test_dry_run_prints_one_summary_table(tmp_path: Path) -> None:
     assert lines[0].startswith("## cl_bench GPU rehearsal") and ", cpu, torch " in lines[0]
     rows = [line for line in lines if line.startswith("| ")]
     assert rows[0].startswith("| task / measurement |") and len(rows) == 1 + 2 + 4 + 3
-    assert re.match(r"\| imagefolder-linear \| resnet50 \(r50-moco\) \| top1 = [\d.]+ \| [\d.]+ \|", rows[1])
+    assert re.match(r"\| imagefolder-linear \| resnet50 \(r50-moco\) \| top1 = [\d.]+ \| [\d.]+ \| [\d.]+ \|$", rows[1])
     assert rows[2].startswith("| truthfulqa-mc1 | hf-causal-lm (gpt2) | mc1 = ")
     names = [r.split(" | ")[0][2:] for r in rows[3:7]]
     assert names == ["throughput: resnet50 extraction (engine)", "throughput: resnet50 bare forward (peer ceiling)",

@@ -144,7 +144,8 @@ LM = {"method": "hf-causal-lm", "checkpoint": "gpt2"}
 CASES: list[Case] = [
     Case("voc07-det-c4", **DENSE, check=detection(voc=True, masks=False, head="C4")),
     Case("coco-det-c4-1x", **DENSE, check=detection(voc=False, masks=True, head="C4")),
-    Case("coco-det-fpn-1x", **DENSE, check=detection(voc=False, masks=True, head="FPN")),
+    # FPN's 256-channel levels at 800 px are the costliest CPU step of the rehearsal: one test image
+    Case("coco-det-fpn-1x", **{**DENSE, "limit": 1}, check=detection(voc=False, masks=True, head="FPN")),
     Case("cityscapes-seg-fcn", **DENSE, check=segmentation),
     Case("imagenet-linear", **R50, check=classification(4, 8)),
     Case("imagenet-knn", **R50, check=classification(4, 8)),

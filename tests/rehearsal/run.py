@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ class Setup:
     roots: dict[str, Path]
     checkpoints: dict[str, Path]
     setup_s: float
+    setup_cpu_s: float = 0.0
 
 
 @dataclass
@@ -38,12 +40,19 @@ class Row:
     case: Case
     record: ResultRecord
     wall_s: float
+    cpu_s: float  # this process and its finished children (loader workers): the work done, whatever the load
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def prepare(work: Path) -> Setup:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     roots = {"data": build_data_root(work / "data"), "tqa-parquet": build_truthfulqa_parquet_root(work / "tqa")}
-    return Setup(work, roots, fabricate_all(work / "checkpoints"), time.perf_counter() - t0)
+    return Setup(work, roots, fabricate_all(work / "checkpoints"), time.perf_counter() - t0,
+                 cpu_seconds() - c0)
 
 
 def command(case: Case, setup: Setup, device: str) -> list[str]:
@@ -62,7 +71,7 @@ def run_case(case: Case, setup: Setup, device: str = "cpu") -> Row:
     argv = command(case, setup, device)
     err = io.StringIO()
     cache_env = os.environ.get("CLBENCH_CACHE")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             rc = main(argv)
@@ -71,7 +80,7 @@ def run_case(case: Case, setup: Setup, device: str = "cpu") -> Row:
             os.environ.pop("CLBENCH_CACHE", None)
         else:
             os.environ["CLBENCH_CACHE"] = cache_env
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     if rc != 0:
         raise AssertionError(f"clbench {' '.join(argv)} exited {rc}: {err.getvalue().strip()[-2000:]}")
     record = load_result(setup.work / "results" / case.method / case.task / "seed0.json")
@@ -80,18 +89,18 @@ def run_case(case: Case, setup: Setup, device: str = "cpu") -> Row:
     assert record.device.startswith(device.split(":")[0]) or device == "auto", record.device
     if case.check is not None:
         case.check(record)
-    return Row(case, record, wall)
+    return Row(case, record, wall, cpu)
 
 
-def table(rows: list[Row], setup_s: float, device: str) -> str:
-    lines = ["| task | method (checkpoint) | smoke metric | wall s |", "|---|---|---|---|"]
+def table(rows: list[Row], setup: Setup, device: str) -> str:
+    lines = ["| task | method (checkpoint) | smoke metric | wall s | CPU s |", "|---|---|---|---|---|"]
     for r in rows:
         rec = r.record
         lines.append(f"| {rec.task} | {r.case.method} ({r.case.checkpoint}) | {rec.primary_metric} = "
-                     f"{rec.primary:.2f} | {r.wall_s:.1f} |")
-    runs = sum(r.wall_s for r in rows)
-    lines.append(f"| **total** ({len(rows)} tasks, device {device}) | trees + checkpoints {setup_s:.1f} s | | "
-                 f"**{runs + setup_s:.1f}** |")
+                     f"{rec.primary:.2f} | {r.wall_s:.1f} | {r.cpu_s:.1f} |")
+    wall, cpu = sum(r.wall_s for r in rows) + setup.setup_s, sum(r.cpu_s for r in rows) + setup.setup_cpu_s
+    lines.append(f"| **total** ({len(rows)} tasks, device {device}) | trees + checkpoints {setup.setup_s:.1f} s "
+                 f"(CPU {setup.setup_cpu_s:.1f} s) | | **{wall:.1f}** | **{cpu:.1f}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - report every case, then fail
             failed.append(case.task)
             print(f"FAILED  {case.task}: {e}", file=sys.stderr)
-    text = table(rows, setup.setup_s, args.device)
+    text = table(rows, setup, args.device)
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)
