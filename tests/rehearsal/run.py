@@ -1,5 +1,5 @@
 """Run the rehearsal: build the trees and checkpoints, then ``clbench run --smoke`` for every case,
-as a user types it; check each result and print one table (task, method, smoke metric, wall time).
+as a user types it; check each result and print one table (task, method, smoke metric, wall / CPU s).
 
     python -m tests.rehearsal.run [--device cpu|cuda] [--work DIR] [--tasks T1,T2] [--out table.md]
 
