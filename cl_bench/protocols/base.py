@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from cl_bench.budget import BudgetHook
 from cl_bench.specs import Capability
 
 
@@ -66,3 +67,4 @@ class Protocol:
     params: type[ProtocolParams]
     run: Callable[[Any, Any, Any, RunContext], ProtocolResult]
     data_kind: str = "image_classification"
+    budget: BudgetHook | None = None  # how --smoke / --limit reduce its params and data (cl_bench.budget)

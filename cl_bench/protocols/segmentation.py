@@ -35,7 +35,7 @@ from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.seg_heads import build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import index_stream, nonfinite_message, poly_lr, sgd, window_means
+from cl_bench.protocols.dense_schedule import dense_budget, index_stream, nonfinite_message, poly_lr, sgd, window_means
 
 
 class SegmentationParams(ProtocolParams):
@@ -182,5 +182,5 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
 
 register("protocol", "segmentation")(
     Protocol("segmentation", requires="image_encoder", params=SegmentationParams, run=run_segmentation,
-             data_kind="segmentation")
+             data_kind="segmentation", budget=dense_budget)
 )
