@@ -165,6 +165,7 @@ class PixelObjective(Objective):
 
     n_views = 2
     mode = "pixpro"
+    views_apart = True  # each view through the encoders and heads on its own (batch norm per view)
 
     def __init__(self, embed_dim: int, num_classes: int, instance_dim: int | None = None, **params: Any) -> None:
         """``embed_dim``: channels of the maps the pixel task runs on; ``instance_dim``: of the
@@ -183,40 +184,47 @@ class PixelObjective(Objective):
         """The modules the momentum branch mirrors (besides the encoder)."""
         return [self.projector, *([self.inst_projector] if self.instance else [])]
 
+    def _apart(self, module: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        """``module`` on view 1 and view 2: one at a time (``views_apart``) or in one batch, split."""
+        if self.views_apart:
+            return module(a), module(b)
+        n = len(a)
+        both = module(torch.cat([a, b]))
+        if isinstance(both, tuple):  # dense_maps: (levels, last map)
+            return ([t[:n] for t in both[0]], both[1][:n]), ([t[n:] for t in both[0]], both[1][n:])
+        return both[:n], both[n:]
+
     def pixel_loss(self, f1: torch.Tensor, f2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
                    target_proj: nn.Module, v1: Any, v2: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(the pixel loss on one feature level of both views, positives per image).
 
-        f*/t*: the online / momentum encoder's maps of view 1 and 2. Each view goes through the
-        heads on its own, as in the official forward (batch-norm statistics per view)."""
+        f*/t*: the online / momentum encoder's maps of view 1 and 2."""
         fh, fw = f1.shape[-2:]
         pos = positive_mask(v1, v2, fh, fw, self.params.threshold)
-        x1, x2 = self.projector(f1), self.projector(f2)
+        x1, x2 = self._apart(self.projector, f1, f2)
         with torch.no_grad():
-            k1, k2 = target_proj(t1), target_proj(t2)
+            k1, k2 = self._apart(target_proj, t1, t2)
         per_image = pos.sum(dim=(1, 2)).float().mean()
         if self.mode == "pixpro":
-            y1, y2 = ppm(x1, self.transform, self.params.gamma), ppm(x2, self.transform, self.params.gamma)
+            y1, y2 = self._apart(lambda x: ppm(x, self.transform, self.params.gamma), x1, x2)
             return pixpro_loss(y1, y2, k1, k2, pos), per_image
         return pixcontrast_loss(x1, x2, k1, k2, pos, self.params.temperature), per_image
 
     def loss(self, encoder: nn.Module, target: nn.ModuleList, v1: Any, v2: Any) -> dict[str, torch.Tensor]:
-        """Pixel loss (mean over the levels of a pretrained FPN, if any) + the optional instance branch.
-
-        The encoders run on each view separately, as in the official forward."""
-        (levels1, feats1), (levels2, feats2) = dense_maps(encoder, v1.images), dense_maps(encoder, v2.images)
+        """Pixel loss (mean over the levels of a pretrained FPN, if any) + the optional instance branch."""
+        (levels1, feats1), (levels2, feats2) = self._apart(lambda x: dense_maps(encoder, x), v1.images, v2.images)
         with torch.no_grad():
-            (t_levels1, t_feats1), (t_levels2, t_feats2) = (dense_maps(target[0], v1.images),
-                                                            dense_maps(target[0], v2.images))
+            (t_levels1, t_feats1), (t_levels2, t_feats2) = self._apart(lambda x: dense_maps(target[0], x),
+                                                                       v1.images, v2.images)
         per_level = [self.pixel_loss(*maps, target[1], v1, v2)
                      for maps in zip(levels1, levels2, t_levels1, t_levels2)]
         pixel = torch.stack([loss for loss, _ in per_level]).mean()
         out = {"pixel": pixel, "positives_per_image": per_level[-1][1]}
         total = pixel
         if self.instance:
-            q1, q2 = (self.predictor(self.inst_projector(f)).mean(dim=(2, 3)) for f in (feats1, feats2))
-            with torch.no_grad():
-                z1, z2 = (target[2](t).mean(dim=(2, 3)) for t in (t_feats1, t_feats2))  # pooled after the heads
+            q1, q2 = self._apart(lambda f: self.predictor(self.inst_projector(f)).mean(dim=(2, 3)), feats1, feats2)
+            with torch.no_grad():  # pooled after the heads
+                z1, z2 = self._apart(lambda t: target[2](t).mean(dim=(2, 3)), t_feats1, t_feats2)
             inst = instance_loss(q1, z2) + instance_loss(q2, z1)
             out["instance"] = inst
             total = total + self.params.instance_weight * inst
@@ -315,10 +323,12 @@ def _bar(total: int, name: str, progress: bool) -> Any:
 @register("objective", "pixpro")
 class PixPro(PixelObjective):
     mode = "pixpro"
-    version = 2  # 2: the official featprop (unit value vectors) and regression_loss averaging, instance heads
+    # 2: as the official code: featprop's unit value vectors, regression_loss's averaging, the
+    # views through encoders and heads one at a time, the instance branch pooled after its heads
+    version = 2
 
 
 @register("objective", "pixcontrast")
 class PixContrast(PixelObjective):
     mode = "pixcontrast"
-    version = 2  # 2: the views go through the encoders and heads one at a time (batch-norm per view)
+    views_apart = False  # not in the official code: both views in one batch, as its committed results
