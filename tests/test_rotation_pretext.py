@@ -91,7 +91,8 @@ def test_loss_is_nt_xent_plus_lambda_rotation_cross_entropy() -> None:
 def test_trainer_feeds_six_views_and_the_head_learns() -> None:
     images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
     split = ArrayImageSplit(images, np.zeros(16, dtype=np.int64))
-    recipe = TrainRecipe(objective="simclr-rotation", params={"proj_hidden": 8, "proj_dim": 4, "pretext_hidden": [8, 4]},
+    params = {"proj_hidden": 8, "proj_dim": 4, "pretext_hidden": [8, 4]}
+    recipe = TrainRecipe(objective="simclr-rotation", params=params,
                          epochs=2, batch_size=8, lr=0.01, augment={"erase_prob": 0.0})
     calls: list[int] = []
     enc = _Flat(64, 6)

@@ -1,4 +1,6 @@
-"""``simclr-rotation``: SimCLR regularised by a rotation pretext task (ScatSimCLR, Kinakh et al., arXiv 2108.13939).
+"""``simclr-rotation``: SimCLR regularised by a rotation pretext task.
+
+ScatSimCLR (Kinakh et al., arXiv 2108.13939).
 
 As the authors' ``PretextTaskTrainer`` (github.com/vkinakh/scatsimclr, ``src/trainer/pretext_task_trainer.py``
 with ``config_pretext.yaml``: ``rotation: True``, ``jigsaw: False``, ``lambda: 0.3``):
@@ -52,7 +54,9 @@ def rotation_head(embed_dim: int, hidden: tuple[int, int], dropout: float) -> nn
 
 
 def rotated_batch(views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``views[k]`` [N, C, H, W] rotated clockwise by k·90° (square images), stacked; labels k. -> ([4N, C, H, W], [4N])."""
+    """``views[k]`` [N, C, H, W] rotated clockwise by k·90° (square images), stacked, with labels k.
+
+    Returns ([4N, C, H, W], [4N])."""
     if len(views) != N_ROTATIONS:
         raise ValueError(f"need {N_ROTATIONS} views to rotate, got {len(views)}")
     images = torch.cat([torch.rot90(v, -k, dims=(2, 3)) for k, v in enumerate(views)])  # -k: clockwise
