@@ -140,6 +140,14 @@ def recipe_hash(method: MethodSpec) -> str | None:
     return canonical_hash(method.train.model_dump(mode="json")) if method.train else None
 
 
+def _objective_revision(objective: str) -> dict[str, int]:
+    """``{"objective_version": v}`` for an objective past version 1 (earlier cache keys stay as they were)."""
+    from cl_bench.methods.objective import objective_version
+
+    v = objective_version(objective)
+    return {"objective_version": v} if v != 1 else {}
+
+
 def trainer_for(objective: str) -> Any:
     """The objective's own ``train_model`` if it has one (non-image models), else the image trainer."""
     cls = components.get("objective", objective)
@@ -239,6 +247,7 @@ def _train_cached(
         "train_split": _train_split_key(recipe.objective, train_data.train),
         "seed": seed,
         "trainer": TRAINER_VERSION,
+        **_objective_revision(recipe.objective),
     })
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"

@@ -189,6 +189,15 @@ class MethodSpec(SpecFile):
 
     def spec_hash(self) -> str:
         content = self.model_dump(mode="json", exclude={"description", "tags", "paper", "released"})
+        if self.train is not None:  # an objective past version 1 (its code changed what it trains)
+            from cl_bench.methods.objective import objective_version
+
+            try:
+                v = objective_version(self.train.objective)
+            except ClBenchError:  # an unknown objective: refused where the method is trained
+                v = 1
+            if v != 1:
+                content["objective_version"] = v
         return canonical_hash(content)
 
 

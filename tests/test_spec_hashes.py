@@ -1,7 +1,10 @@
 """Every task and method spec hash as main's code (a7f43f7, the YAML without ``include:``) computes
 it, plus byol (new with this change): a spec whose YAML was restructured onto includes must resolve
 to exactly the same content. Update an entry only with a deliberate change of that spec (and its
-results)."""
+results).
+
+Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
+loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14)."""
 
 from __future__ import annotations
 
@@ -109,8 +112,8 @@ METHODS = {
     "open-clip": "030db35909b8c3f1dc2c95b11eb98d1c677718d6bebbe4d62c7117b7671c2e76",
     "openclip-vit-b-32": "d756cf5b7c49acaaba23895f226d02401993047ab9c747fff3565cbb407b30b9",
     "pixcontrast": "b1b81806f47cc84494ff736dca2039d0c2692299e484cb04df629140a21e4dfc",
-    "pixpro": "d03412eb87bb14a8b1fd1f1629365a68d2cc2f8da3fe385822c21e338c896fb9",
-    "pixpro-fpn": "3684f48606e89e66e0c04e11dc67c71ac611f8d761c450966326c4f3f558bb25",
+    "pixpro": "b3d57ae1b777f481bbff3d07320e220dde0ecb523c45de5bee9a29833cbe17a4",
+    "pixpro-fpn": "8c3d88929196da3703442422341bc558d6b4e92a77a8e95da26875a37a5f9f11",
     "pixpro-r50": "e188aeffde369b4e33c1436b1058bf8b209afd5bb90795833086bf0c42ddf096",
     "protoclip": "3193b9ef7728c6f580cb4d481325a6743db9aa56c3d78338f09986db13743d1c",
     "random": "21a60440fab2917a6c346e663ae5a970028db9f00e6a40f7bce2b52be1c23a75",
@@ -119,7 +122,7 @@ METHODS = {
     "resnet50": "1509bee60e8b700b0b34e4d48daf77781c545da5473285ec5d225e07281fe71a",
     "saha-qwen2-vl-2b": "548af63946e9bd208ded3c98a145a7144006cdf06970afdc40241e0e94b6b1a7",
     "saha-qwen2-vl-7b": "44fdbf1521f86d2d01c44308468396779c1cc7ddbede752dabf447a985bfa5ee",
-    "scatsimclr": "d10c722b1d1fac58d7543cdd2f7c4ec6b2ca0d68ff1982d30e8337df0763e7f7",
+    "scatsimclr": "d8dbd4dfe760ab81cae95cd2911ec42e8a358d48783df2a0f9951ae1b2f97158",
     "scatsimclr-cifar20": "96a8f07bed9ae169f8b9db9d5f4f9a41896729d4af9c0ac4697ca050e4849f08",
     "scatsimclr-stl10": "28eb02c2001a33a18e2e76bdb331553f1c08aa700b208248961f291d20b756b5",
     "sentence-transformer": "f340d4683431f6a59a071b2bf40ac1c7308b99c63df2f230d3548ca5a958cd3f",

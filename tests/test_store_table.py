@@ -82,3 +82,17 @@ def test_results_dir_default_follows_clbench_results(tmp_path, monkeypatch):
     assert build_parser().parse_args(["run", "--method", "m", "--task", "t"]).results_dir == str(tmp_path / "elsewhere")
     monkeypatch.delenv("CLBENCH_RESULTS")
     assert build_parser().parse_args(["table"]).results_dir == "results"
+
+
+def test_a_result_of_another_method_spec_is_stale(tiny_registry, tmp_path):
+    """A method whose recipe changed since (its spec hash moved) no longer counts its old results."""
+    task = tiny_registry.task("tiny-knn")
+    method = tiny_registry.method_ids()[0]
+    current = _record(task, method, 0, 40.0).model_copy(
+        update={"method_spec_hash": tiny_registry.method(method).spec_hash()})
+    write_result(tmp_path, current)
+    write_result(tmp_path, _record(task, method, 1, 90.0))  # method_spec_hash "h": another recipe
+    summary = summarize(tmp_path, tiny_registry)
+    cell = summary.cell(method, "tiny-knn")
+    assert cell.n == 1 and cell.mean == 40.0
+    assert [s.kind for s in summary.stale] == ["stale"] and "method spec h" in summary.stale[0].reason

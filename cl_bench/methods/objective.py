@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -25,6 +25,10 @@ class Objective(nn.Module):
     momentum_base: float = 0.99  # EMA coefficient of the momentum pairs at step 0
     momentum_schedule: Literal["cosine", "constant"] = "cosine"  # cosine: rises to 1 at the end
     momentum_copy_buffers: bool = True  # the momentum copies also take the online BN statistics
+    # Bump when a change to the objective's code changes what a recipe trains: from 2 on it is part
+    # of the method's spec hash and of the checkpoint cache key (objective_version), so results and
+    # checkpoints made by the older code are neither reused nor mistaken for the new ones.
+    version: ClassVar[int] = 1
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
         super().__init__()
@@ -43,3 +47,10 @@ class Objective(nn.Module):
         self, encoder: ImageEncoder, views: list[torch.Tensor], labels: torch.Tensor
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+def objective_version(name: str) -> int:
+    """The ``version`` of the registered objective ``name`` (1 for one that declares none)."""
+    from cl_bench import components
+
+    return int(getattr(components.get("objective", name), "version", 1))

@@ -8,20 +8,24 @@ rising from ``momentum`` to 1 on a cosine schedule, as BYOL/PixPro). Cell ``i`` 
 and cell ``j`` of the other are a positive pair when their source-image distance divided by the
 larger feature-bin diagonal is below ``threshold`` (T = 0.7).
 
-- **PixPro**: the pixel propagation module (PPM) smooths the online vectors,
-  ``y_i = Σ_j max(cos(x_i, x_j), 0)^γ · g(x_j)`` over the cells ``j`` of the same view
-  (``g``: identity, a 1x1 conv, or conv-BN-ReLU-conv for ``transform_layers`` 0 / 1 / 2), and
-  the loss is the paper's ``-cos(y_i, x'_j) - cos(y_j, x'_i)`` averaged over the positive pairs
-  of each image, then over the images that have at least one positive pair (:func:`pixpro_loss`).
+- **PixPro**: the pixel propagation module (PPM) smooths the online vectors as the official
+  ``featprop`` does: ``y_i = Σ_j max(cos(x_i, x_j), 0)^γ · ĝ(x_j)`` over the cells ``j`` of the same
+  view, where ``ĝ`` is the value transform ``g`` (identity, a 1x1 conv, or conv-BN-ReLU-conv for
+  ``transform_layers`` 0 / 1 / 2) followed by L2 normalisation over channels (+1e-6 on the
+  similarities when γ < 1). The loss is the official ``regression_loss``, both directions summed
+  (:func:`pixpro_loss`): ``-2 · mean_n [Σ_{(i,j) pos} cos(y_i, x'_j) / (#pos_n + 1e-6)]`` — per image
+  the mean over its positive pairs, then the mean over all images of the batch (an image without
+  a positive pair contributes 0) — plus the same with the views swapped.
 - **PixContrast**: for every cell ``i`` with a positive, ``-log Σ_{j∈A_p} e^{cos(x_i,x'_j)/τ} /
   Σ_{j∈A_p∪A_n} e^{cos(x_i,x'_j)/τ}`` where A_p / A_n are the positive / other cells of the other
   view of the same image; mean over such cells, averaged over both directions (:func:`pixcontrast_loss`).
 - **pretrained FPN** (arch ``with-fpn``, the paper's head-network pre-training): the pixel loss
   runs on every FPN level (shared projector and PPM) and is averaged over the levels; the FPN
   is saved with the encoder and loaded into the FPN detector (:mod:`cl_bench.models.pyramid`).
-- **instance branch** (``instance_weight`` > 0, the paper's PixPro + instance): pooled features
-  -> MLP projector -> MLP predictor, BYOL's ``2 - 2 cos`` against the momentum projection of
-  the other view, both directions, added with weight ``instance_weight`` (α).
+- **instance branch** (``instance_weight`` > 0, the paper's PixPro + instance), as the official
+  code: the backbone map -> 1x1-conv projector -> 1x1-conv predictor, then global average pooling;
+  ``-2 · mean_n cos(q_n, z'_n)`` against the pooled momentum projection of the other view, both
+  directions summed, added with weight ``instance_weight`` (α).
 
 The shared image trainer cannot feed crop geometry, so the objective trains itself
 (``train_model``, used by :func:`cl_bench.obtain.trainer_for`). Only the encoder (with its FPN, if any) is kept.
@@ -40,7 +44,6 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.byol import byol_loss
 from cl_bench.methods.dense_augment import DenseAugmentConfig, make_views, positive_mask
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
@@ -65,12 +68,16 @@ class PixelParams(BaseModel):
 
 
 def ppm(x: torch.Tensor, transform: nn.Module, gamma: float) -> torch.Tensor:
-    """Pixel propagation: x [N, D, H, W] -> y [N, D, H, W], y_i = Σ_j max(cos(x_i, x_j), 0)^γ g(x_j)."""
+    """Pixel propagation (the official ``featprop``): x [N, D, H, W] -> y [N, D, H, W],
+    ``y_i = Σ_j max(cos(x_i, x_j), 0)^γ · normalize(g(x))_j``."""
     n, _, h, w = x.shape
     flat = F.normalize(x.flatten(2), dim=1)  # [N, D, P]
-    sim = torch.bmm(flat.transpose(1, 2), flat).clamp(min=0).pow(gamma)  # [N, P(i), P(j)]
-    g = transform(x).flatten(2)  # [N, D, P]
-    return torch.bmm(g, sim.transpose(1, 2)).view(n, -1, h, w)
+    sim = torch.bmm(flat.transpose(1, 2), flat).clamp(min=0)  # [N, P(i), P(j)]
+    if gamma < 1:
+        sim = sim + 1e-6  # the official code's guard: 0 ** γ has no gradient for γ < 1
+    sim = sim.pow(gamma)
+    value = F.normalize(transform(x), dim=1).flatten(2)  # [N, D, P]: unit value vectors
+    return torch.bmm(value, sim.transpose(1, 2)).view(n, -1, h, w)
 
 
 def _unit(t: torch.Tensor) -> torch.Tensor:
@@ -78,27 +85,23 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t.flatten(2), dim=1)
 
 
-def _per_image_pos_mean(values: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean of values over positive pairs per image [N], images that have positives [N] bool)."""
-    count = pos.sum(dim=(1, 2))
-    total = (values * pos).sum(dim=(1, 2))
-    return total / count.clamp(min=1), count > 0
+def _pixel_regression(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """The official ``regression_loss`` of one direction: q [N, D, Pq], k [N, D, Pk] unit columns,
+    pos [N, Pq, Pk]; ``-2 · mean_n Σ_pos cos / (#pos_n + 1e-6)`` (every image of the batch counts)."""
+    cos = torch.bmm(q.transpose(1, 2), k)
+    m = pos.to(cos.dtype)
+    return -2 * ((cos * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) + 1e-6)).mean()
 
 
 def pixpro_loss(y1: torch.Tensor, y2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor
                 ) -> torch.Tensor:
-    """``-cos(y_i, x'_j) - cos(y_j, x'_i)`` over positive pairs (i in view 1, j in view 2).
+    """The official PixPro loss: ``regression_loss(y1, x'2) + regression_loss(y2, x'1)``.
 
-    y*: PPM outputs of the online branch, k*: momentum projections, all [N, D, H, W];
-    pos: bool [N, P1, P2]. Mean over each image's pairs, then over images with a pair.
+    y*: PPM outputs of the online branch, k*: momentum projections, all [N, D, H, W] (normalised
+    here); pos: bool [N, P1, P2], cell i of view 1 against cell j of view 2.
     """
-    c12 = torch.bmm(_unit(y1).transpose(1, 2), _unit(k2))  # [N, P1, P2]: cos(y1_i, k2_j)
-    c21 = torch.bmm(_unit(k1).transpose(1, 2), _unit(y2))  # [N, P1, P2]: cos(k1_i, y2_j)
-    m12, has = _per_image_pos_mean(c12, pos)
-    m21, _ = _per_image_pos_mean(c21, pos)
-    if not bool(has.any()):
-        return (y1.sum() + y2.sum()) * 0.0
-    return -(m12 + m21)[has].mean()
+    return _pixel_regression(_unit(y1), _unit(k2), pos) + _pixel_regression(_unit(y2), _unit(k1),
+                                                                             pos.transpose(1, 2))
 
 
 def pixcontrast_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor,
@@ -117,17 +120,17 @@ def pixcontrast_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: t
     return 0.5 * (one_way(q1, k2, pos) + one_way(q2, k1, pos.transpose(1, 2)))
 
 
+def instance_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The official instance ``regression_loss``: ``-2 · mean_n cos(p_n, z_n)`` over the batch."""
+    return -2 * F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
 # ----------------------------------------------------------------------------- modules
 
 
 def conv_projector(cin: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
                          nn.Conv2d(hidden, out, 1))
-
-
-def mlp(cin: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cin, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out))
 
 
 def ppm_transform(dim: int, layers: int) -> nn.Module:
@@ -158,6 +161,7 @@ class PixelObjective(Objective):
 
     n_views = 2
     mode = "pixpro"
+    views_apart = True  # each view through the encoders and heads on its own (batch norm per view)
 
     def __init__(self, embed_dim: int, num_classes: int, instance_dim: int | None = None, **params: Any) -> None:
         """``embed_dim``: channels of the maps the pixel task runs on; ``instance_dim``: of the
@@ -169,43 +173,55 @@ class PixelObjective(Objective):
         self.transform = ppm_transform(p.proj_dim, p.transform_layers) if self.mode == "pixpro" else nn.Identity()
         self.instance = p.instance_weight > 0
         if self.instance:
-            self.inst_projector = mlp(instance_dim or embed_dim, p.proj_hidden, p.proj_dim)
-            self.predictor = mlp(p.proj_dim, p.proj_hidden, p.proj_dim)
+            self.inst_projector = conv_projector(instance_dim or embed_dim, p.proj_hidden, p.proj_dim)
+            self.predictor = conv_projector(p.proj_dim, p.proj_hidden, p.proj_dim)
 
     def online(self) -> list[nn.Module]:
         """The modules the momentum branch mirrors (besides the encoder)."""
         return [self.projector, *([self.inst_projector] if self.instance else [])]
 
-    def pixel_loss(self, feats: torch.Tensor, t_feats: torch.Tensor, target_proj: nn.Module, v1: Any, v2: Any
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the pixel loss on one feature level of both views, positives per image)."""
-        n = len(v1.images)
-        fh, fw = feats.shape[-2:]
+    def _apart(self, module: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        """``module`` on view 1 and view 2: one at a time (``views_apart``) or in one batch, split."""
+        if self.views_apart:
+            return module(a), module(b)
+        n = len(a)
+        both = module(torch.cat([a, b]))
+        if isinstance(both, tuple):  # dense_maps: (levels, last map)
+            return ([t[:n] for t in both[0]], both[1][:n]), ([t[n:] for t in both[0]], both[1][n:])
+        return both[:n], both[n:]
+
+    def pixel_loss(self, f1: torch.Tensor, f2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
+                   target_proj: nn.Module, v1: Any, v2: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pixel loss on one feature level of both views, positives per image).
+
+        f*/t*: the online / momentum encoder's maps of view 1 and 2."""
+        fh, fw = f1.shape[-2:]
         pos = positive_mask(v1, v2, fh, fw, self.params.threshold)
-        x = self.projector(feats)
+        x1, x2 = self._apart(self.projector, f1, f2)
         with torch.no_grad():
-            k = target_proj(t_feats)
-            k1, k2 = k[:n], k[n:]
+            k1, k2 = self._apart(target_proj, t1, t2)
+        per_image = pos.sum(dim=(1, 2)).float().mean()
         if self.mode == "pixpro":
-            y = ppm(x, self.transform, self.params.gamma)
-            return pixpro_loss(y[:n], y[n:], k1, k2, pos), pos.sum(dim=(1, 2)).float().mean()
-        return pixcontrast_loss(x[:n], x[n:], k1, k2, pos, self.params.temperature), pos.sum(dim=(1, 2)).float().mean()
+            y1, y2 = self._apart(lambda x: ppm(x, self.transform, self.params.gamma), x1, x2)
+            return pixpro_loss(y1, y2, k1, k2, pos), per_image
+        return pixcontrast_loss(x1, x2, k1, k2, pos, self.params.temperature), per_image
 
     def loss(self, encoder: nn.Module, target: nn.ModuleList, v1: Any, v2: Any) -> dict[str, torch.Tensor]:
         """Pixel loss (mean over the levels of a pretrained FPN, if any) + the optional instance branch."""
-        n = len(v1.images)
-        levels, feats = dense_maps(encoder, torch.cat([v1.images, v2.images]))
+        (levels1, feats1), (levels2, feats2) = self._apart(lambda x: dense_maps(encoder, x), v1.images, v2.images)
         with torch.no_grad():
-            t_levels, t_feats = dense_maps(target[0], torch.cat([v1.images, v2.images]))
-        per_level = [self.pixel_loss(f, t, target[1], v1, v2) for f, t in zip(levels, t_levels)]
+            (t_levels1, t_feats1), (t_levels2, t_feats2) = self._apart(lambda x: dense_maps(target[0], x),
+                                                                       v1.images, v2.images)
+        per_level = [self.pixel_loss(*maps, target[1], v1, v2)
+                     for maps in zip(levels1, levels2, t_levels1, t_levels2)]
         pixel = torch.stack([loss for loss, _ in per_level]).mean()
         out = {"pixel": pixel, "positives_per_image": per_level[-1][1]}
         total = pixel
         if self.instance:
-            q = self.predictor(self.inst_projector(feats.mean(dim=(2, 3))))
-            with torch.no_grad():
-                z = target[2](t_feats.mean(dim=(2, 3)))
-            inst = byol_loss(q[:n], z[n:]) + byol_loss(q[n:], z[:n])
+            q1, q2 = self._apart(lambda f: self.predictor(self.inst_projector(f)).mean(dim=(2, 3)), feats1, feats2)
+            with torch.no_grad():  # pooled after the heads
+                z1, z2 = self._apart(lambda t: target[2](t).mean(dim=(2, 3)), t_feats1, t_feats2)
+            inst = instance_loss(q1, z2) + instance_loss(q2, z1)
             out["instance"] = inst
             total = total + self.params.instance_weight * inst
         out["loss"] = total
@@ -296,8 +312,12 @@ def _python_mean(epoch: EpochLog, steps: int, mode: str) -> float:
 @register("objective", "pixpro")
 class PixPro(PixelObjective):
     mode = "pixpro"
+    # 2: as the official code: featprop's unit value vectors, regression_loss's averaging, the
+    # views through encoders and heads one at a time, the instance branch pooled after its heads
+    version = 2
 
 
 @register("objective", "pixcontrast")
 class PixContrast(PixelObjective):
     mode = "pixcontrast"
+    views_apart = False  # not in the official code: both views in one batch, as its committed results

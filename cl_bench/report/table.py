@@ -28,7 +28,7 @@ class Cell:
 
 @dataclass
 class Stale:
-    """A result left out of the cells: measured under another task spec (``stale``) or at a reduced
+    """A result left out of the cells: measured under another task or method spec (``stale``) or at a reduced
     budget (``budget``: ``--smoke`` / ``--limit``)."""
 
     path: str
@@ -76,7 +76,14 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
     """One pass over the results: comparable records grouped by (method, task), the rest listed as
     stale; and the current spec of every task seen. Each spec is read and hashed once, so the
     cost is linear in the number of results."""
-    known_tasks = set(registry.task_ids())
+    known_tasks, known_methods = set(registry.task_ids()), set(registry.method_ids())
+    method_hashes: dict[str, str] = {}
+
+    def method_hash(method_id: str) -> str:  # a result made by another recipe/arch than today's is stale
+        if method_id not in method_hashes:
+            method_hashes[method_id] = registry.method(method_id).spec_hash()
+        return method_hashes[method_id]
+
     specs: dict[str, TaskSpec] = {}
     hashes: dict[str, str] = {}
     summary = Summary()
@@ -98,6 +105,12 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
                 str(path), rec.method, rec.task,
                 f"measured under task v{rec.task_version} spec {rec.task_spec_hash[:10]}, "
                 f"current is v{spec.version} spec {hashes[rec.task][:10]}",
+            ))
+            continue
+        if rec.method in known_methods and rec.method_spec_hash != method_hash(rec.method):
+            summary.stale.append(Stale(
+                str(path), rec.method, rec.task,
+                f"measured under method spec {rec.method_spec_hash[:10]}, current is {method_hash(rec.method)[:10]}",
             ))
             continue
         # another precision than the tasks' fp32 is its own row, "method [bf16]": never averaged in

@@ -43,7 +43,7 @@ LSTM = {"name": "icl-lstm", "params": {"n_layer": 1, "n_embd": 8}}
 
 # objective -> (arch, data, recipe fields, train.params)
 CASES: dict[str, tuple[dict, Callable[[], Any], dict, dict]] = {
-    **{name: (SMALL, images, {}, {}) for name in ["simclr", "dcl", "dclw", "cacr", "mv-infonce", "mv-dhel", "supervised"]},
+    **{name: (SMALL, images, {}, {}) for name in ["simclr", "dcl", "dclw", "cacr", "mv-infonce", "mv-dhel", "supervised", "simclr-rotation"]},
     "byol": (SMALL, images, {}, {"proj_hidden": 8, "proj_dim": 4, "pred_hidden": 8}),
     "sepclr": ({"name": "sepclr-pair", "params": {"base": SMALL, "common_dim": 4, "salient_dim": 4}},
                lambda: images(classes=2), {}, {}),
