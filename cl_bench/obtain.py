@@ -53,9 +53,12 @@ def arch_inputs(data: Any) -> dict[str, Any]:
     return dict(getattr(data, "arch_inputs", {}) or {})
 
 
-def build_encoder(method: MethodSpec, data: Any) -> nn.Module:
+def build_encoder(method: MethodSpec, data: Any, seed: int | None = None) -> nn.Module:
+    """The method's arch; a builder with a ``run_seed`` parameter (one made of other methods'
+    models, whose members follow the run's seed) gets ``seed``."""
     builder = components.get("arch", method.arch.name)
-    return builder(method.arch.params, **arch_inputs(data))
+    extra = {"run_seed": seed} if seed is not None and "run_seed" in inspect.signature(builder).parameters else {}
+    return builder(method.arch.params, **arch_inputs(data), **extra)
 
 
 def with_arch_params(method: MethodSpec, overrides: dict[str, Any]) -> MethodSpec:
@@ -151,7 +154,7 @@ def obtain_model(
     weights = None
     if ckpt is not None:
         method, weights = resolve_checkpoint(method, Path(ckpt))
-    encoder = build_encoder(method, data)
+    encoder = build_encoder(method, data, seed)
     has_params = any(True for _ in encoder.state_dict())
     # weights the builder read itself: a Hugging Face directory in its params, a bundled model
     preloaded = getattr(encoder, "checkpoint_report", None)
@@ -170,7 +173,11 @@ def obtain_model(
 
     check_module(encoder, f"method '{method.id}' ({got.source}{f' from {ckpt}' if ckpt is not None else ''})")
     encoder.to(device).eval()
-    extra = "" if has_params else canonical_hash(method.arch.model_dump(mode="json"))
+    # the arch params name the model when weights alone do not: parameter-free encoders, and
+    # scoring rules over other models' weights (contrastive decoding, DoLa, LOL: same weights,
+    # different scores)
+    by_arch = not has_params or getattr(encoder, "fingerprint_includes_arch", False)
+    extra = canonical_hash(method.arch.model_dump(mode="json")) if by_arch else ""
     got.fingerprint = model_fingerprint(encoder, extra=extra)
     return got
 

@@ -54,7 +54,7 @@ class MemberRef(StrictParams):
     arch: ArchRef | None = None
     train: TrainRecipe | None = None
     checkpoint: str | None = None
-    seed: int = 0  # the seed the member is trained with
+    seed: int | None = None  # the seed the member is trained with (None: the run's seed)
 
     @model_validator(mode="after")
     def _one_source(self) -> MemberRef:
@@ -91,13 +91,15 @@ def member_spec(ref: MemberRef, role: str) -> MethodSpec:
     return MethodSpec(id=f"inline-{role}", description=f"inline {role}", provides=["causal_lm"], arch=ref.arch, train=ref.train)
 
 
-def resolve_member(ref: MemberRef, role: str) -> CausalLM:
-    """Build and obtain (load a checkpoint / train-and-cache / as built) one member, on CPU."""
+def resolve_member(ref: MemberRef, role: str, run_seed: int = 0) -> CausalLM:
+    """Build and obtain (load a checkpoint / train-and-cache / as built) one member, on CPU, trained
+    with ``ref.seed`` or else the run's seed (so seeds of a contrast vary its members as they vary
+    a plain model)."""
     from cl_bench.cache import Cache
     from cl_bench.obtain import obtain_model
 
     got = obtain_model(
-        member_spec(ref, role), _NoTaskData(), seed=ref.seed, device=torch.device("cpu"), cache=Cache(),
+        member_spec(ref, role), _NoTaskData(), seed=run_seed if ref.seed is None else ref.seed, device=torch.device("cpu"), cache=Cache(),
         checkpoint=Path(ref.checkpoint) if ref.checkpoint else None,
     )
     if not hasattr(got.model, "layer_logprobs"):
@@ -129,6 +131,8 @@ def dola_divergence(final: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
 
 class ContrastiveScorer(CausalLM):
     """Base: holds the members, delegates tokenization to the expert, applies ``combine``."""
+
+    fingerprint_includes_arch = True  # its scores depend on the rule's params, not only the members' weights
 
     def __init__(self, expert: CausalLM, amateur: CausalLM | None, plausibility: float, mask_value: float) -> None:
         super().__init__()
@@ -261,24 +265,24 @@ class LOLParams(ContrastiveDecodingParams):
 
 
 @components.register("arch", "contrastive-decoding")
-def build_contrastive_decoding(params: dict[str, Any], **_: Any) -> ContrastiveDecoding:
+def build_contrastive_decoding(params: dict[str, Any], run_seed: int = 0, **_: Any) -> ContrastiveDecoding:
     p = validate_params(ContrastiveDecodingParams, params, "arch contrastive-decoding params")
     return ContrastiveDecoding(
-        resolve_member(p.expert, "expert"), resolve_member(p.amateur, "amateur"),
+        resolve_member(p.expert, "expert", run_seed), resolve_member(p.amateur, "amateur", run_seed),
         p.amateur_weight, p.plausibility, p.mask_value,
     )
 
 
 @components.register("arch", "dola")
-def build_dola(params: dict[str, Any], **_: Any) -> DoLa:
+def build_dola(params: dict[str, Any], run_seed: int = 0, **_: Any) -> DoLa:
     p = validate_params(DoLaParams, params, "arch dola params")
-    return DoLa(resolve_member(p.expert, "expert"), p.candidate_layers, p.post_softmax, p.plausibility, p.mask_value)
+    return DoLa(resolve_member(p.expert, "expert", run_seed), p.candidate_layers, p.post_softmax, p.plausibility, p.mask_value)
 
 
 @components.register("arch", "lol")
-def build_lol(params: dict[str, Any], **_: Any) -> LOL:
+def build_lol(params: dict[str, Any], run_seed: int = 0, **_: Any) -> LOL:
     p = validate_params(LOLParams, params, "arch lol params")
     return LOL(
-        resolve_member(p.expert, "expert"), resolve_member(p.amateur, "amateur"), p.amateur_weight,
+        resolve_member(p.expert, "expert", run_seed), resolve_member(p.amateur, "amateur", run_seed), p.amateur_weight,
         p.expert_lower_layer, p.amateur_lower_layer, p.lower_weight, p.plausibility, p.mask_value,
     )
