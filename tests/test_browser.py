@@ -1,6 +1,6 @@
 """The leaderboard in a real headless browser (Debian's chromium driven by Playwright).
 
-Loads with no console errors, the matrix has the expected rows, a click on a column header
+Loads with no console errors, the vision family table has the expected rows, a click on a column header
 sorts it, a hostile checkpoint path shows as text and runs nothing (hostile method names never
 reach the page: the store refuses them). A screenshot goes to
 ``$CLBENCH_ARTIFACTS`` (default: the test's tmp dir).
@@ -48,24 +48,35 @@ def test_leaderboard_in_chromium(board_results: Path, tmp_path: Path) -> None:  
 
             page.goto((site / "index.html").as_uri())
             page.wait_for_load_state("load")
-            names = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            names = page.locator("#family-vision-table tbody td.method").all_inner_texts()
             expected = sorted(["paper-m", "hostile-ckpt", "chance-m", "broken-ckpt", "old-m", "zeta", "alpha"])
             assert sorted(names) == expected
-            assert page.locator("#matrix-table img").count() == 0
+            assert page.locator("#family-vision-table img").count() == 0
 
-            header = page.locator("#matrix-table thead th", has_text="tiny-knn")
+            header = page.locator("#family-vision-table thead th", has_text="tiny-knn")
             header.click()
             assert header.get_attribute("aria-sort") == "descending"
-            order = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            order = page.locator("#family-vision-table tbody td.method").all_inner_texts()
             # tiny-knn means: paper-m 73.17, alpha 65, zeta 55, hostile 40, chance-m 11; then empties
             assert order[:5] == ["paper-m", "alpha", "zeta", "hostile-ckpt", "chance-m"]
             assert sorted(order[5:]) == ["broken-ckpt", "old-m"]
             header.click()
             assert header.get_attribute("aria-sort") == "ascending"
-            order = page.locator("#matrix-table tbody td.method").all_inner_texts()
+            order = page.locator("#family-vision-table tbody td.method").all_inner_texts()
             assert order[:5] == ["chance-m", "hostile-ckpt", "zeta", "alpha", "paper-m"]
-            page.locator("#matrix-table thead th", has_text="method").click()
-            assert page.locator("#matrix-table tbody td.method").all_inner_texts() == sorted(expected, reverse=True)
+            page.locator("#family-vision-table thead th", has_text="method").click()
+            assert page.locator("#family-vision-table tbody td.method").all_inner_texts() == sorted(expected, reverse=True)
+            # one table per family present (both tasks are vision), linked from the top; the family average
+            # (paper-m alone has both tasks) sorts; paper-m's other-setting paper number sits greyed beside its cell
+            assert page.locator("table.family").count() == 1
+            page.locator("a[href='#family-vision']").click()
+            assert page.url.endswith("#family-vision")
+            page.locator("#family-vision-table thead th.average").click()
+            assert page.locator("#family-vision-table tbody td.method").first.inner_text() == "paper-m"
+            row = page.locator("#family-vision-table tbody tr[data-method='paper-m']")
+            assert row.locator("td.average").inner_text() == "78.17"  # (73.17 + 83.17) / 2
+            paper = row.locator("td").nth(1).locator(".paper")
+            assert paper.inner_text() == "paper 70.00 settings differ" and "muted" in paper.get_attribute("class")
 
             shot = artifacts / "leaderboard.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -121,17 +121,21 @@ def board_results(tiny_root: Path, tmp_path: Path) -> Path:
 def test_matrix_rows_values_and_flags(board_results: Path, tmp_path: Path) -> None:
     out = build_site(board_results, Registry(), tmp_path / "site")
     html = (out / "index.html").read_text()
-    rows = table_rows(html, "matrix-table")
+    rows = table_rows(html, "family-vision-table")  # knn and linear probe: both vision tasks
     by_method = {r[0][1]: r for r in rows}
     assert sorted(by_method) == sorted(["paper-m", "hostile-ckpt", "chance-m", "broken-ckpt", "old-m"])
-    # columns: method, tiny-knn, tiny-linear2 (sorted task ids)
+    # columns: method, tiny-knn, tiny-linear2 (sorted task ids), the family average (top-1 tasks)
     vals = [71.0, 73.0, 75.5]
     expect = f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} n=3"
-    assert by_method["paper-m"][1][1] == expect
+    assert by_method["paper-m"][1][1] == expect + " paper 70.00 settings differ"  # the paper's number, greyed
     assert float(by_method["paper-m"][1][0]["data-sort"]) == pytest.approx(statistics.mean(vals))
     assert by_method["chance-m"][1][1] == "11.00 n=1 suspect"
     assert by_method["broken-ckpt"][2][1] == "80.00 n=1 suspect"
     assert by_method["old-m"][1][1] == "stale" and by_method["old-m"][2][1] == "—"
+    # only paper-m has both tasks: its average is the mean of its two task means, and it is listed first
+    assert rows[0][0][1] == "paper-m"
+    assert by_method["paper-m"][3][1] == f"{(statistics.mean(vals) + statistics.mean(vals) + 10) / 2:.2f}"
+    assert {by_method[m][3][1] for m in by_method if m != "paper-m"} == {"—"}
     # provenance + reproduce line in the cell's tooltip
     title = by_method["paper-m"][1][0]["title"]
     assert "task v1" in title and "code 0.1.0 (0123456789ab)" in title and "2026-01-02T03:04:05Z" in title

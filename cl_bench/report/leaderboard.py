@@ -1,7 +1,8 @@
 """``clbench leaderboard``: a static site (works offline) from result records.
 
-``index.html``: the methods × tasks matrix (primary metric, mean ± std, seeds, a colour scale
-per task), the reported-vs-reproduced view, suspect and stale results. ``task-<id>.html``: all
+``index.html``: one table per task family (:mod:`cl_bench.report.families`; primary metric,
+mean ± std, seeds, a colour scale per task, the paper's number beside a cell, a family average),
+the reported-vs-reproduced view, suspect and stale results. ``task-<id>.html``: all
 metrics of one task, provenance and a "reproduce this cell" line per method, plots (SVG
 files under ``plots/``). ``claims.html``: every paper claim of the methods shown, checked
 (:mod:`cl_bench.claims`). Everything user-controlled goes through jinja2 autoescaping; the only
@@ -28,9 +29,9 @@ from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 from cl_bench.regress import metric_cells, suspect_reasons, tolerance_for
 from cl_bench.report import plots
+from cl_bench.report.families import FamilyView, group
 from cl_bench.report.table import Cell
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec
-from cl_bench.store import read_result, result_path
 
 MARKER = ".clbench-leaderboard"
 TEMPLATES = Path(__file__).with_name("templates")
@@ -95,6 +96,7 @@ class Entry:
     reproduce: str
     code: str
     colour: str = ""
+    paper: list[ReportedRow] = field(default_factory=list)  # paper numbers of this task's primary metric
 
     @property
     def summary_line(self) -> str:
@@ -139,6 +141,7 @@ class Board:
     reported: list[ReportedRow]
     stale: list[Any]
     records: dict[tuple[str, str], list[ResultRecord]]
+    families: list[FamilyView] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[Entry]:
@@ -147,6 +150,11 @@ class Board:
     @property
     def stale_pairs(self) -> set[tuple[str, str]]:
         return {(s.method, s.task) for s in self.stale}
+
+    @property
+    def paper_cells(self) -> int:
+        """How many cells have a paper number beside them."""
+        return sum(1 for t in self.tasks for e in t.entries.values() if e.paper)
 
 
 def _relative(path: str, root: Path) -> str:
@@ -174,7 +182,8 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
         metric_names = [spec.primary_metric] + [m for m in spec.metrics if m != spec.primary_metric]
         view = TaskView(spec, slug(task_id), tol.higher_is_better(spec.primary_metric), metric_names)
         for c in (c for c in primary.cells if c.task == task_id):
-            recs = [read_result(result_path(results_dir, c.method, task_id, s)) for s in c.seeds]
+            # the records read once by collect (a "method [bf16]" row has no folder of that name)
+            recs = [r for r in primary.records[(c.method, task_id)] if r.seed in c.seeds]
             records[(c.method, task_id)] = recs
             suspect = [f"seed {r.seed}: {why}" for r in recs for why in suspect_reasons(r, view.higher_is_better)]
             prov = [Provenance(r.seed, r.model_fingerprint, r.model_source, r.task_version, r.task_spec_hash,
@@ -197,9 +206,21 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
             ours = cells.get((mid, rep.task, rep.metric)) if rep.task else None
             reported.append(ReportedRow(mid, rep.metric, rep.value, rep.setting, rep.source, rep.task, ours,
                                         rep.same_setting))
+    by_task = {v.spec.id: v for v in views}
+    for row in reported:
+        shown_in = by_task.get(row.task or "")
+        if shown_in is not None and row.method in shown_in.entries and row.metric == shown_in.spec.primary_metric:
+            shown_in.entries[row.method].paper.append(row)
     stale = [replace(st, path=_relative(st.path, results_dir)) for st in primary.stale]
     rows = sorted(set(primary.methods()) | {s.method for s in primary.stale if s.task in known})
-    return Board(views, rows, method_specs, reported, stale, records)
+    board = Board(views, rows, method_specs, reported, stale, records)
+    other_precision = {m for (m, _), recs in records.items() if recs[0].precision != "fp32"}
+    board.families = group(views, board.stale_pairs, other_precision)
+    for fam in board.families:
+        if fam.averages:
+            lo, hi = min(fam.averages.values()), max(fam.averages.values())
+            fam.average_colours = {m: colour(a, lo, hi, fam.higher_is_better) for m, a in fam.averages.items()}
+    return board
 
 
 def _plots(board: Board, out: Path) -> None:
