@@ -21,6 +21,7 @@ def _show_progress() -> bool:
 
 
 def _run_options(args: argparse.Namespace, seed: int = 0):
+    from cl_bench.budget import Budget
     from cl_bench.engine import RunOptions, resolve_device
     from cl_bench.feed import auto_threads, auto_workers, parse_count
 
@@ -38,6 +39,8 @@ def _run_options(args: argparse.Namespace, seed: int = 0):
         command="clbench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
         workers=workers, precision=getattr(args, "precision", "fp32"), threads=threads,
         arch_params=_arch_params(getattr(args, "arch_param", None) or []),
+        budget=Budget(smoke=bool(getattr(args, "smoke", False)), limit=getattr(args, "limit", None)),
+        name=getattr(args, "name", None),
     )
 
 
@@ -137,6 +140,9 @@ def cmd_run(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.engine import run
 
     task, method = reg.task(args.task), reg.method(args.method)
+    if args.name and args.name != method.id and args.name in set(reg.method_ids()):
+        raise ClBenchError(f"--name {args.name} is a registered method; a named result must not pass for it: "
+                           "pick another name (e.g. my-moco-ep200)")
     args.device = init_from_env(args.device)  # under torchrun: one process per device
     for seed in _seeds(args):
         outcome = run(task, method, _run_options(args, seed))
@@ -303,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cl_bench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def run_args(sp: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+    def run_args(sp: argparse.ArgumentParser, checkpoint: bool = True, budget: bool = True) -> None:
         sp.add_argument("--seed", type=int, default=0, help="seed (first seed with --seeds)")
         sp.add_argument("--seeds", type=int, default=None, help="run N seeds: seed, seed+1, ...")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -321,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feature extraction precision (bf16/fp16: autocast; recorded, marked in tables)")
         sp.add_argument("--threads", default="auto",
                         help="torch threads: N or auto ($OMP_NUM_THREADS, else the CPUs left by workers); recorded")
+        if budget:
+            sp.add_argument("--smoke", action="store_true",
+                            help="the task's real pipeline at a tiny budget (a few training iterations, "
+                                 "8 evaluated items): recorded, never mixed into table / leaderboard / regress")
+            sp.add_argument("--limit", type=int, default=None, metavar="N",
+                            help="evaluate only the first N test items (per dataset / pattern / language pair "
+                                 "where a task averages several); recorded, never mixed into comparisons")
 
     sp = sub.add_parser("list", help="list tasks, methods or components")
     sp.add_argument("what", choices=["tasks", "methods", "datasets", "protocols", "objectives", "archs"])
@@ -334,12 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", required=True)
     sp.add_argument("--task", required=True)
     run_args(sp)
+    sp.add_argument("--name", default=None,
+                    help="record the result under this id (its own row in table / leaderboard / regress), "
+                         "e.g. one per checkpoint of a generic method; the method id is kept as built_from")
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("train", help="train (or reuse) a method's checkpoint for a task's data")
     sp.add_argument("--method", required=True)
     sp.add_argument("--task", required=True)
-    run_args(sp, checkpoint=False)
+    run_args(sp, checkpoint=False, budget=False)
     sp.set_defaults(fn=cmd_train)
 
     sp = sub.add_parser("sweep", help="methods × tasks × seeds, resumable")

@@ -13,6 +13,8 @@ import torch
 
 from cl_bench import components
 from cl_bench.atomic import ensure_writable_dir
+from cl_bench.budget import Budget, apply_budget
+from cl_bench.budget import record as budget_record
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
@@ -25,7 +27,7 @@ from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_a
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
-from cl_bench.store import write_result
+from cl_bench.store import check_name, read_result, result_path, write_result
 
 FEATURE_EXTRACTOR_VERSION = "embed-v2"  # v2: chunked entries; the key also holds the precision
 
@@ -45,6 +47,8 @@ class RunOptions:
     precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (autocast) for extraction
     threads: int | None = None  # torch threads the caller set (recorded); None: not chosen
     arch_params: dict[str, Any] = field(default_factory=dict)  # --arch-param overrides, recorded in extras
+    budget: Budget = field(default_factory=Budget)  # --smoke / --limit (recorded; never mixed into tables)
+    name: str | None = None  # --name: record under this id instead of the method's (built_from = method id)
 
 
 @dataclass
@@ -105,6 +109,29 @@ def lazy_splits(data: Any) -> list[Any]:
     return out
 
 
+def result_id(name: str | None, method_id: str) -> str:
+    """The id a run records under: ``--name`` (a plain name, like the store's ids) or the method's."""
+    if name is None or name == method_id:
+        return method_id
+    return check_name(name, "--name")
+
+
+def check_no_full_result_replaced(results_dir: Path, method_id: str, task_id: str, seed: int, budget: Budget) -> None:
+    """A reduced-budget run never overwrites a full result (the committed reference results included)."""
+    if budget.full:
+        return
+    path = result_path(results_dir, method_id, task_id, seed)
+    if not path.exists():
+        return
+    try:
+        existing = read_result(path)
+    except ClBenchError:
+        return  # unreadable: the store reports it, a rerun replaces it
+    if existing.budget is None:
+        raise ClBenchError(f"{path} holds a full-budget result; a --smoke / --limit run would replace it: "
+                           "pass --results-dir DIR (a scratch folder) or --name NAME")
+
+
 def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
     """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off.
 
@@ -122,16 +149,20 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     if opts.checkpoint is not None and not Path(opts.checkpoint).exists():
         raise ClBenchError(f"checkpoint {opts.checkpoint} does not exist; check the --checkpoint path")
     cache = Cache(opts.cache_dir)
+    record_id = result_id(opts.name, method.id)
     if opts.write:  # before any work: a results or cache path that is a file or read-only is one line
         ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
+        check_no_full_result_replaced(opts.results_dir, record_id, task.id, opts.seed, opts.budget)
     ensure_writable_dir(cache.root, "cache directory (--cache-dir)")
 
     loader = components.get("dataset", task.dataset.name)
     data = loader(task.dataset.params, data_root)
+    reduced = apply_budget(protocol, params, data, opts.budget)  # the protocol says how (cl_bench.budget)
+    params, data = reduced.params, reduced.data
 
     obtained = obtain_model(
         method, data, seed=opts.seed, device=device, cache=cache,
-        checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress,
+        checkpoint=opts.checkpoint, data_root=data_root, progress=opts.progress, smoke=opts.budget.smoke,
     )
 
     stats = {"features_s": 0.0, "hits": 0, "misses": 0}
@@ -190,9 +221,16 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
             f"'{protocol.name}' (it gives {', '.join(sorted(result.metrics))})"
         )
     total_s = time.perf_counter() - t_start
+    budget = None
+    if not opts.budget.full:
+        budget = budget_record(opts.budget, reduced)
+        if obtained.source == "trained" and obtained.card is not None:  # a fresh recipe cut to one epoch
+            budget["applied"]["recipe"] = (f"1 of {method.train.epochs if method.train else '?'} training epochs "
+                                           f"({obtained.card.get('steps', '?')} steps)")
     record = ResultRecord(
         task=task.id, task_version=task.version, task_spec_hash=task.spec_hash(),
-        method=method.id, method_spec_hash=method.spec_hash(), seed=opts.seed,
+        method=record_id, built_from=method.id if record_id != method.id else None,
+        method_spec_hash=method.spec_hash(), seed=opts.seed, budget=budget,
         primary_metric=task.primary_metric,
         metrics=check_metrics(result.metrics, f"protocol '{protocol.name}' on task '{task.id}'", task.primary_metric),
         extras=json_safe(result.extras),

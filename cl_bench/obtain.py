@@ -146,7 +146,11 @@ def obtain_model(
     checkpoint: Path | None = None,
     data_root: Path | None = None,
     progress: bool = False,
+    smoke: bool = False,
 ) -> ObtainedModel:
+    """The method's model: ``checkpoint`` (else the method's own) loaded, else trained fresh by its
+    recipe (cached by recipe, arch, training data and seed), else built as is. ``smoke``
+    (``--smoke``): a fresh recipe trains for one epoch without warmup — its own cache entry."""
     from cl_bench.models.fingerprint import model_fingerprint
 
     seed_everything(seed)
@@ -165,6 +169,9 @@ def obtain_model(
         report = _load_checkpoint(encoder, weights, method) if weights is not None else preloaded
         got = ObtainedModel(encoder, "", "checkpoint", checkpoint=report)
     elif method.train is not None and method.train.epochs > 0:
+        if smoke:
+            one_epoch = method.train.model_copy(update={"epochs": 1, "warmup_epochs": 0})
+            method = method.model_copy(update={"train": one_epoch})
         got = _train_cached(method, encoder, data, seed, device, cache, data_root, progress)
     elif preloaded is not None:
         got = ObtainedModel(encoder, "", "checkpoint", checkpoint=preloaded)

@@ -217,6 +217,16 @@ class Timings(Strict):
     total_s: float = 0.0
 
 
+class RunBudget(Strict):
+    """A reduced budget (``--smoke`` / ``--limit``; :mod:`cl_bench.budget`): what was asked and what
+    the protocol cut. A result with one is never combined with full results."""
+
+    smoke: bool = False
+    limit: int | None = Field(default=None, ge=1)  # evaluated items (per dataset / pattern / pair where stated)
+    train_steps: int | None = Field(default=None, ge=0)  # training iterations the protocol ran
+    applied: dict[str, str] = Field(default_factory=dict)  # part -> what was kept, in words
+
+
 class ResultRecord(Strict):
     """One (method, task, seed) run: metrics + provenance. Written once, atomically."""
 
@@ -246,6 +256,8 @@ class ResultRecord(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of feature extraction (--precision)
     threads: int | None = None  # torch threads chosen for the run (None: not recorded)
     loader_workers: int | None = None  # data-loader workers of feature extraction
+    budget: RunBudget | None = None  # None: the task's full budget
+    built_from: PlainName | None = None  # run --name: the method id the named result was made with
 
     @model_validator(mode="after")
     def _primary_is_a_number(self) -> ResultRecord:

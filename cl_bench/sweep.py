@@ -59,6 +59,7 @@ def existing_comparable(results_dir: Path, planned: PlannedRun) -> bool:
         and rec.method_spec_hash == planned.method.spec_hash()
         and rec.seed == planned.seed
         and rec.checkpoint is None
+        and rec.budget is None  # a --smoke / --limit result is redone by a full sweep
     )
 
 

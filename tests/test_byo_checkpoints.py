@@ -51,13 +51,14 @@ def image_tree(root: Path, n_train: int = 6, n_val: int = 3) -> None:
                 Image.fromarray(base + noise).save(folder / f"{i}.png")
 
 
-def moco_v2_file(path: Path, arch: str = "resnet50") -> dict[str, torch.Tensor]:
+def moco_v2_file(path: Path, arch: str = "resnet50", params: dict | None = None) -> dict[str, torch.Tensor]:
     """A MoCo v2 release (``main_moco.py`` save_checkpoint): ``state_dict`` of the DDP-wrapped MoCo
-    module - query encoder with its 2-layer MLP fc, key encoder, queue - plus epoch/arch/optimizer."""
+    module - query encoder with its 2-layer MLP fc, key encoder, queue - plus epoch/arch/optimizer.
+    ``params``: the arch's params (e.g. a reduced ``blocks`` / ``width`` of the same layout)."""
     torch.manual_seed(3)
-    enc = components.get("arch", arch)({}, in_channels=3, image_size=(224, 224))
+    enc = components.get("arch", arch)(params or {}, in_channels=3, image_size=(224, 224))
     backbone = {k: v.clone() for k, v in enc.state_dict().items()}  # seed 3: not the run's own init
-    dim = 2048 if arch == "resnet50" else 512
+    dim = enc.embed_dim
     heads = {"fc.0.weight": torch.randn(dim, dim), "fc.0.bias": torch.randn(dim),
              "fc.2.weight": torch.randn(128, dim), "fc.2.bias": torch.randn(128)}
     state = {f"module.encoder_q.{k}": v for k, v in {**backbone, **heads}.items()}

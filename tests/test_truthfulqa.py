@@ -253,3 +253,17 @@ def test_project_specs_parse() -> None:
         assert reg.task(tid).dataset.name == "truthfulqa"
     for mid in ("tiny-lm", "contrastive-decoding", "dola", "lol-fusion-cd"):
         assert reg.method(mid).provides == ["causal_lm"]
+
+
+def test_hugging_face_parquet_with_empty_choices_dropped(tmp_path: Path) -> None:
+    """A parquet row's labels are a numpy array: dropping empty choices must not hand numpy
+    integers to the strict label check (found by the rehearsal: every row of the HF file failed)."""
+    real = load_truthfulqa({"empty_choices": "drop", "limit": 6}, SHARED_DATA).questions
+    folder = tmp_path / "truthfulqa" / "multiple_choice"
+    folder.mkdir(parents=True)
+    rows = _hf_rows(real)
+    rows.at[0, "mc2_targets"] = {"choices": [*real[0].mc2.choices, " "], "labels": [*real[0].mc2.labels, 0]}
+    rows.to_parquet(folder / "validation-00000-of-00001.parquet")
+    data = load_truthfulqa({"empty_choices": "drop"}, tmp_path)
+    assert data.questions == real
+    assert data.meta["empty_choices_dropped"] == {"mc1": 0, "mc2": 1}  # the one blank MC2 choice added above

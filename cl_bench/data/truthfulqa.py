@@ -108,6 +108,7 @@ def make_targets(choices: list[str], labels: list[int], where: str, kind: str, e
         raise ClBenchError(f"{where}: {kind} has {len(choices)} choices but {len(labels)} labels")
     n_in = len(choices)
     if empty == "drop":
+        labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)  # a parquet row's numpy array
         kept = [(c, v) for c, v in zip(choices, labels) if not (isinstance(c, str) and not c.strip())]
         choices, labels = [c for c, _ in kept], [v for _, v in kept]
     if len(choices) < 2:

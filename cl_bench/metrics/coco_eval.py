@@ -96,9 +96,12 @@ def detections_to_results(
 
 
 def coco_evaluate(
-    gt: Any, results: list[dict[str, Any]], iou_type: str = "bbox"
+    gt: Any, results: list[dict[str, Any]], iou_type: str = "bbox", img_ids: Sequence[Any] | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics AP/AP50/AP75/APs/APm/APl ×100, extras with per-category AP and raw stats)."""
+    """(metrics AP/AP50/AP75/APs/APm/APl ×100, extras with per-category AP and raw stats).
+
+    ``img_ids``: evaluate only these images of the ground truth (COCOeval's ``params.imgIds``, as
+    detectron2's COCOEvaluator does for a subset); None: all of them."""
     from pycocotools.cocoeval import COCOeval
 
     if iou_type not in ("bbox", "segm"):
@@ -118,6 +121,8 @@ def coco_evaluate(
     with contextlib.redirect_stdout(io.StringIO()) as log:
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
         ev = COCOeval(coco_gt, coco_dt, iou_type)
+        if img_ids is not None:
+            ev.params.imgIds = list(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

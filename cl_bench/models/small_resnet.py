@@ -25,6 +25,21 @@ from cl_bench.models.interfaces import ImageEncoder
 from cl_bench.specs import validate_params
 
 
+def init_resnet(net: nn.Module, block: type[nn.Module], zero_init_residual: bool) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal (fan out) convolutions, BN weight 1 and
+    bias 0, and with ``zero_init_residual`` the last BN of every residual ``block`` zeroed."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in net.modules():
+            if isinstance(m, block):
+                nn.init.zeros_(m.bn3.weight if hasattr(m, "bn3") else m.bn2.weight)
+
+
 class InputNormalization(nn.Module):
     """``(x - mean) / std`` per channel; mean/std are non-persistent buffers.
 
@@ -124,19 +139,7 @@ class SmallResNet(ImageEncoder):
             ch = out
         self.stages = nn.ModuleList(stages)
         self.embed_dim = ch
-        self._init_weights(zero_init_residual)
-
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+        init_resnet(self, BasicBlock, zero_init_residual)
 
     def feature_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(self.normalize(images))

@@ -7,22 +7,27 @@ normalisation is a pair of non-persistent buffers, outside the state dict.
 
 ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a 3x3/1 conv (the CIFAR variant
 used by solo-learn and most small-image SSL code); its ``conv1`` is then [64, 3, 3, 3].
+
+``blocks`` (blocks per stage; default the architecture's, ResNet-50: [3, 4, 6, 3]) and ``width``
+(the stem's channels and the first stage's planes, doubled per stage; default 64) build a reduced
+network of the same layout: every key name of the full one, smaller tensors (what CPU rehearsals of
+the dense tasks use: ``--arch-param blocks=[1,1,1,1] --arch-param width=8``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces import ImageEncoder
-from cl_bench.models.small_resnet import InputNormalization, per_channel
+from cl_bench.models.small_resnet import InputNormalization, init_resnet, per_channel
 from cl_bench.specs import validate_params
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -36,6 +41,8 @@ class TorchvisionResNetParams(BaseModel):
     std: float | list[float] = IMAGENET_STD
     zero_init_residual: bool = False
     stem: Literal["imagenet", "cifar"] = "imagenet"
+    blocks: list[Annotated[int, Field(ge=1, le=64)]] | None = Field(default=None, min_length=4, max_length=4)
+    width: int = Field(default=64, ge=1, le=1024)
 
 
 class TorchvisionResNet(ImageEncoder):
@@ -54,6 +61,8 @@ class TorchvisionResNet(ImageEncoder):
         std: Sequence[float] = IMAGENET_STD,
         zero_init_residual: bool = False,
         stem: str = "imagenet",
+        blocks: Sequence[int] | None = None,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -65,8 +74,11 @@ class TorchvisionResNet(ImageEncoder):
         self.in_channels = in_channels
         self.normalize = InputNormalization(mean, std)
         net = factory(weights=None, zero_init_residual=zero_init_residual)
+        if blocks is not None or width != 64:
+            net = reduced_resnet(net, blocks or [len(getattr(net, f"layer{i}")) for i in range(1, 5)], width,
+                                 zero_init_residual)
         if stem == "cifar":
-            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
             net.maxpool = nn.Identity()
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
@@ -93,6 +105,21 @@ class TorchvisionResNet(ImageEncoder):
         return torch.flatten(x.mean(dim=(2, 3)), 1)
 
 
+def reduced_resnet(net: torchvision.models.ResNet, blocks: Sequence[int], width: int,
+                   zero_init_residual: bool) -> torchvision.models.ResNet:
+    """``net``'s layout with ``blocks`` per stage and ``width`` base channels, built by torchvision's
+    own ``_make_layer`` and initialised as torchvision initialises a ResNet."""
+    block = type(net.layer1[0])
+    net.inplanes, net.dilation = width, 1
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, n in enumerate(blocks):
+        setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2**i, n, stride=1 if i == 0 else 2))
+    net.fc = nn.Linear(width * 8 * block.expansion, 1000)
+    init_resnet(net, block, zero_init_residual)
+    return net
+
+
 def _builder(
     name: str, factory: Callable[..., torchvision.models.ResNet]
 ) -> Callable[..., TorchvisionResNet]:
@@ -107,6 +134,8 @@ def _builder(
             std=per_channel(p.std, 3, "std", where),
             zero_init_residual=p.zero_init_residual,
             stem=p.stem,
+            blocks=p.blocks,
+            width=p.width,
         )
 
     build.__doc__ = f"Build ``{name}`` (torchvision, no fc) from its YAML params."

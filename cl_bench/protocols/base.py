@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from cl_bench.budget import BudgetHook
+
 
 class ProtocolParams(BaseModel):
     """Base of every protocol's parameter model: unknown fields are errors."""
@@ -64,3 +66,4 @@ class Protocol:
     params: type[ProtocolParams]
     run: Callable[[Any, Any, Any, RunContext], ProtocolResult]
     data_kind: str = "image_classification"
+    budget: BudgetHook | None = None  # how --smoke / --limit reduce its params and data (cl_bench.budget)

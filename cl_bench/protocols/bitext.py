@@ -20,14 +20,17 @@ unweighted mean over pairs, and each pair's numbers are in ``extras["pairs"]``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import Budget, Budgeted, first
 from cl_bench.components import register
-from cl_bench.data.text_types import BitextData
+from cl_bench.data.subsets import take
+from cl_bench.data.text_types import BitextData, BitextPair
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -161,6 +164,18 @@ def score_pair_with_retrieved(
     return {k: float(v) for k, v in out.items()}, nn_st
 
 
+def bitext_budget(params: BitextParams, data: BitextData, budget: Budget) -> Budgeted:
+    """The first N aligned sentences of every language pair (each pair still scored on its own, then averaged)."""
+    n = budget.eval_items
+    pairs = []
+    for pair in data.pairs:
+        idx = first(len(pair.source), n)
+        pairs.append(BitextPair(pair.name, take(pair.source, idx), take(pair.target, idx), dict(pair.meta)))
+    kept, total = sum(len(p.source) for p in pairs), sum(len(p.source) for p in data.pairs)
+    return Budgeted(params, dataclasses.replace(data, pairs=pairs), {
+        "sentences": f"first {n} of each of the {len(pairs)} language pairs: {kept} of {total} sentence pairs"})
+
+
 def run_bitext(model: Any, data: Any, params: BitextParams, ctx: RunContext) -> ProtocolResult:
     if not isinstance(data, BitextData):
         raise ClBenchError(f"protocol bitext needs bitext data (e.g. dataset tatoeba), got {type(data).__name__}")
@@ -195,5 +210,6 @@ def run_bitext(model: Any, data: Any, params: BitextParams, ctx: RunContext) -> 
 
 
 register("protocol", "bitext")(
-    Protocol("bitext", requires="text_encoder", params=BitextParams, run=run_bitext, data_kind="bitext")
+    Protocol("bitext", requires="text_encoder", params=BitextParams, run=run_bitext, data_kind="bitext",
+             budget=bitext_budget)
 )

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cl_bench.budget import SMOKE_DENSE_BATCH, Budget, Budgeted, first_test, steps_of
 from cl_bench.errors import ClBenchError
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -79,3 +81,28 @@ def check_finite(loss: torch.Tensor, it: int, what: str, lr: float) -> None:
         raise ClBenchError(
             f"{what} loss became {value} at iteration {it + 1}; lower the task's lr (now {lr:g}) or add warmup"
         )
+
+
+def dense_budget(params: Any, data: Any, budget: Budget) -> Budgeted:
+    """Detection and segmentation under a reduced budget: the first N test images (the dataset's
+    own order: the image set file, the JSON's ``images``, the sorted city folders); under
+    ``--smoke`` the first :data:`~cl_bench.budget.SMOKE_TRAIN_STEPS` iterations of the task's own
+    schedule (its warmup and base LR; steps past the end dropped) with at most
+    :data:`~cl_bench.budget.SMOKE_DENSE_BATCH` images each. Image sizes, augmentation, the model
+    and the metric are the task's."""
+    reduced = first_test("test images")(params, data, budget)
+    if budget.train_steps is None:
+        return reduced
+    steps = min(params.iterations, budget.train_steps)
+    batch = min(params.batch_size, SMOKE_DENSE_BATCH)
+    update: dict[str, Any] = {"iterations": steps, "batch_size": batch}
+    if hasattr(params, "lr_steps"):
+        update["lr_steps"] = [s for s in params.lr_steps if s < steps]
+    if getattr(params, "precise_bn_iters", 0) > steps:  # PreciseBN's statistics over as many batches
+        update["precise_bn_iters"] = steps
+        reduced.applied["precise_bn"] = steps_of(steps, params.precise_bn_iters, "PreciseBN batches")
+    reduced.params = type(params).model_validate({**params.model_dump(), **update})
+    reduced.applied["iterations"] = steps_of(steps, params.iterations)
+    reduced.applied["batch"] = f"{batch} images per iteration (task: {params.batch_size})"
+    reduced.train_steps = steps
+    return reduced

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -44,7 +46,14 @@ from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
 from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import (
+    check_finite,
+    dense_budget,
+    index_stream,
+    multistep_lr,
+    set_lr,
+    sgd,
+)
 from cl_bench.protocols.precise_bn import update_bn_stats
 
 
@@ -232,6 +241,18 @@ def predict(model: torch.nn.Module, split: DetectionSplit, p: DetectionParams, d
     return dets, mask_out
 
 
+@contextmanager
+def resized_sizes(model: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """(h, w) of every image after the detector's resize (its ``GeneralizedRCNNTransform``), while inside."""
+    sizes: list[tuple[int, int]] = []
+    hook = model.transform.register_forward_hook(
+        lambda module, inputs, out: sizes.extend((int(h), int(w)) for h, w in out[0].image_sizes))
+    try:
+        yield sizes
+    finally:
+        hook.remove()
+
+
 def evaluate(data: DetectionData, dets: list[ImageDetections], masks: list[np.ndarray] | None
              ) -> tuple[dict[str, float], dict[str, Any]]:
     """The dataset's metric on the test split."""
@@ -243,10 +264,11 @@ def evaluate(data: DetectionData, dets: list[ImageDetections], masks: list[np.nd
         raise ClBenchError(f"dataset '{data.name}' asks for metric {data.metric!r}; known: voc, coco")
     gt: Any = data.test.gt_json or records_to_coco(records, data.class_names, data.category_ids)
     ids = [r.image_id for r in records]
-    metrics, extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids), "bbox")
+    metrics, extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids), "bbox", ids)
     out_extras: dict[str, Any] = {"bbox": extras}
     if masks is not None:
-        m_metrics, m_extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids, masks), "segm")
+        m_metrics, m_extras = coco_evaluate(gt, detections_to_results(ids, dets, data.category_ids, masks), "segm",
+                                            ids)
         metrics.update({f"mask_{k}": v for k, v in m_metrics.items()})
         out_extras["segm"] = m_extras
     return metrics, out_extras
@@ -274,7 +296,8 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})
     t0 = time.perf_counter()
-    dets, masks = predict(model, data.test, params, ctx.device, cfg.masks)
+    with resized_sizes(model) as sizes:
+        dets, masks = predict(model, data.test, params, ctx.device, cfg.masks)
     predict_s = time.perf_counter() - t0
     metrics, extras = evaluate(data, dets, masks)
     extras.update({
@@ -283,6 +306,9 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
         "train": train_card, "predict_s": round(predict_s, 3),
         "n_train": len(data.train), "n_test": len(data.test),
         "n_detections": int(sum(len(d.scores) for d in dets)),
+        # what the detector's own resize made of the test images: provenance of test_min/max_size
+        "test_input_sides": {"shortest": [min(min(s) for s in sizes), max(min(s) for s in sizes)],
+                             "longest": [min(max(s) for s in sizes), max(max(s) for s in sizes)]},
     })
     if ddp is not None:
         extras["ddp"] = ddp
@@ -298,5 +324,6 @@ def _bar(total: int, progress: bool) -> Any:
 
 
 register("protocol", "detection")(
-    Protocol("detection", requires="image_encoder", params=DetectionParams, run=run_detection, data_kind="detection")
+    Protocol("detection", requires="image_encoder", params=DetectionParams, run=run_detection, data_kind="detection",
+             budget=dense_budget)
 )

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
@@ -136,5 +137,6 @@ def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: 
 
 
 PROTOCOL = register("protocol", "fewshot_linear")(
-    Protocol(name="fewshot_linear", requires="image_encoder", params=FewShotParams, run=_run)
+    Protocol(name="fewshot_linear", requires="image_encoder", params=FewShotParams, run=_run,
+             budget=first_test("test images"))
 )

@@ -26,8 +26,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from cl_bench.budget import Budget, Budgeted
 from cl_bench.components import register
 from cl_bench.data.fewshot_text import FewShotExample, FewShotTextData
+from cl_bench.data.subsets import replace_test
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.cpt import FORMAT, INPUT, LABEL, CPTParams, PromptTuningParams
 from cl_bench.predictions import Predictions
@@ -113,6 +115,25 @@ def context_segments(data: FewShotTextData, demos: list[FewShotExample]) -> list
 def _summary(runs: list[list[float]]) -> tuple[float, float, float]:
     flat = [a for r in runs for a in r]
     return float(np.mean(flat)), float(np.std(flat)), float(np.mean([max(r) - min(r) for r in runs]))
+
+
+def icl_fewshot_budget(params: ICLFewShotParams, data: FewShotTextData, budget: Budget) -> Budgeted:
+    """The first N of the task's evaluated examples (its fixed ``n_test`` subsample, in test-split
+    order); the demonstration pool, shot counts, draws and orders are the task's. Under ``--smoke``
+    CPT and prompt tuning take at most :data:`~cl_bench.budget.SMOKE_TRAIN_STEPS` steps each."""
+    evaluated = fixed_subsample_indices(len(data.test.examples), params.n_test)
+    keep = evaluated[: budget.eval_items]
+    update: dict[str, Any] = {"n_test": None}
+    applied = {"test": f"first {len(keep)} of the {len(evaluated)} evaluated examples"}
+    steps = None
+    if budget.train_steps is not None and set(params.adapt) != {"icl"}:
+        steps = budget.train_steps
+        update["cpt"] = params.cpt.model_copy(update={"steps": min(params.cpt.steps, steps)})
+        update["prompt_tuning"] = params.prompt_tuning.model_copy(
+            update={"steps": min(params.prompt_tuning.steps, steps)})
+        applied["adaptation"] = (f"CPT {min(params.cpt.steps, steps)} of {params.cpt.steps} steps, prompt tuning "
+                                 f"{min(params.prompt_tuning.steps, steps)} of {params.prompt_tuning.steps} steps")
+    return Budgeted(params.model_copy(update=update), replace_test(data, keep), applied, steps)
 
 
 def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams, ctx: RunContext) -> ProtocolResult:
@@ -262,5 +283,5 @@ def _prompt_tuning_acc(
 
 register("protocol", "icl_fewshot")(
     Protocol(name="icl_fewshot", requires="causal_lm", params=ICLFewShotParams, run=run_icl_fewshot,
-             data_kind="fewshot_text")
+             data_kind="fewshot_text", budget=icl_fewshot_budget)
 )

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.data.linreg import LinRegData, sample_prompts
 from cl_bench.errors import ClBenchError
@@ -226,5 +227,5 @@ def run_icl_regression(model: Any, data: Any, params: ICLRegressionParams, ctx: 
 
 register("protocol", "icl_regression")(Protocol(
     name="icl_regression", requires="sequence_model", params=ICLRegressionParams, run=run_icl_regression,
-    data_kind="icl_regression",
+    data_kind="icl_regression", budget=first_test("test prompts"),
 ))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.data.dfa import DFA, PAD, SEP, DFAData
 from cl_bench.errors import ClBenchError
@@ -178,4 +179,5 @@ def run_icll(model: Any, data: Any, params: ICLLParams, ctx: RunContext) -> Prot
 
 register("protocol", "icll")(Protocol(
     name="icll", requires="sequence_model", params=ICLLParams, run=run_icll, data_kind="icl_dfa",
+    budget=first_test("test instances"),
 ))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import probe_budget
 from cl_bench.components import register
 from cl_bench.data.types import ImageClassificationData
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -148,4 +149,5 @@ def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunC
     return classification_result(scores, data.test.labels, {"k_used": k, "memory_bank": "streamed in blocks"})
 
 
-PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run))
+PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run,
+                                                         budget=probe_budget))

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import probe_budget
 from cl_bench.components import register
 from cl_bench.data.splits import stratified_split
 from cl_bench.data.types import ImageClassificationData
@@ -336,5 +337,6 @@ def _run(model: Any, data: ImageClassificationData, params: LinearProbeParams, c
 
 
 PROTOCOL = register("protocol", "linear_probe")(
-    Protocol(name="linear_probe", requires="image_encoder", params=LinearProbeParams, run=_run)
+    Protocol(name="linear_probe", requires="image_encoder", params=LinearProbeParams, run=_run,
+             budget=probe_budget)
 )

@@ -29,6 +29,7 @@ feature cache, as the fast probe's do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -39,7 +40,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from cl_bench.budget import Budget, Budgeted, first, probe_budget
 from cl_bench.components import register
+from cl_bench.data.subsets import take
 from cl_bench.data.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -202,6 +205,26 @@ def _run(model: Any, data: ImageClassificationData, params: LinearSgdParams, ctx
     return classification_result(scores, data.test.labels, extras)
 
 
+def linear_sgd_budget(params: LinearSgdParams, data: ImageClassificationData, budget: Budget) -> Budgeted:
+    """The first N test images; under ``--smoke`` one epoch over the first
+    :data:`~cl_bench.budget.SMOKE_TRAIN_PER_CLASS` training images of each class, cut to at most
+    :data:`~cl_bench.budget.SMOKE_TRAIN_STEPS` batches of the recipe's batch size (its lr, momentum,
+    schedule and augmentation unchanged)."""
+    reduced = probe_budget(params, data, budget)
+    if budget.train_steps is None:
+        return reduced
+    batch, train = int(params.batch_size), reduced.data.train
+    if len(train) > budget.train_steps * batch:
+        train = take(train, first(len(train), budget.train_steps * batch))
+        reduced.data = dataclasses.replace(reduced.data, train=train)
+        reduced.applied["train"] += f", then the first {len(train)}"
+    steps = math.ceil(len(train) / batch)
+    reduced.params = params.model_copy(update={"epochs": 1})
+    reduced.applied["epochs"] = f"1 of {params.epochs} epochs: {steps} SGD step(s) of up to {batch} images"
+    reduced.train_steps = steps
+    return reduced
+
+
 PROTOCOL = register("protocol", "linear_sgd")(
-    Protocol(name="linear_sgd", requires="image_encoder", params=LinearSgdParams, run=_run)
+    Protocol(name="linear_sgd", requires="image_encoder", params=LinearSgdParams, run=_run, budget=linear_sgd_budget)
 )

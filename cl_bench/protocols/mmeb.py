@@ -17,14 +17,17 @@ split, rows and candidates.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import Budget, Budgeted, first
 from cl_bench.components import register
 from cl_bench.data.mmeb import META_TASKS, SPLITS, MMEBData, MMEBDataset, PairItems
+from cl_bench.data.subsets import take
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -83,6 +86,14 @@ def group_means(per_dataset: dict[str, float], datasets: list[MMEBDataset]) -> d
     return out
 
 
+def mmeb_budget(params: MMEBProtocolParams, data: MMEBData, budget: Budget) -> Budgeted:
+    """The first N rows of every dataset present (each still scored and aggregated as the 36 are)."""
+    datasets = [take(ds, first(len(ds), budget.eval_items)) for ds in data.datasets]
+    kept, total = sum(len(d) for d in datasets), sum(len(d) for d in data.datasets)
+    return Budgeted(params, dataclasses.replace(data, datasets=datasets), {
+        "rows": f"first {budget.eval_items} rows of each of the {len(datasets)} datasets: {kept} of {total} rows"})
+
+
 def run_mmeb(model: Any, data: MMEBData, params: MMEBProtocolParams, ctx: RunContext) -> ProtocolResult:
     if not isinstance(data, MMEBData):
         raise ClBenchError(f"protocol 'mmeb' needs MMEB data (mmeb, scenes-mmeb-mini), not {type(data).__name__}")
@@ -113,4 +124,5 @@ def run_mmeb(model: Any, data: MMEBData, params: MMEBProtocolParams, ctx: RunCon
 
 register("protocol", "mmeb")(Protocol(
     name="mmeb", requires="image_text", params=MMEBProtocolParams, run=run_mmeb, data_kind="mmeb",
+    budget=mmeb_budget,
 ))

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import Budget, Budgeted
 from cl_bench.components import register
 from cl_bench.data.mmvp import MMVPData, own_image
+from cl_bench.data.subsets import take
 from cl_bench.data.text_types import TextSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
@@ -87,6 +89,16 @@ def mmvp_scores(text_emb: np.ndarray, image_emb: np.ndarray, qids: np.ndarray, p
     }
 
 
+def mmvp_budget(params: MMVPParams, data: MMVPData, budget: Budget) -> Budgeted:
+    """The first N pairs of every pattern present (each pattern still scored on its own, then averaged)."""
+    n = budget.eval_items
+    keep = np.sort(np.concatenate([np.flatnonzero(np.array(data.patterns) == p)[:n]
+                                   for p in dict.fromkeys(data.patterns)]))
+    patterns = len(set(data.patterns))
+    return Budgeted(params, take(data, keep), {
+        "pairs": f"first {n} pairs of each of the {patterns} patterns: {len(keep)} of {data.n_pairs} pairs"})
+
+
 def run_mmvp_vlm(model: Any, data: MMVPData, params: MMVPParams, ctx: RunContext) -> ProtocolResult:
     if not isinstance(data, MMVPData):
         raise ClBenchError(f"protocol 'mmvp_vlm' needs MMVP pairs (mmvp-vlm, scenes-mmvp), not {type(data).__name__}")
@@ -117,4 +129,5 @@ def _attach_predictions(result: ProtocolResult, data: MMVPData, s: dict[str, Any
 
 register("protocol", "mmvp_vlm")(Protocol(
     name="mmvp_vlm", requires="image_text", params=MMVPParams, run=run_mmvp_vlm, data_kind="mmvp_pairs",
+    budget=mmvp_budget,
 ))

@@ -19,10 +19,12 @@ contrastive scorer included (its "log-likelihood" is then the summed contrastive
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
 
+from cl_bench.budget import Budget, Budgeted, of
 from cl_bench.components import register
 from cl_bench.data.truthfulqa import MCQuestion, MultipleChoiceData
 from cl_bench.errors import ClBenchError
@@ -142,6 +144,13 @@ PREDICTIONS_OF = {
 }
 
 
+def multiple_choice_budget(params: MultipleChoiceParams, data: MultipleChoiceData, budget: Budget) -> Budgeted:
+    """The first N questions in the file's order."""
+    n = len(data.questions)
+    kept = data.questions[: budget.eval_items]
+    return Budgeted(params, dataclasses.replace(data, questions=kept), {"questions": of(len(kept), n, "questions")})
+
+
 def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleChoiceParams, ctx: RunContext) -> ProtocolResult:
     if not hasattr(model, "loglikelihood"):
         raise ClBenchError(f"{type(model).__name__} is not a causal LM (it has no loglikelihood)")
@@ -170,6 +179,6 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
 register("protocol", "multiple_choice")(
     Protocol(
         name="multiple_choice", requires="causal_lm", params=MultipleChoiceParams,
-        run=run_multiple_choice, data_kind="multiple_choice",
+        run=run_multiple_choice, data_kind="multiple_choice", budget=multiple_choice_budget,
     )
 )

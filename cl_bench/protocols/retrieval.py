@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages
 from cl_bench.errors import ClBenchError
@@ -238,4 +239,5 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 register("protocol", "retrieval")(Protocol(
-    "retrieval", requires="image_text", params=RetrievalParams, run=run_retrieval, data_kind="captioned_images"))
+    "retrieval", requires="image_text", params=RetrievalParams, run=run_retrieval, data_kind="captioned_images",
+    budget=first_test("test images (with their captions)")))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -111,5 +112,6 @@ def _run(model: Any, data: Any, params: SalientSeparationParams, ctx: RunContext
 
 
 PROTOCOL = register("protocol", "salient_separation")(
-    Protocol(name="salient_separation", requires="image_encoder", params=SalientSeparationParams, run=_run)
+    Protocol(name="salient_separation", requires="image_encoder", params=SalientSeparationParams, run=_run,
+             budget=first_test("test images"))
 )

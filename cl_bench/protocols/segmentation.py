@@ -33,7 +33,7 @@ from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.seg_heads import build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import check_finite, index_stream, poly_lr, set_lr, sgd
+from cl_bench.protocols.dense_schedule import check_finite, dense_budget, index_stream, poly_lr, set_lr, sgd
 
 
 class SegmentationParams(ProtocolParams):
@@ -182,5 +182,5 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
 
 register("protocol", "segmentation")(
     Protocol("segmentation", requires="image_encoder", params=SegmentationParams, run=run_segmentation,
-             data_kind="segmentation")
+             data_kind="segmentation", budget=dense_budget)
 )

@@ -7,12 +7,15 @@ and Pearson's (``cosine_pearson``), both × 100.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from cl_bench.budget import Budget, Budgeted, first, of
 from cl_bench.components import register
+from cl_bench.data.subsets import take
 from cl_bench.data.text_types import ScoredPairData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -52,4 +55,12 @@ def run_sts(model: Any, data: Any, params: STSParams, ctx: RunContext) -> Protoc
     return ProtocolResult(metrics=metrics, extras={"n": len(cos), "mean_cosine": float(cos.mean())})
 
 
-register("protocol", "sts")(Protocol("sts", requires="text_encoder", params=STSParams, run=run_sts, data_kind="sts"))
+def sts_budget(params: STSParams, data: ScoredPairData, budget: Budget) -> Budgeted:
+    """The first N scored pairs."""
+    idx = first(len(data.gold), budget.eval_items)
+    reduced = dataclasses.replace(data, first=take(data.first, idx), second=take(data.second, idx), gold=data.gold[idx])
+    return Budgeted(params, reduced, {"pairs": of(len(idx), len(data.gold), "scored pairs")})
+
+
+register("protocol", "sts")(Protocol("sts", requires="text_encoder", params=STSParams, run=run_sts, data_kind="sts",
+                                     budget=sts_budget))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.data.image_text_types import CaptionedImageData
 from cl_bench.data.text_types import TextSplit
@@ -106,4 +107,5 @@ def run_zero_shot(model: Any, data: Any, params: ZeroShotParams, ctx: RunContext
 
 
 register("protocol", "zero_shot")(Protocol(
-    "zero_shot", requires="image_text", params=ZeroShotParams, run=run_zero_shot, data_kind="captioned_images"))
+    "zero_shot", requires="image_text", params=ZeroShotParams, run=run_zero_shot, data_kind="captioned_images",
+    budget=first_test("test images")))

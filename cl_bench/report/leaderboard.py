@@ -57,7 +57,9 @@ def colour(value: float, lo: float, hi: float, higher_is_better: bool) -> str:
 
 
 def reproduce_command(rec: ResultRecord, seeds: list[int]) -> str:
-    parts = ["clbench", "run", "--method", rec.method, "--task", rec.task]
+    parts = ["clbench", "run", "--method", rec.built_from or rec.method, "--task", rec.task]
+    if rec.built_from:  # a result recorded under run --name
+        parts += ["--name", rec.method]
     if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         parts += ["--seed", str(seeds[0])] + (["--seeds", str(len(seeds))] if len(seeds) > 1 else [])
     else:

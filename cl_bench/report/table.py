@@ -11,7 +11,7 @@ import numpy as np
 
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
-from cl_bench.specs import ResultRecord, TaskSpec
+from cl_bench.specs import ResultRecord, RunBudget, TaskSpec
 from cl_bench.store import iter_results
 
 
@@ -28,10 +28,14 @@ class Cell:
 
 @dataclass
 class Stale:
+    """A result left out of the cells: measured under another task spec (``stale``) or at a reduced
+    budget (``budget``: ``--smoke`` / ``--limit``)."""
+
     path: str
     method: str
     task: str
     reason: str
+    kind: str = "stale"  # stale | budget
 
 
 @dataclass
@@ -86,6 +90,9 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
             specs[rec.task] = registry.task(rec.task)
             hashes[rec.task] = specs[rec.task].spec_hash()
         spec = specs[rec.task]
+        if rec.budget is not None:  # --smoke / --limit: never averaged with (or compared to) full runs
+            summary.stale.append(Stale(str(path), rec.method, rec.task, budget_reason(rec.budget), "budget"))
+            continue
         if rec.task_spec_hash != hashes[rec.task]:
             summary.stale.append(Stale(
                 str(path), rec.method, rec.task,
@@ -99,6 +106,12 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
     for recs in summary.records.values():
         recs.sort(key=lambda r: r.seed)
     return summary, specs
+
+
+def budget_reason(budget: RunBudget) -> str:
+    """'smoke budget (--smoke): first 8 of 4952 test images; 2 of 24000 iterations'."""
+    kind = "smoke budget (--smoke)" if budget.smoke else f"item limit (--limit {budget.limit})"
+    return f"{kind}: {'; '.join(budget.applied.values())}" if budget.applied else kind
 
 
 def summarize(
@@ -155,9 +168,14 @@ def render(summary: Summary, fmt: str = "markdown") -> str:
         out = ["(no comparable results)"]
     if any(m.endswith("]") for m in methods):
         out += ["", "[bf16] / [fp16]: features extracted at that precision (--precision); tasks are fp32, kept apart"]
-    if summary.stale:
-        out += ["", f"{len(summary.stale)} stale result(s), not included:"]
-        out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in summary.stale]
+    stale = [s for s in summary.stale if s.kind == "stale"]
+    reduced = [s for s in summary.stale if s.kind == "budget"]
+    if stale:
+        out += ["", f"{len(stale)} stale result(s), not included:"]
+        out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in stale]
+    if reduced:
+        out += ["", f"{len(reduced)} reduced-budget result(s) (--smoke / --limit), never compared:"]
+        out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in reduced]
     return "\n".join(out) + "\n"
 
 
