@@ -236,6 +236,16 @@ def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.claims import evaluate_all, render
+
+    methods = _csv(args.methods) if args.methods else None
+    for m in methods or []:
+        reg.method(m)  # an unknown id is one line
+    sys.stdout.write(render(evaluate_all(Path(args.results_dir), reg, methods), args.format))
+    return 0
+
+
 def cmd_agree(args: argparse.Namespace, reg: Registry) -> int:
     from cl_bench.report.rank_agreement import rank_agreement
 
@@ -377,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None)
     sp.set_defaults(fn=cmd_leaderboard)
+
+    sp = sub.add_parser("claims", help="check the papers' claims (method YAML paper.claims) against the results")
+    sp.add_argument("--results-dir", default=default_results())
+    sp.add_argument("--methods", default=None, help="only these methods' claims (default: all)")
+    sp.add_argument("--format", default="markdown", choices=["markdown", "json"])
+    sp.set_defaults(fn=cmd_claims)
 
     sp = sub.add_parser("agree", help="how alike two tasks rank the methods (Spearman over method means)")
     sp.add_argument("--tasks", required=True, help="two task ids: A,B")

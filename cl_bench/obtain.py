@@ -74,6 +74,8 @@ class MemberSource:
     cache: Cache
     data_root: Path | None = None
     registry: Registry | None = None
+    seed: int = 0  # the run's seed: members without their own seed train with it
+    smoke: bool = False  # --smoke: members' fresh recipes are cut as the run's own
 
     def method(self, name: str) -> MethodSpec:
         return (self.registry or default_registry()).method(name)
@@ -81,7 +83,8 @@ class MemberSource:
     def obtain(self, method: MethodSpec, data: Any, seed: int, checkpoint: Path | None = None) -> ObtainedModel:
         """The member, on CPU (loaded, trained and cached, or built), as :func:`obtain_model` does."""
         return obtain_model(method, data, seed=seed, device=torch.device("cpu"), cache=self.cache,
-                            checkpoint=checkpoint, data_root=self.data_root, registry=self.registry)
+                            checkpoint=checkpoint, data_root=self.data_root, registry=self.registry,
+                            smoke=self.smoke)
 
 
 def build_encoder(method: MethodSpec, data: Any, members: MemberSource | None = None) -> nn.Module:
@@ -198,7 +201,7 @@ def obtain_model(
     weights = None
     if ckpt is not None:
         method, weights = resolve_checkpoint(method, Path(ckpt))
-    encoder = build_encoder(method, data, MemberSource(cache, data_root, registry))
+    encoder = build_encoder(method, data, MemberSource(cache, data_root, registry, seed, smoke))
     check_provides(encoder, method.provides, method.id)
     has_params = any(True for _ in encoder.state_dict())
     # weights the builder read itself: a Hugging Face directory in its params, a bundled model
@@ -221,7 +224,11 @@ def obtain_model(
 
     check_module(encoder, f"method '{method.id}' ({got.source}{f' from {ckpt}' if ckpt is not None else ''})")
     encoder.to(device).eval()
-    extra = "" if has_params else canonical_hash(method.arch.model_dump(mode="json"))
+    # the arch params name the model when weights alone do not: parameter-free encoders, and
+    # scoring rules over other models' weights (contrastive decoding, DoLa, LOL: same weights,
+    # different scores)
+    by_arch = not has_params or getattr(encoder, "fingerprint_includes_arch", False)
+    extra = canonical_hash(method.arch.model_dump(mode="json")) if by_arch else ""
     got.fingerprint = model_fingerprint(encoder, extra=extra)
     return got
 

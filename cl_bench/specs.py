@@ -150,11 +150,30 @@ class ReportedNumber(Strict):
     data: str | None = None  # the paper's data split (as the task's setting names it)
 
 
+class ClaimSpec(Strict):
+    """A qualitative claim of the method's paper as a statement over results (grammar in
+    :mod:`cl_bench.claim_statements`), tested one-sided over seeds by ``clbench claims``."""
+
+    statement: str
+    test: Literal["welch", "paired"] = "welch"  # Welch's t over seeds, or paired t by seed
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    source: str = ""  # where the paper says it (section / table / figure)
+
+    @field_validator("statement")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        from cl_bench.claim_statements import parse_statement
+
+        parse_statement(v)  # ValueError -> a validation error naming the claim
+        return v
+
+
 class PaperRef(Strict):
     title: str
     arxiv: str | None = None
     url: str | None = None
     reported: list[ReportedNumber] = Field(default_factory=list)
+    claims: list[ClaimSpec] = Field(default_factory=list)  # not in the spec hash (paper is not)
 
 
 class ReleasedWeights(Strict):

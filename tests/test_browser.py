@@ -97,3 +97,50 @@ def test_leaderboard_in_chromium(board_results: Path, tmp_path: Path) -> None:  
 @pytest.fixture(autouse=True)
 def _need_chromium() -> None:
     assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install -y chromium); see .ci/run"
+
+
+def test_claims_page_in_chromium(tiny_root: Path, tmp_path: Path) -> None:
+    """The claims page: one row per claim link, verdict flags, a hostile claim source shown as text,
+    sorting by p, no console errors or network."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_claims import CLAIMS_TREE, _record
+    from tests.conftest import write_tree
+
+    tree = dict(CLAIMS_TREE)
+    tree["baselines/claimer.yaml"] = tree["baselines/claimer.yaml"].replace('source: "Table 1"', f'source: "{HOSTILE}"')
+    write_tree(tiny_root, tree)
+    reg = Registry()
+    knn = reg.task("tiny-knn")
+    res = tmp_path / "results"
+    for method, values in {"good": [80.0, 82.0, 81.0], "bad": [60.0, 61.0, 59.5], "mid": [70.0, 71.5, 69.0]}.items():
+        for seed, v in enumerate(values):
+            write_result(res, _record(knn, method, seed, {"top1": v, "top5": v - 5.0}))
+    site = build_site(res, reg, tmp_path / "site")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("request", lambda r: problems.append("network: " + r.url)
+                    if not r.url.startswith(("file://", "data:")) else None)
+            page.goto((site / "index.html").as_uri())
+            page.locator("nav a", has_text="Claims").click()
+            page.wait_for_load_state("load")
+            rows = page.locator('#claims-table > tbody > tr[data-method="claimer"]')
+            assert rows.count() == 13  # 11 claims, two of them chains of 2 links (the project's own follow)
+            first = rows.nth(0)
+            assert "good > bad on tiny-knn" in first.inner_text() and "holds" in first.inner_text()
+            assert HOSTILE in first.inner_text() and page.locator("#claims-table img").count() == 0
+            assert page.locator("#claims-table .flag.does-not-hold", has_text="contradicted").count() == 2  # bad > good; mid > good (a chain link)
+            header = page.locator("#claims-table thead th", has_text="p")
+            header.last.click()  # the p column (descending: the largest p first, "—" last)
+            texts = page.locator("#claims-table > tbody > tr > td:nth-child(9)").all_inner_texts()
+            numbers = [float(t) for t in texts if t.strip()]
+            assert numbers == sorted(numbers, reverse=True) and texts[-1].strip() == ""
+            page.screenshot(path=str(tmp_path / "claims.png"), full_page=True)
+            assert problems == []
+        finally:
+            browser.close()

@@ -161,3 +161,35 @@ def test_lm_pretrain_lowers_the_loss() -> None:
     with pytest.raises(ClBenchError, match="exceeds the model's context"):
         bad = recipe.model_copy(update={"params": {"block_size": 512}})
         LMPretrain.train_model(model, bad, corpus.train, 0, 0, torch.device("cpu"), False)
+
+
+def test_cut_blocks_hand_worked() -> None:
+    from cl_bench.methods.lm_pretrain import cut_blocks
+
+    blocks = cut_blocks([[1, 2, 0], [3, 0], [4, 5, 6, 0]], block_size=2)  # stream 1 2 0 3 0 4 5 6 0
+    assert blocks.tolist() == [[1, 2, 0], [3, 0, 4], [5, 6, 0]]
+    with pytest.raises(ClBenchError, match="fewer than one block"):
+        cut_blocks([[1, 0]], block_size=8)
+
+
+def test_lm_pretrain_reshuffles_documents_every_epoch_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """reshuffle_documents: each epoch after the first cuts a new seeded order of the documents
+    (so a small corpus is not learned as one fixed stream); off (the default) the stream is cut once."""
+    from cl_bench.data.lm_corpus import load_lm_corpus
+    from cl_bench.methods import lm_pretrain
+    from cl_bench.specs import TrainRecipe
+
+    corpus = load_lm_corpus({"sources": ["qa"], "n_qa": 60, "seed": 1}, None)
+    model = tiny_model()
+    encoded = [model.tok_encode(d) + [model.eot_token_id] for d in corpus.train.documents]
+    seen: list[list[list[int]]] = []
+    real = lm_pretrain.cut_blocks
+    monkeypatch.setattr(lm_pretrain, "cut_blocks", lambda docs, bs: seen.append(list(docs)) or real(docs, bs))
+    for reshuffle, calls in ((False, 1), (True, 3)):
+        seen.clear()
+        recipe = TrainRecipe(objective="lm-pretrain", params={"block_size": 32, "reshuffle_documents": reshuffle},
+                             epochs=3, batch_size=64, optimizer="adamw", lr=1e-3)
+        lm_pretrain.LMPretrain.train_model(model, recipe, corpus.train, 0, 0, torch.device("cpu"), False)
+        assert len(seen) == calls and seen[0] == encoded
+        for later in seen[1:]:  # the same documents, in another order
+            assert later != encoded and sorted(later) == sorted(encoded)

@@ -210,3 +210,58 @@ def test_obtain_hands_members_the_runs_cache_not_the_environment(tmp_path: Path,
     got = obtain_model(method, None, seed=0, device=torch.device("cpu"), cache=Cache(tmp_path / "run-cache"))
     assert isinstance(got.model, ContrastiveDecoding)
     assert list((tmp_path / "run-cache" / "checkpoints").iterdir()) and not (tmp_path / "env-cache").exists()
+
+
+def test_members_follow_the_run_seed_unless_fixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds of a contrast vary its trained members as they vary a plain model; ``seed:`` pins one."""
+    from cl_bench.cache import Cache
+    from cl_bench.obtain import MemberSource, build_encoder
+    from cl_bench.specs import MethodSpec
+
+    write_tree(tmp_path / "reg", MEMBERS)
+    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path / "reg"))
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "cache"))
+    inline = {"name": "tiny-gpt2", "params": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
+                                               "tokenizer": TOKENIZER}}
+    params = {"expert": {"method": "tlm-expert"}, "amateur": {"arch": inline}}
+    spec = MethodSpec(id="cd", description="cd", provides=["causal_lm"],
+                      arch={"name": "contrastive-decoding", "params": params})
+    s0, s1 = build_encoder(spec, None, MemberSource(Cache(), seed=0)), build_encoder(spec, None, MemberSource(Cache(), seed=1))
+    assert not torch.equal(s0.expert.hf.lm_head.weight, s1.expert.hf.lm_head.weight)
+    assert torch.equal(s0.amateur.hf.lm_head.weight, build_encoder(spec, None, MemberSource(Cache(), seed=0)).amateur.hf.lm_head.weight)
+    pinned = spec.model_copy(update={"arch": spec.arch.model_copy(update={"params": {
+        "expert": {"method": "tlm-expert", "seed": 0}, "amateur": {"arch": inline}}})})
+    assert torch.equal(build_encoder(pinned, None, MemberSource(Cache(), seed=1)).expert.hf.lm_head.weight, s0.expert.hf.lm_head.weight)
+
+
+def test_scoring_rules_over_the_same_weights_are_different_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CD and LOL over one expert/amateur pair, DoLa and the plain expert, share every weight: their
+    fingerprints (the key of the MC log-likelihood memo) must still differ, or a sweep would hand
+    one rule's scores to the next."""
+    from cl_bench.cache import Cache
+    from cl_bench.obtain import obtain_model
+    from cl_bench.protocols.multiple_choice import _LL_MEMO, memoised_loglikelihood
+    from cl_bench.registry import default_registry
+    from cl_bench.specs import MethodSpec
+
+    write_tree(tmp_path / "reg", MEMBERS)
+    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path / "reg"))
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "cache"))
+    inline = {"name": "tiny-gpt2", "params": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
+                                               "tokenizer": TOKENIZER}}
+    pair = {"expert": {"method": "tlm-expert"}, "amateur": {"arch": inline}}
+    rules = {
+        "cd": {"name": "contrastive-decoding", "params": pair},
+        "lol": {"name": "lol", "params": {**pair, "expert_lower_layer": 0, "amateur_lower_layer": 0}},
+        "dola": {"name": "dola", "params": {"expert": {"method": "tlm-expert"}, "candidate_layers": [0]}},
+    }
+    got = {k: obtain_model(MethodSpec(id=k, description=k, provides=["causal_lm"], arch=arch), None, seed=0,
+                           device=torch.device("cpu"), cache=Cache())
+           for k, arch in rules.items()}
+    got["plain"] = obtain_model(default_registry().method("tlm-expert"), None, seed=0, device=torch.device("cpu"),
+                                cache=Cache())
+    assert len({g.fingerprint for g in got.values()}) == 4
+    _LL_MEMO.clear()
+    cd = memoised_loglikelihood(got["cd"].model, REQUESTS, got["cd"].fingerprint)
+    lol = memoised_loglikelihood(got["lol"].model, REQUESTS, got["lol"].fingerprint)
+    assert lol == got["lol"].model.loglikelihood(REQUESTS) and lol != cd

@@ -4,7 +4,8 @@ to exactly the same content. Update an entry only with a deliberate change of th
 results).
 
 Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
-loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14)."""
+loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14); new: the truthfulness twin's tasks and
+methods (#18)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ TASKS = {
     "truthfulqa-mc1": "1d5a88267525d042bead1efded4358252e2291d5270766663790caee58d7c434",
     "truthfulqa-mc2": "6a3ef0b805a960dbf37bd25559a07b6a0bafe500d28723b4d2d285eb558f4c9a",
     "truthfulqa-mc3": "f8b28725eaaaeb0d5459b4aa7b83994860d16d3fdfd7040c8a633c470aa60ea3",
+    "truthfulqa-twin-mc1": "8694df91cf39e5f7bb2f763da778b62111018979ee3e01cd1578888c107bfa11",
+    "truthfulqa-twin-mc2": "f491a3d4450a9c3355b5e18cef356e070fd92dbee795c8ca3b05cdafaf6e4d7e",
+    "truthfulqa-twin-mc3": "a80a39f113b8b7079589f23eabc72cd5c417ae9826db5896fb4cd9e785a60dea",
     "voc07-det-c4": "8b4c1edf669812d6ea9e0a091a69834981ed787097dba4f1f12b004a0b2e6231",
 }
 
@@ -145,6 +149,10 @@ METHODS = {
     "timm": "35297726b4a381cd9cd7e4b558929bcc7322fc3f11ac53eb6a7cda215536bc42",
     "tiny-lm": "7560799cfe247544b25a82d4101783528ba2d94d4a2e1f4a4c1f74318f61bc20",
     "tiny-lm-icl": "ef50a1a379010e4dc47e327ba32126c44db8a6bab521a8a4f19967c8a017e482",
+    "truthful-cd": "7659f6332bd6b435e34a5dc39bf1ad3511dc63a637d9c4a65d86b948c8059e37",
+    "truthful-dola": "34f3f94df4f47c90c26b385b9a957948bfd04fbbebca5c41ae5ee2d50285dd50",
+    "truthful-lm": "16248bb6b9ed1d978b9a14be6c14657b56f30ea434486331dbc372fd6a448298",
+    "truthful-lol": "ce05f503fbb1f9c787d51fb8137608051f4ca03c59eb274ae5c178bfbad0232f",
     "unime-llava-1.6-7b": "9ee65d51b5eb2bb8c216262e6903e182f6c23c7fa7a59fee42ed7aed0000918e",
 }
 

@@ -1,11 +1,13 @@
 """Text for pretraining the embedded tiny language model, with no download.
 
-Two sources, both available on any Python install:
+Three sources, all available on any Python install:
 
 - ``qa``: question/answer pairs generated from templates, in TruthfulQA's prompt format
   (``Q: ...\\nA: ...`` separated by blank lines): world capitals, arithmetic, plain facts,
   common misconceptions answered truthfully ("No, ..."), and nonsense questions answered with
   "I have no comment." — so the model learns the format and a little about truthful answers;
+- ``truthful``: the truthfulness twin's Q/A pairs, true answers and planted misconceptions
+  (:mod:`cl_bench.data.truthful_twin`, world ``truthful``);
 - ``pydoc``: the Python language reference that CPython ships as ``pydoc_data.topics``
   (real English prose, ~0.8 MB). Its text follows the Python version; the corpus fingerprint
   records which text was used.
@@ -138,7 +140,8 @@ class TextCorpus:
 
 
 class LMCorpusParams(Strict):
-    sources: list[Literal["qa", "pydoc"]] = Field(default_factory=lambda: ["qa", "pydoc"], min_length=1)
+    sources: list[Literal["qa", "pydoc", "truthful"]] = Field(default_factory=lambda: ["qa", "pydoc"], min_length=1)
+    truthful: dict[str, Any] | None = None  # the truthfulness twin's world (cl_bench.data.truthful_twin), if a source
     n_qa: int = Field(default=4000, ge=0)
     seed: int = 0
     max_chars: int | None = Field(default=None, ge=1000)  # cut the corpus (tests)
@@ -147,6 +150,11 @@ class LMCorpusParams(Strict):
 def build_corpus(p: LMCorpusParams) -> TextCorpus:
     docs: list[str] = []
     for source in p.sources:
+        if source == "truthful":
+            from cl_bench.data.truthful_twin import TruthfulTwinParams, corpus_documents
+
+            docs += corpus_documents(validate_params(TruthfulTwinParams, p.truthful, "lm-corpus params.truthful"))
+            continue
         docs += qa_documents(p.n_qa, p.seed) if source == "qa" else pydoc_documents()
     random.Random(p.seed).shuffle(docs)
     if p.max_chars is not None:

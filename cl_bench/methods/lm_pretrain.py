@@ -2,9 +2,12 @@
 
 The corpus (``train.data`` of the method, e.g. the ``lm-corpus`` dataset) is tokenized as one
 stream (documents separated by the end-of-text token) and cut into blocks of ``block_size + 1``
-tokens; every epoch visits the blocks in a seeded random order. Recipe fields used: ``epochs``,
+tokens; every epoch visits the blocks in a seeded random order (``reshuffle_documents``: every
+epoch re-concatenates the documents in a new seeded order before cutting, so a small corpus
+cannot be learned as one fixed stream). Recipe fields used: ``epochs``,
 ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``, ``schedule`` (cosine/constant),
-``warmup_epochs``; objective params: ``block_size``, ``max_steps`` (caps the run), ``grad_clip``.
+``warmup_epochs``; objective params: ``block_size``, ``max_steps`` (caps the run), ``grad_clip``,
+``reshuffle_documents``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class LMPretrainParams(Strict):
     block_size: int = Field(default=256, ge=8)
     max_steps: int | None = Field(default=None, ge=1)
     grad_clip: float = Field(default=1.0, gt=0)
+    reshuffle_documents: bool = False
 
 
 @dataclass
@@ -47,9 +51,12 @@ class LMTrainCard:
 
 def token_blocks(model: Any, documents: list[str], block_size: int) -> torch.Tensor:
     """The corpus as one token stream cut into [n_blocks, block_size + 1]."""
-    stream: list[int] = []
-    for doc in documents:
-        stream += model.tok_encode(doc) + [model.eot_token_id]
+    return cut_blocks([model.tok_encode(doc) + [model.eot_token_id] for doc in documents], block_size)
+
+
+def cut_blocks(encoded: list[list[int]], block_size: int) -> torch.Tensor:
+    """Tokenized documents (each ending in end-of-text), in order, as [n_blocks, block_size + 1]."""
+    stream = [t for doc in encoded for t in doc]
     n = len(stream) // (block_size + 1)
     if n == 0:
         raise ClBenchError(
@@ -73,7 +80,8 @@ class LMPretrain(Objective):
             raise ClBenchError("lm-pretrain needs a text corpus: set the method's train.data (e.g. {name: lm-corpus})")
         if p.block_size > model.max_length:
             raise ClBenchError(f"train.params.block_size {p.block_size} exceeds the model's context {model.max_length}")
-        blocks = token_blocks(model, documents, p.block_size)
+        encoded = [model.tok_encode(doc) + [model.eot_token_id] for doc in documents]
+        blocks = cut_blocks(encoded, p.block_size)
         gen = torch.Generator().manual_seed(seed)
         per_epoch = math.ceil(len(blocks) / recipe.batch_size)
         total = per_epoch * recipe.epochs if p.max_steps is None else min(p.max_steps, per_epoch * recipe.epochs)
@@ -82,6 +90,10 @@ class LMPretrain(Objective):
         opt = build_optimizer(params, recipe)
 
         def batches(epoch: int) -> Iterator[torch.Tensor]:
+            nonlocal blocks
+            if p.reshuffle_documents and epoch:  # each later pass cuts the documents in a new order
+                blocks = cut_blocks([encoded[i] for i in torch.randperm(len(encoded), generator=gen).tolist()],
+                                    p.block_size)
             order = torch.randperm(len(blocks), generator=gen)
             for b in range(0, len(order), recipe.batch_size):
                 yield blocks[order[b : b + recipe.batch_size]].to(device)

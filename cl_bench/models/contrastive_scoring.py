@@ -58,7 +58,7 @@ class MemberRef(Strict):
     arch: ArchRef | None = None
     train: TrainRecipe | None = None
     checkpoint: str | None = None
-    seed: int = 0  # the seed the member is trained with
+    seed: int | None = None  # the seed the member is trained with (None: the run's seed)
 
     @model_validator(mode="after")
     def _one_source(self) -> MemberRef:
@@ -95,8 +95,10 @@ def member_spec(ref: MemberRef, role: str, members: MemberSource) -> MethodSpec:
 
 def resolve_member(ref: MemberRef, role: str, members: MemberSource) -> CausalLM:
     """Build and obtain (load a checkpoint / train-and-cache / as built) one member, on CPU,
-    through the run's own cache, data root and registry (``members``)."""
-    got = members.obtain(member_spec(ref, role, members), _NoTaskData(), seed=ref.seed,
+    through the run's own cache, data root and registry (``members``), trained with ``ref.seed`` or
+    else the run's seed (so seeds of a contrast vary its members as they vary a plain model)."""
+    got = members.obtain(member_spec(ref, role, members), _NoTaskData(),
+                         seed=members.seed if ref.seed is None else ref.seed,
                          checkpoint=Path(ref.checkpoint) if ref.checkpoint else None)
     if not hasattr(got.model, "layer_logprobs"):
         raise ClBenchError(f"{role}: {type(got.model).__name__} does not expose per-layer log-probabilities")
@@ -127,6 +129,8 @@ def dola_divergence(final: torch.Tensor, early: torch.Tensor) -> torch.Tensor:
 
 class ContrastiveScorer(CausalLM):
     """Base: holds the members, delegates tokenization to the expert, applies ``combine``."""
+
+    fingerprint_includes_arch = True  # its scores depend on the rule's params, not only the members' weights
 
     def __init__(self, expert: CausalLM, amateur: CausalLM | None, plausibility: float, mask_value: float) -> None:
         super().__init__()

@@ -4,7 +4,8 @@
 mean ± std, seeds, a colour scale per task, the paper's number beside a cell, a family average),
 the reported-vs-reproduced view, suspect and stale results. ``task-<id>.html``: all
 metrics of one task, provenance and a "reproduce this cell" line per method, plots (SVG
-files under ``plots/``). Everything user-controlled goes through jinja2 autoescaping; the only
+files under ``plots/``). ``claims.html``: every paper claim of the methods shown, checked
+(:mod:`cl_bench.claims`). Everything user-controlled goes through jinja2 autoescaping; the only
 script is the inline column sorter. The output depends only on the results and the registry
 (no timestamps), so a committed site can be checked for staleness by regenerating it.
 """
@@ -23,6 +24,7 @@ import jinja2
 import numpy as np
 
 from cl_bench.atomic import write_atomic
+from cl_bench.claims import evaluate_all, summary_counts
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 from cl_bench.regress import metric_cells, suspect_reasons, tolerance_for
@@ -318,4 +320,8 @@ def build_site(results_dir: Path, registry: Registry, out: Path, tasks: list[str
     for view in board.tasks:
         html = env.get_template("task.html").render(page="task", view=view, **common)
         write_atomic(out / f"task-{view.slug}.html", html)
+    claims = evaluate_all(Path(results_dir), registry, methods)
+    html = env.get_template("claims.html").render(page="claims", claims=claims, claim_counts=summary_counts(claims),
+                                                  **common)
+    write_atomic(out / "claims.html", html)
     return out
