@@ -196,6 +196,8 @@ def _train_cached(
         "train_split": _train_split_key(recipe.objective, train_data.train),
         "seed": seed,
         "trainer": TRAINER_VERSION,
+        # an arch that starts from another method's weights: keyed on those weights
+        **({"members": encoder.members_key} if getattr(encoder, "members_key", None) else {}),
     })
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"
