@@ -4,16 +4,18 @@ Layout under the cache root (``--cache-dir``, else ``$CLBENCH_CACHE``, else
 ``~/.cache/cl_bench``)::
 
     checkpoints/<key>/encoder.safetensors + card.json   key = hash(recipe, arch, data, seed)
-    features/<key[:2]>/<key>.npy                         key = hash(model, split, extractor)
+    features/<key[:2]>/<key>/                            key = hash(model, split, extractor, precision)
 
-Entries are written atomically and guarded by a file lock, so concurrent runs that need
-the same entry compute it once and never read a half-written file.
+Feature entries are chunked, memory-light and resumable (:mod:`cl_bench.feature_store`).
+Entries are written atomically (checkpoints) or journaled chunk by chunk (features) and guarded
+by a file lock, so concurrent runs that need the same entry compute it once and never read a
+half-written one.
 """
 
 from __future__ import annotations
 
-import io
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from cl_bench.atomic import write_atomic
+from cl_bench.feature_store import CorruptEntry, EntryWriter, StoredFeatures, chunk_rows_for, open_entry
 
 
 def default_cache_dir() -> Path:
@@ -36,8 +38,8 @@ class Cache:
     def checkpoint_dir(self, key: str) -> Path:
         return self.root / "checkpoints" / key
 
-    def features_path(self, key: str) -> Path:
-        return self.root / "features" / key[:2] / f"{key}.npy"
+    def features_dir(self, key: str) -> Path:
+        return self.root / "features" / key[:2] / key
 
     @contextmanager
     def lock(self, path: Path) -> Iterator[None]:
@@ -45,17 +47,27 @@ class Cache:
         with FileLock(str(path) + ".lock"):
             yield
 
+    def stored_features(self, key: str, extract: Callable[[Path], StoredFeatures]) -> tuple[StoredFeatures, bool]:
+        """(entry, was_cached): the complete entry of ``key``, else ``extract(folder)``'s, which
+        resumes whatever a killed extraction left in ``folder``. A corrupt entry is removed first."""
+        folder = self.features_dir(key)
+        with self.lock(folder):
+            try:
+                entry = open_entry(folder)
+            except CorruptEntry:
+                shutil.rmtree(folder, ignore_errors=True)
+                entry = None
+            if entry is not None:
+                return entry, True
+            return extract(folder), False
+
     def features(self, key: str, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
-        """Return (features, was_cached); compute and store them on a miss."""
-        path = self.features_path(key)
-        with self.lock(path):
-            if path.exists():
-                try:
-                    return np.load(path, allow_pickle=False), True
-                except (ValueError, OSError):
-                    path.unlink()  # corrupt entry: recompute
+        """Return (features, was_cached) as one float32 array; compute and store them on a miss."""
+        def whole(folder: Path) -> StoredFeatures:
             feats = np.ascontiguousarray(compute(), dtype=np.float32)
-            buf = io.BytesIO()
-            np.save(buf, feats, allow_pickle=False)
-            write_atomic(path, buf.getvalue())
-            return feats, False
+            writer = EntryWriter(folder, len(feats), chunk_rows_for(max(1, len(feats))), None)
+            writer.write(feats)
+            return writer.finish()
+
+        entry, hit = self.stored_features(key, whole)
+        return entry.load(), hit

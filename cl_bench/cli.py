@@ -21,8 +21,13 @@ def _show_progress() -> bool:
 
 
 def _run_options(args: argparse.Namespace, seed: int = 0):
-    from cl_bench.engine import RunOptions
+    from cl_bench.engine import RunOptions, resolve_device
+    from cl_bench.feed import auto_threads, auto_workers, parse_count
 
+    workers = parse_count(getattr(args, "workers", 0), "--workers")
+    if workers is None:
+        workers = auto_workers(resolve_device(args.device))
+    threads = parse_count(getattr(args, "threads", None), "--threads") or auto_threads(workers)
     if args.cache_dir:  # also for models a component obtains itself (contrastive-decoding members)
         os.environ["CLBENCH_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
     return RunOptions(
@@ -31,6 +36,7 @@ def _run_options(args: argparse.Namespace, seed: int = 0):
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         results_dir=Path(args.results_dir), progress=_show_progress(),
         command="clbench " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        workers=workers, precision=getattr(args, "precision", "fp32"), threads=threads,
         arch_params=_arch_params(getattr(args, "arch_param", None) or []),
     )
 
@@ -176,7 +182,8 @@ def cmd_sweep(args: argparse.Namespace, reg: Registry) -> int:
         sys.stdout.write(render_dry_run(dry_run(runs, opts.results_dir)))
         return 0
     t0 = time.perf_counter()
-    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address)
+    report = run_sweep(runs, opts, progress=_show_progress(), executor=args.executor, address=args.address,
+                       jobs=args.jobs)
     for r, value, secs in report.done:
         print(f"done     {r.label}: {r.task.primary_metric}={value:.2f} ({secs:.1f}s)")
     print(f"{len(report.done)} run(s) done, {len(report.skipped)} skipped (comparable result exists), "
@@ -216,6 +223,17 @@ def cmd_leaderboard(args: argparse.Namespace, reg: Registry) -> int:
     out = build_site(Path(args.results_dir), reg, Path(args.out), tasks=_task_list(reg, args.tasks),
                      methods=_method_list(reg, args.methods, [Path(args.results_dir)]))
     print(f"leaderboard written to {out / 'index.html'}")
+    return 0
+
+
+def cmd_agree(args: argparse.Namespace, reg: Registry) -> int:
+    from cl_bench.report.rank_agreement import rank_agreement
+
+    tasks = _csv(args.tasks)
+    if len(tasks) != 2:
+        raise ClBenchError(f"--tasks takes exactly two task ids (A,B), got {len(tasks)}")
+    out = rank_agreement(Path(args.results_dir), reg, tasks[0], tasks[1], _csv(args.methods) if args.methods else None)
+    sys.stdout.write(out.render())
     return 0
 
 
@@ -287,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
         sp.add_argument("--results-dir", default=default_results(),
                         help="where result JSONs go (default $CLBENCH_RESULTS, else ./results)")
+        sp.add_argument("--workers", default="auto",
+                        help="loader workers decoding images for feature extraction: N or auto (0: in-process)")
+        sp.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="feature extraction precision (bf16/fp16: autocast; recorded, marked in tables)")
+        sp.add_argument("--threads", default="auto",
+                        help="torch threads: N or auto ($OMP_NUM_THREADS, else the CPUs left by workers); recorded")
 
     sp = sub.add_parser("list", help="list tasks, methods or components")
     sp.add_argument("what", choices=["tasks", "methods", "datasets", "protocols", "objectives", "archs"])
@@ -315,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", default="local", choices=["local", "ray"], help="where runs execute")
     sp.add_argument("--address", default=None, help="Ray cluster: auto | HOST:PORT (default: start a local one)")
     sp.add_argument("--dry-run", action="store_true", help="list runs to do / skip with time estimates")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="local executor: independent runs in N processes (threads split between them)")
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("table", help="methods × tasks: mean ± std over seeds")
@@ -331,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", default=None, help="task ids and/or suite:NAME (default: all)")
     sp.add_argument("--methods", default=None)
     sp.set_defaults(fn=cmd_leaderboard)
+
+    sp = sub.add_parser("agree", help="how alike two tasks rank the methods (Spearman over method means)")
+    sp.add_argument("--tasks", required=True, help="two task ids: A,B")
+    sp.add_argument("--methods", default=None)
+    sp.add_argument("--results-dir", default=default_results())
+    sp.set_defaults(fn=cmd_agree)
 
     sp = sub.add_parser(
         "regress", help="compare results with a baseline set; exit 1 on a regression",

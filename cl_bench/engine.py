@@ -10,13 +10,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cl_bench import components
 from cl_bench.atomic import ensure_writable_dir
 from cl_bench.cache import Cache
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
+from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_entry
+from cl_bench.extract import extract_features as extract_features  # re-exported: callers import it from here
+from cl_bench.feature_store import ArrayFeatures, Features
+from cl_bench.feed import Feeder, auto_workers
 from cl_bench.finite import check_array, check_metrics, json_safe
 from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_arch_params
 from cl_bench.protocols.base import Protocol, RunContext
@@ -24,7 +27,7 @@ from cl_bench.provenance import code_version, describe_device, git_commit, libra
 from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
 from cl_bench.store import write_result
 
-FEATURE_EXTRACTOR_VERSION = "embed-v1"
+FEATURE_EXTRACTOR_VERSION = "embed-v2"  # v2: chunked entries; the key also holds the precision
 
 
 @dataclass
@@ -38,6 +41,9 @@ class RunOptions:
     progress: bool = False
     write: bool = True
     command: str | None = None
+    workers: int | None = 0  # loader workers for lazily decoded data; None: auto_workers(device)
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (autocast) for extraction
+    threads: int | None = None  # torch threads the caller set (recorded); None: not chosen
     arch_params: dict[str, Any] = field(default_factory=dict)  # --arch-param overrides, recorded in extras
 
 
@@ -86,27 +92,17 @@ def check_compatible(task: TaskSpec, method: MethodSpec) -> Protocol:
     return protocol
 
 
-def extract_features(model: torch.nn.Module, split: Any, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Embeddings of every item of ``split`` in order, in eval mode, without gradients.
-
-    Models that are not image encoders (text encoders...) provide ``embed_split(split, device)``.
-    """
-    model.eval()
-    own = getattr(model, "embed_split", None)
-    if own is not None:
-        return np.asarray(own(split, device), dtype=np.float32)
-    out: list[torch.Tensor] = []
-    with torch.no_grad():
-        if hasattr(split, "tensor"):
-            images = split.tensor()
-            batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-        else:
-            batches = (x for x, _ in DataLoader(split, batch_size=batch_size, shuffle=False))
-        for x in batches:
-            out.append(model(x.to(device)).float().cpu())
-    if not out:
-        raise ClBenchError("the dataset split is empty: nothing to evaluate")
-    return torch.cat(out).numpy()
+def lazy_splits(data: Any) -> list[Any]:
+    """The splits of ``data`` decoded item by item (image folders): one worker pool serves them."""
+    out = []
+    for name in ("train", "test"):
+        try:
+            split = getattr(data, name, None)
+        except ClBenchError:  # evaluation-only data refuses ``train``
+            continue
+        if split is not None and hasattr(split, "__getitem__") and not hasattr(split, "tensor"):
+            out.append(split)
+    return out
 
 
 def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
@@ -115,6 +111,8 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     None only on the worker ranks of a ``torchrun`` job (:mod:`cl_bench.distributed`).
     """
     t_start = time.perf_counter()
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)  # a deliberate choice, recorded in the result
     method = with_arch_params(method, opts.arch_params)
     protocol = check_compatible(task, method)
     check_protocol(protocol.name)
@@ -137,28 +135,42 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     )
 
     stats = {"features_s": 0.0, "hits": 0, "misses": 0}
+    precision = check_precision(opts.precision)
+    workers = auto_workers(device) if opts.workers is None else int(opts.workers)
+    feeder = Feeder(workers, device, datasets=lazy_splits(data))
 
-    def features(model: torch.nn.Module, split: Any) -> np.ndarray:
+    def stored(model: torch.nn.Module, split: Any) -> Features:
         t0 = time.perf_counter()
-        key = canonical_hash({
-            "model": obtained.fingerprint if model is obtained.model else None,
-            "split": split.fingerprint,
-            "extractor": FEATURE_EXTRACTOR_VERSION,
-        })
+
+        def finite(rows: np.ndarray) -> None:  # every batch, before it is written to the cache
+            check_array(rows, f"features of {type(split).__name__} from method '{method.id}'",
+                        "non-finite weights or activations; check the checkpoint")
+
         if model is not obtained.model:  # a protocol's own model (e.g. fine-tuned): no caching
-            feats, hit = extract_features(model, split, device), False
+            feats, hit = ArrayFeatures(extract_features(model, split, device, feeder=feeder, precision=precision)), False
+            finite(feats.array)
         else:
-            feats, hit = cache.features(key, lambda: extract_features(model, split, device))
-        check_array(feats, f"features of {type(split).__name__} from method '{method.id}'",
-                    "non-finite weights or activations; check the checkpoint")
+            key = canonical_hash({
+                "model": obtained.fingerprint, "split": split.fingerprint,
+                "extractor": FEATURE_EXTRACTOR_VERSION, "precision": precision,
+            })
+            feats, hit = cache.stored_features(
+                key, lambda folder: extract_entry(folder, model, split, device, feeder, precision, check=finite))
         stats["hits" if hit else "misses"] += 1
         stats["features_s"] += time.perf_counter() - t0
         return feats
 
+    def features(model: torch.nn.Module, split: Any) -> np.ndarray:
+        return stored(model, split).load()
+
     seed_everything(opts.seed)
-    ctx = RunContext(device=device, seed=opts.seed, extract=features, progress=opts.progress)
+    ctx = RunContext(device=device, seed=opts.seed, extract=features, progress=opts.progress, stored=stored,
+                     model_fingerprint=obtained.fingerprint)
     t_proto = time.perf_counter()
-    result = protocol.run(obtained.model, data, params, ctx)
+    try:
+        result = protocol.run(obtained.model, data, params, ctx)
+    finally:
+        feeder.close()
     protocol_s = time.perf_counter() - t_proto - stats["features_s"]
     if not is_main():  # a torchrun worker: rank 0 evaluates and writes
         return None
@@ -194,6 +206,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
             protocol_s=round(protocol_s, 3), total_s=round(total_s, 3),
         ),
         created_utc=utc_now(), command=opts.command,
+        precision=precision, threads=opts.threads, loader_workers=workers,
     )
     path = write_result(opts.results_dir, record, result.predictions) if opts.write else None
     return RunOutcome(record, path, obtained, stats["hits"], stats["misses"], predictions=result.predictions)

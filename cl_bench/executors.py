@@ -91,11 +91,21 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 # --------------------------------------------------------------------------- local
 
 class LocalExecutor:
-    """One run after another in this process; claimed runs of another sweep are done last."""
+    """One run after another in this process; claimed runs of another sweep are done last.
+
+    ``jobs`` > 1: independent runs in that many worker processes (runs of one method and seed
+    stay together, in order, so a checkpoint is trained once); each process gets
+    ``threads // jobs`` torch threads (at least 1), recorded in its results.
+    """
 
     name = "local"
 
+    def __init__(self, jobs: int = 1) -> None:
+        self.jobs = max(1, int(jobs))
+
     def execute(self, todo: list[PlannedRun], opts: RunOptions, report: SweepReport, progress: bool) -> None:
+        if self.jobs > 1 and len(todo) > 1:
+            return self._parallel(todo, opts, report, progress)
         bar = _progress_bar(len(todo), progress)
         deferred = []
         for r in todo:
@@ -110,6 +120,29 @@ class LocalExecutor:
         for r in deferred:
             with claimed(opts.results_dir, r):
                 self._one(r, opts, report, bar)
+        if bar is not None:
+            bar.close()
+
+    def _parallel(self, todo: list[PlannedRun], opts: RunOptions, report: SweepReport, progress: bool) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        groups: dict[str, list[PlannedRun]] = {}  # one method and seed: one process, in order
+        for r in todo:  # (a trained checkpoint is trained once; a LM's log-likelihoods are reused)
+            groups.setdefault(training_group(r) or f"{r.method.id}\0{r.seed}", []).append(r)
+        threads = max(1, (opts.threads or self.jobs) // self.jobs)
+        job_opts = replace(opts, threads=threads, progress=False)
+        bar = _progress_bar(len(todo), progress)
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(groups)), mp_context=ctx) as pool:
+            futures = [pool.submit(run_group, runs, job_opts) for runs in groups.values()]
+            for fut in as_completed(futures):
+                part = fut.result()
+                report.done += part.done
+                report.skipped += part.skipped
+                report.failed += part.failed
+                if bar is not None:
+                    bar.update(len(part.done) + len(part.skipped) + len(part.failed))
         if bar is not None:
             bar.close()
 
@@ -130,6 +163,13 @@ class LocalExecutor:
                 report.failed.append((r, _describe(e)))
         if bar is not None:
             bar.update(1)
+
+
+def run_group(runs: list[PlannedRun], opts: RunOptions) -> SweepReport:
+    """A worker process of ``--jobs``: these runs in order, claimed as the local executor does."""
+    part = SweepReport()
+    LocalExecutor().execute(runs, opts, part, progress=False)
+    return part
 
 
 # --------------------------------------------------------------------------- ray (worker side)
@@ -334,11 +374,15 @@ class RayExecutor:
         report.done.append((r, record.primary, time.perf_counter() - t0))
 
 
-def make_executor(name: str, address: str | None = None) -> LocalExecutor | RayExecutor:
+def make_executor(name: str, address: str | None = None, jobs: int = 1) -> LocalExecutor | RayExecutor:
+    if jobs < 1:
+        raise ClBenchError(f"--jobs must be at least 1, got {jobs}")
     if name == "local":
         if address:
             raise ClBenchError("--address only applies to --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(jobs)
+    if jobs != 1:
+        raise ClBenchError("--jobs applies to --executor local (Ray schedules its own workers)")
     if name == "ray":
         return RayExecutor(address)
     raise ClBenchError(f"unknown executor '{name}'; use local or ray")

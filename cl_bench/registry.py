@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import MethodSpec, TaskSpec, load_method, load_task
+from cl_bench.specs import ArchRef, MethodSpec, TaskSpec, load_method, load_task
 from cl_bench.suggest import did_you_mean
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,9 @@ class Registry:
         return load_task(self.task_path(name))
 
     def method(self, name: str) -> MethodSpec:
-        return load_method(self.method_path(name))
+        spec = load_method(self.method_path(name))
+        check_same_setting(spec, self)
+        return spec
 
     def tasks(self) -> list[TaskSpec]:
         return [self.task(n) for n in self.task_ids()]
@@ -86,3 +88,31 @@ class Registry:
 @functools.cache
 def default_registry() -> Registry:
     return Registry()
+
+
+def arch_matches(arch: ArchRef, allowed: list[ArchRef]) -> bool:
+    """``arch`` is one of ``allowed``: same name and every param ``allowed`` lists is equal."""
+    return any(arch.name == a.name and all(arch.params.get(k) == v for k, v in a.params.items()) for a in allowed)
+
+
+def check_same_setting(method: MethodSpec, registry: Registry) -> None:
+    """Refuse a reported number marked ``same_setting: true`` unless its task declares a setting whose
+    protocol, data split and architecture are the paper's (see :class:`cl_bench.specs.TaskSetting`)."""
+    for i, rep in enumerate(method.paper.reported if method.paper else []):
+        if not rep.same_setting:
+            continue
+        where = f"{method.source}: paper.reported[{i}] ({rep.metric} {rep.value})"
+        if rep.task is None:
+            raise ClBenchError(f"{where}: same_setting: true needs the task that reproduces the setting (task: ID)")
+        setting = registry.task(rep.task).setting
+        if setting is None:
+            raise ClBenchError(f"{where}: task '{rep.task}' declares no setting (setting: protocol, data, "
+                               "architecture), so nothing shows it is the paper's; set same_setting: false")
+        for field, want in (("protocol", setting.protocol), ("data", setting.data)):
+            if getattr(rep, field) != want:
+                raise ClBenchError(f"{where}: same_setting: true but its {field} {getattr(rep, field)!r} is not "
+                                   f"task '{rep.task}''s {want!r}; state the paper's {field} or set same_setting: false")
+        if not arch_matches(method.arch, setting.architecture):
+            names = ", ".join(a.name + (f" {a.params}" if a.params else "") for a in setting.architecture)
+            raise ClBenchError(f"{where}: same_setting: true but the method's arch {method.arch.name} "
+                               f"{method.arch.params or ''} is not the setting's ({names}); set same_setting: false")

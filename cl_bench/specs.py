@@ -76,6 +76,24 @@ class Resources(Strict):
     gpus: float = Field(default=0.0, ge=0)
 
 
+class ArchRef(Strict):
+    """An encoder architecture component and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSetting(Strict):
+    """The published setting a task reproduces, for checking ``same_setting`` claims: the paper's
+    evaluation ``protocol`` and ``data`` split in words, and the backbones it was run with
+    (a method matches an entry when the arch name is equal and every listed param is equal).
+    Descriptive: not part of the spec hash."""
+
+    protocol: str
+    data: str
+    architecture: list[ArchRef] = Field(min_length=1)
+
+
 class TaskSpec(SpecFile):
     id: PlainName
     version: int = Field(ge=1)
@@ -88,20 +106,14 @@ class TaskSpec(SpecFile):
     changelog: dict[int, str] = Field(default_factory=dict)
     regression: RegressionTolerance | None = None
     resources: Resources | None = None
+    setting: TaskSetting | None = None  # the paper setting it reproduces, if any
 
     def spec_hash(self) -> str:
-        """Hash of everything that changes numbers (not prose, tags, tolerances or resources)."""
+        """Hash of everything that changes numbers (not prose, tags, tolerances, resources or setting)."""
         content = self.model_dump(
-            mode="json", exclude={"description", "tags", "changelog", "regression", "resources"}
+            mode="json", exclude={"description", "tags", "changelog", "regression", "resources", "setting"}
         )
         return canonical_hash(content)
-
-
-class ArchRef(Strict):
-    """An encoder architecture component and its parameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainRecipe(Strict):
@@ -129,7 +141,12 @@ class ReportedNumber(Strict):
     setting: str  # dataset, backbone, schedule... in words
     source: str  # e.g. "arXiv 2110.06848, Table 2"
     task: str | None = None  # the cl_bench task measuring the same thing, if any
-    same_setting: bool = False  # true only when our task reproduces the paper's exact setting
+    # true only when ``task`` reproduces the paper's exact setting: the registry refuses it unless
+    # the task declares a ``setting`` whose protocol and data equal ``protocol`` / ``data`` here
+    # and whose architecture list admits the method's arch
+    same_setting: bool = False
+    protocol: str | None = None  # the paper's evaluation protocol (as the task's setting names it)
+    data: str | None = None  # the paper's data split (as the task's setting names it)
 
 
 class PaperRef(Strict):
@@ -207,6 +224,9 @@ class ResultRecord(Strict):
     created_utc: str
     command: str | None = None
     predictions: dict[str, Any] | None = None  # {file, sha256, n}: per-item predictions beside the JSON
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # of feature extraction (--precision)
+    threads: int | None = None  # torch threads chosen for the run (None: not recorded)
+    loader_workers: int | None = None  # data-loader workers of feature extraction
 
     @model_validator(mode="after")
     def _primary_is_a_number(self) -> ResultRecord:

@@ -87,11 +87,12 @@ def run_sweep(
     progress: bool = False,
     executor: str = "local",
     address: str | None = None,
+    jobs: int = 1,
 ) -> SweepReport:
     """Skip what is done, then hand the rest to the executor (``local`` or ``ray``)."""
     from cl_bench.executors import make_executor
 
-    runner = make_executor(executor, address)
+    runner = make_executor(executor, address, jobs)
     ensure_writable_dir(opts.results_dir, "results directory (--results-dir)")
     report = SweepReport()
     todo = []

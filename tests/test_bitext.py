@@ -95,6 +95,29 @@ def test_ties_go_to_the_lowest_index_and_shapes_must_match() -> None:
         score_pair(unit([0, 1]), unit([0, 1, 2]), BitextParams())
 
 
+def test_margin_ties_go_to_the_lowest_index_as_a_loop_that_orders_by_index() -> None:
+    # duplicated targets (as Tatoeba's repeated English sentences) give exactly equal cosines
+    # and margins; the loop takes each query's k best by (cosine desc, index asc) and the first
+    # best margin in index order
+    rng = np.random.default_rng(3)
+    base = rng.integers(-2, 3, size=(6, 4)).astype(np.float32)
+    base[base.sum(1) == 0, 0] = 1.0
+    tgt = base[[0, 1, 1, 2, 3, 3, 3, 4, 5, 5]]
+    src = base[rng.integers(0, 6, size=10)] + np.float32(0.25) * rng.integers(0, 2, size=(10, 4)).astype(np.float32)
+    xs, ys = l2_normalize(src), l2_normalize(tgt)
+    cos = (xs @ ys.T).numpy().astype(np.float64)
+    n, k = 10, 3
+    top = [sorted(range(n), key=lambda j: (-cos[i][j], j))[:k] for i in range(n)]
+    avg_x = [sum(cos[i][j] for j in top[i]) / k for i in range(n)]
+    avg_y = [sum(sorted(cos[:, j], reverse=True)[:k]) / k for j in range(n)]
+    want = [max(sorted(top[i]), key=lambda j: cos[i][j] / ((avg_x[i] + avg_y[j]) / 2)) for i in range(n)]
+    assert any(len(set(np.round(cos[i], 6))) < n for i in range(n))  # the data do tie
+    assert margin_nearest(xs, ys, k, "ratio").tolist() == want
+    # the one-matrix path of score_pair gives the same retrievals (error rates from them)
+    s = score_pair(src, tgt, BitextParams(margin_k=k))
+    assert s["error_margin_src2tgt"] == pytest.approx(100 * np.mean(np.array(want) != np.arange(n)))
+
+
 # --- loaders ------------------------------------------------------------------------------------
 
 def write_laser(folder: Path, lang: str, src: list[str], eng: list[str]) -> None:

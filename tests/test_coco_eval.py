@@ -132,3 +132,33 @@ def test_empty_and_bad_results(coco_tree: Path) -> None:
         coco_evaluate(gt_json, [{"image_id": 10**9, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
     with pytest.raises(ClBenchError, match="outside"):
         detections_to_results([1], [ImageDetections(np.zeros((1, 4)), np.ones(1), np.array([9]))], [1, 2])
+
+
+def test_ground_truth_without_iscrowd_or_area_evaluates_as_coco_reads_it(coco_tree: Path) -> None:
+    """Absent ``iscrowd`` means 0 and absent ``area`` the box area: the same numbers as pycocotools
+    on a file that states those values explicitly (pycocotools alone crashes on the bare file)."""
+    gt_json = coco_tree / "annotations" / "instances_val2017.json"
+    records, _, cat_ids = load_coco_split(gt_json, coco_tree / "val2017")
+    dets, _ = noisy_detections(records, seed=3, with_masks=False)
+    results = detections_to_results([r.image_id for r in records], dets, cat_ids)
+    doc = json.loads(gt_json.read_text())
+    explicit = json.loads(json.dumps(doc))
+    bare = json.loads(json.dumps(doc))
+    n_plain = 0
+    for e_ann, b_ann in zip(explicit["annotations"], bare["annotations"]):
+        if not e_ann["iscrowd"]:
+            del b_ann["iscrowd"]
+            n_plain += 1
+        e_ann["area"] = e_ann["bbox"][2] * e_ann["bbox"][3]
+        del b_ann["area"]
+    assert 0 < n_plain < len(bare["annotations"])  # crowd regions keep their flag
+    explicit_path, bare_path = coco_tree / "explicit.json", coco_tree / "bare.json"
+    explicit_path.write_text(json.dumps(explicit))
+    bare_path.write_text(json.dumps(bare))
+    with pytest.raises(KeyError):  # the crash this guards against
+        reference(bare_path, hand_results(records, dets, cat_ids), "bbox")
+    ours, extras = coco_evaluate(bare_path, results)
+    ref = reference(explicit_path, hand_results(records, dets, cat_ids), "bbox")
+    got = [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    np.testing.assert_allclose(np.nan_to_num(got, nan=-100.0), ref, atol=1e-9)
+    assert extras["filled"] == {"iscrowd": n_plain, "area": len(bare["annotations"])}

@@ -134,3 +134,52 @@ def test_a_model_without_hf_internals_is_refused() -> None:
     with pytest.raises(ClBenchError):
         cpt.hf_of(object())
     assert load_fewshot_synthetic({"n_train": 5, "n_test": 5}).num_classes == 2
+
+
+def test_projection_hand_worked() -> None:
+    delta = torch.tensor([[3.0, 4.0], [0.3, -0.4], [2.0, -5.0]])
+    radius = torch.tensor([2.5, 1.0, 1.5])
+    # L2: (3, 4) has norm 5 > 2.5 -> scaled by 1/2; (0.3, -0.4) has norm 0.5 <= 1 -> kept
+    torch.testing.assert_close(cpt.project(delta, radius, "l2")[:2], torch.tensor([[1.5, 2.0], [0.3, -0.4]]))
+    # L∞: each coordinate clipped to [-r, r]
+    torch.testing.assert_close(cpt.project(delta, radius, "linf"),
+                               torch.tensor([[2.5, 2.5], [0.3, -0.4], [1.5, -1.5]]))
+
+
+def test_one_cpt_step_equals_the_explicit_formula() -> None:
+    """δ after one step, written out from the paper's objective without the module's batching:
+    loss = Σ_j decay^(k-1-j) Σ_{t ∈ label tokens of demo j} -log p(x_t | e0_<t) / Σ weights (one
+    weight per label token), its gradient zeroed on label rows, one Adam step from δ = 0 (step =
+    lr·scale · g / (|g| + 1e-8), Adam's bias-corrected first step), then each row projected onto its
+    L2 ball of radius ε·scale (input), ε_format·scale (format) or 0 (label), scale = mean ‖e0_t‖."""
+    model = tiny_model()
+    _, _, ids, types, labels = _context(model, k=3)
+    p = cpt.CPTParams(steps=1, lr=0.05, epsilon=0.02, epsilon_format=0.01, decay=0.5, norm="l2")
+    delta, card = cpt.refine_context(model, ids, types, labels, p)
+
+    hf = model.hf.eval()
+    e0 = hf.get_input_embeddings()(torch.tensor(ids)).detach().double()
+    scale = float(e0.norm(dim=1).mean())
+    x = torch.zeros_like(e0, requires_grad=True)
+    hf_double = hf.double()
+    try:
+        num, den = torch.zeros((), dtype=torch.float64), 0.0
+        for j, pos in enumerate(labels):
+            w = 0.5 ** (len(labels) - 1 - j)
+            for t in pos:
+                logits = hf_double(inputs_embeds=(e0 + x)[None, :t]).logits[0, -1]
+                num = num - w * torch.log_softmax(logits, -1)[ids[t]]
+                den += w
+        loss = num / den
+        (g,) = torch.autograd.grad(loss, x)
+    finally:
+        hf.float()
+    assert card["losses"][0] == pytest.approx(float(loss), abs=1e-4)
+    label_rows = torch.tensor([t == cpt.LABEL for t in types])
+    g[label_rows] = 0.0
+    step = -(p.lr * scale) * g / (g.abs() + 1e-8)
+    radius = torch.tensor([{cpt.INPUT: 0.02, cpt.FORMAT: 0.01, cpt.LABEL: 0.0}[t] for t in types], dtype=torch.float64) * scale
+    norms = step.norm(dim=1, keepdim=True)
+    want = step * torch.where(norms > radius[:, None], radius[:, None] / norms.clamp_min(1e-30), torch.ones_like(norms))
+    assert torch.count_nonzero(want[label_rows]) == 0 and torch.count_nonzero(want) > 0
+    torch.testing.assert_close(delta.double(), want, atol=2e-5 * scale, rtol=1e-3)

@@ -39,14 +39,16 @@ def test_checks_name_what_is_bad() -> None:
 
 def test_nan_features_are_refused_before_the_protocol(tiny_registry: Registry, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from cl_bench import engine
+    from cl_bench import extract
+    from cl_bench.feature_store import open_entry
 
-    real = engine.extract_features
-    monkeypatch.setattr(engine, "extract_features", lambda *a, **k: real(*a, **k) * np.float32("nan"))
+    real = extract._rows  # every batch of model outputs on its way into the cache entry
+    monkeypatch.setattr(extract, "_rows", lambda out: real(out) * np.float32("nan"))
     opts = RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu")
     with pytest.raises(ClBenchError, match=r"features of .* from method 'tiny-random': \d+ of \d+ values are NaN"):
         run(tiny_registry.task("tiny-knn"), tiny_registry.method("tiny-random"), opts)
     assert not (tmp_path / "r").exists()  # nothing written
+    assert all(open_entry(d) is None for d in (tmp_path / "c" / "features").glob("*/*") if d.is_dir())  # nor cached
 
 
 def test_a_corrupt_cache_entry_is_rebuilt_and_a_diverged_run_never_cached(

@@ -297,3 +297,45 @@ def test_scenes_twin_is_written_in_the_mmeb_layout_and_read_back(cache: Path) ->
 def test_bad_scenes_params() -> None:
     with pytest.raises(ClBenchError, match="unknown dataset"):
         load_scenes_mmeb_mini({"datasets": ["Scenes-Nope"]}, None)
+
+
+class ShapeRecorder(ImageTextEncoder):
+    """A two-tower stand-in that records the image shapes it is handed (images embedded by their mean colour)."""
+
+    embed_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        self.shapes += [tuple(im.shape) for im in images]
+        return torch.nn.functional.normalize(torch.cat([images.mean((2, 3)), torch.ones(len(images), 1)], 1), dim=-1)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.ones(len(texts), 4), dim=-1)
+
+
+def test_real_mmeb_hands_each_image_over_at_its_own_size(tmp_path: Path) -> None:
+    """VLM2Vec's eval gives the processor the original image: no 336 resize / centre crop first.
+    Version 1 (image_size 336) cropped a 40x12 document strip to its middle 12x12."""
+    sizes = {"N/a.png": (40, 12), "N/b.png": (9, 30), "N/q.png": (17, 17)}
+    rows = [{"qry_text": "find it", "qry_img_path": "N/q.png", "tgt_text": ["", ""], "tgt_img_path": ["N/a.png", "N/b.png"]}]
+    write_mmeb(tmp_path / "MMEB-eval", {"NIGHTS": rows}, {p: png(i, s) for i, (p, s) in enumerate(sizes.items())})
+    data = load_mmeb({"datasets": ["NIGHTS"]}, tmp_path)
+    ds = data.datasets[0]
+    assert ds.image_size is None and "image_size" not in data.arch_inputs
+    items, _ = ds.pair_items("tgt")
+    (_, images), = list(items.batches(8))
+    with zipfile.ZipFile(tmp_path / "MMEB-eval" / "images.zip") as zf:
+        for im, path in zip(images, ["N/a.png", "N/b.png"]):
+            original = np.asarray(Image.open(io.BytesIO(zf.read(f"eval_images/{path}"))).convert("RGB"))
+            assert im.shape == (3, original.shape[0], original.shape[1])
+            assert np.array_equal((im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), original)
+    model = ShapeRecorder()
+    run_mmeb(model, data, MMEBProtocolParams(batch_size=4), plain_ctx())
+    assert sorted(model.shapes) == sorted((3, h, w) for w, h in sizes.values())  # two-tower: a shape at a time
+    cropped = load_mmeb({"datasets": ["NIGHTS"], "image_size": 12}, tmp_path).datasets[0]
+    (_, old), = list(cropped.pair_items("tgt")[0].batches(8))
+    assert [tuple(im.shape) for im in old] == [(3, 12, 12), (3, 12, 12)]
+    assert items.fingerprint != cropped.pair_items("tgt")[0].fingerprint

@@ -149,7 +149,7 @@ def test_release_layout_is_read(tmp_path: Path) -> None:
 
 def test_readme_image_folder_name_is_accepted(tmp_path: Path) -> None:
     write_release(tmp_path / "MMVP_VLM", RELEASE_ROWS[:2], images_dir="MMVP_VLM_Images")
-    assert load_mmvp_vlm({}, tmp_path).images.images.shape == (2, 3, 224, 224)
+    assert load_mmvp_vlm({}, tmp_path).images.images.shape == (2, 3, 24, 24)  # own size (the default)
 
 
 def test_every_release_type_maps_to_its_pattern() -> None:
@@ -261,3 +261,42 @@ def test_protocol_on_the_scenes_twin_equals_the_reference_loop(cache: Path) -> N
     preds = getattr(result, "predictions", None)
     if preds is not None:
         assert preds.correct.sum() == round(result.metrics["pairs"] * data.n_pairs / 100)
+
+
+class RecordingClip(ImageTextEncoder):
+    """Two-tower stand-in: records image shapes; image embedding = mean colour, text = fixed."""
+
+    embed_dim = 3
+    logit_scale = nn.Parameter(torch.tensor(math.log(100.0)))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        self.shapes += [tuple(x.shape) for x in images]
+        return F.normalize(images.mean((2, 3)) + 1e-3, dim=-1)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(torch.tensor([[1.0, 0.5, 0.25]] * len(texts)), dim=-1)
+
+
+def test_real_images_reach_the_model_at_their_own_size(tmp_path: Path) -> None:
+    """evaluate_vlm.py runs the model's own preprocess on the opened image: no 224² squash first."""
+    root = write_release(tmp_path / "MMVP_VLM", RELEASE_ROWS)
+    for qid, size in (("1", (30, 20)), ("4", (18, 40))):  # two non-square, differently sized images
+        kind = next(k for q, k, _ in RELEASE_ROWS if q == qid)
+        Image.fromarray(np.full((size[1], size[0], 3), int(qid) * 40, np.uint8)).save(root / "MLLM_VLM Images" / kind / f"{qid}.jpg")
+    data = load_mmvp_vlm({}, tmp_path)
+    assert data.images.variable and "image_size" not in data.arch_inputs
+    assert [tuple(a.shape) for a in data.images.images] == [(3, 20, 30), (3, 24, 24), (3, 24, 24), (3, 40, 18)]
+    model = RecordingClip()
+    ctx = RunContext(torch.device("cpu"), 0, lambda m, split: m.embed_split(split, torch.device("cpu")))
+    run_mmvp_vlm(model, data, MMVPParams(), ctx)
+    assert sorted(model.shapes) == sorted([(3, 20, 30), (3, 24, 24), (3, 24, 24), (3, 40, 18)])
+    feats = model.embed_split(data.images, torch.device("cpu"))  # back in the images' order
+    for i, a in enumerate(data.images.images):
+        want = F.normalize(torch.from_numpy(a).float().div(255).mean((1, 2)) + 1e-3, dim=-1)
+        assert np.allclose(feats[i], want.numpy(), atol=1e-6)
+    squashed = load_mmvp_vlm({"image_size": 24}, tmp_path)  # version 1's behaviour, still available
+    assert squashed.images.images.shape == (4, 3, 24, 24) and not squashed.images.variable

@@ -44,6 +44,8 @@ KARPATHY_SPLITS = ("train", "restval", "val", "test")
 class FileImageList(ImageList):
     """An :class:`ImageList` read from files on demand (``tensor(index)`` decodes those files)."""
 
+    lazy = True
+
     def __init__(self, root: Path, rel_paths: list[str], image_size: int) -> None:
         self.root = Path(root)
         self.rel_paths = list(rel_paths)
@@ -68,6 +70,10 @@ class FileImageList(ImageList):
         img = TF.resize(img, self.image_size, interpolation=TF.InterpolationMode.BICUBIC)
         img = TF.center_crop(img, [self.image_size, self.image_size])
         return TF.pil_to_tensor(img)
+
+    def item(self, index: int) -> torch.Tensor:
+        """Image ``index`` as uint8 [3, S, S] (what a loader worker decodes)."""
+        return self._load(self.rel_paths[index])
 
     def tensor(self, index: Any = slice(None)) -> torch.Tensor:
         picked = self.rel_paths[index] if isinstance(index, slice) else (

@@ -26,10 +26,28 @@ def _uint8_to_float(a: np.ndarray) -> torch.Tensor:
 class ImageList:
     """An ordered set of images (what an image tower embeds), with a content fingerprint.
 
-    ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1].
+    ``images``: uint8 [N, H, W, 3] or [N, 3, H, W] (0..255), or float [N, 3, H, W] in [0, 1]; or
+    a list of single images ([H, W, 3] / [3, H, W]) that may differ in size (a real benchmark's
+    images handed to the model's own preprocessing): stacked when they share one size, else kept
+    as a list, and :meth:`shape_groups` groups a range of them by size for embedding.
+    ``lazy`` lists decode files on demand: ``item(i)`` gives image i as uint8 [3, H, W].
     """
 
-    def __init__(self, images: np.ndarray) -> None:
+    lazy = False
+
+    def __init__(self, images: np.ndarray | list[np.ndarray]) -> None:
+        self.variable = False
+        if isinstance(images, list):
+            chw = [np.ascontiguousarray(a.transpose(2, 0, 1)) if a.shape[-1] == 3 and a.shape[0] != 3 else a
+                   for a in images]
+            if any(a.ndim != 3 for a in chw):
+                raise ValueError("each image of a list must be 3-d ([H, W, 3] or [3, H, W])")
+            if len({a.shape for a in chw}) > 1:
+                self.variable = True
+                self.images: Any = chw
+                self.fingerprint = fingerprint_arrays(*chw, extra="cl_bench.images.v1:variable")
+                return
+            images = np.stack(chw) if chw else np.zeros((0, 3, 1, 1), np.uint8)
         if images.ndim != 4:
             raise ValueError(f"images must be 4-d, got shape {images.shape}")
         if images.shape[-1] == 3 and images.shape[1] != 3:
@@ -41,9 +59,24 @@ class ImageList:
         return len(self.images)
 
     def tensor(self, index: Any = slice(None)) -> torch.Tensor:
-        """Images (all, or ``index``) as float32 [n, 3, H, W] in [0, 1]."""
+        """Images (all, or ``index``) as float32 [n, 3, H, W] in [0, 1] (they must share a size)."""
+        if self.variable:
+            picked = self.images[index] if isinstance(index, slice) else [self.images[i] for i in np.atleast_1d(index)]
+            if len({a.shape for a in picked}) > 1:
+                raise ValueError("these images differ in size: use same_size_batches()")
+            return _uint8_to_float(np.stack(picked)) if picked else torch.zeros(0, 3, 1, 1)
         return _uint8_to_float(self.images[index])
 
+    def shape_groups(self, start: int, stop: int) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """Images ``start..stop-1`` as (positions within the range, float32 [n, 3, H, W]) groups of one
+        size each: one group unless the list's sizes vary (then in order of first appearance)."""
+        if not self.variable:
+            return [(np.arange(stop - start), self.tensor(slice(start, stop)))]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in range(start, stop):
+            by_shape.setdefault(self.images[i].shape, []).append(i)
+        return [(np.asarray(idx) - start, _uint8_to_float(np.stack([self.images[i] for i in idx])))
+                for idx in by_shape.values()]
 
 class CaptionedImages:
     """One split of captioned images.

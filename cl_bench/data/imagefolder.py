@@ -43,6 +43,9 @@ class ImageFolderParams(BaseModel):
     resize: int = Field(default=256, ge=1)
     crop: int = Field(default=224, ge=1)
     channels: Literal[1, 3] = 3
+    # original: the train split hands over the decoded image uncropped (any size), for protocols
+    # that crop it themselves (linear_sgd's RandomResizedCrop, as MoCo's main_lincls)
+    train_view: Literal["center_crop", "original"] = "center_crop"
 
     @model_validator(mode="after")
     def _crop_fits(self) -> ImageFolderParams:
@@ -55,8 +58,9 @@ class LazyImageFolderSplit(ImageSplit):
     """One split of an image folder; each ``__getitem__`` opens, converts, resizes and crops a file."""
 
     def __init__(
-        self, root: Path, rel_paths: list[str], labels: np.ndarray, resize: int, crop: int, channels: int
+        self, root: Path, rel_paths: list[str], labels: np.ndarray, resize: int | None, crop: int | None, channels: int
     ) -> None:
+        """``resize``/``crop`` None: the image as decoded (its own size)."""
         self.root = root
         self.rel_paths = rel_paths
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -70,8 +74,10 @@ class LazyImageFolderSplit(ImageSplit):
         path = self.root / self.rel_paths[index]
         with open_image(path) as img:
             img = img.convert("RGB" if self.channels == 3 else "L")
-        img = TF.resize(img, self.resize, interpolation=TF.InterpolationMode.BILINEAR)
-        img = TF.center_crop(img, [self.crop, self.crop])
+        if self.resize is not None:
+            img = TF.resize(img, self.resize, interpolation=TF.InterpolationMode.BILINEAR)
+        if self.crop is not None:
+            img = TF.center_crop(img, [self.crop, self.crop])
         return TF.pil_to_tensor(img).float().div_(255.0), int(self.labels[index])
 
 
@@ -122,7 +128,10 @@ def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassifi
             f"only in {p.train_dir}: {only_train[:5]}, only in {p.test_dir}: {only_test[:5]}; "
             "both splits need the same class folders"
         )
-    train = LazyImageFolderSplit(train_dir, train_paths, train_labels, p.resize, p.crop, p.channels)
+    original = p.train_view == "original"
+    train = LazyImageFolderSplit(
+        train_dir, train_paths, train_labels, None if original else p.resize, None if original else p.crop, p.channels
+    )
     test = LazyImageFolderSplit(test_dir, test_paths, test_labels, p.resize, p.crop, p.channels)
     return ImageClassificationData(
         name=f"imagefolder:{p.root}",

@@ -13,9 +13,12 @@ relative to the unpacked folder (``--image_dir eval_images/`` in VLM2Vec's scrip
 ``images.zip`` a path is found as is or under the zip's top-level folder. ``tgt_text == ""``
 (a string, not a list) means "no text for any candidate", as VLM2Vec's ``eval_clip.py`` reads it.
 
-Images are decoded when a protocol asks for them (:meth:`MMEBDataset.images`), each resized so
-its short side is ``image_size`` and centre-cropped square (CLIP's preprocessing), because the
-image–text interface takes equal-sized tensors; adapters resize further themselves.
+Images are decoded when a protocol asks for them (:meth:`PairItems.batches`). With
+``image_size: null`` (the real task's setting) each is handed to the model as decoded, at its own
+size, as VLM2Vec's eval does (its processor gets the original PIL image: a dynamic-resolution
+embedder sees whole documents, charts and grounding crops; a two-tower CLIP applies its own
+resize + centre crop). With an integer ``image_size`` (the embedded twin's, whose images are
+already that square) each is resized so its short side is ``image_size`` and centre-cropped.
 
 Errors a user can cause (one line naming dataset and row): a missing dataset folder or parquet
 file, a row whose image is in neither the folder nor the zip, a row whose ``tgt_text`` and
@@ -25,6 +28,7 @@ file, a row whose image is in neither the folder nor the zip, a row whose ``tgt_
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +77,7 @@ class ImageSource:
             raise ValueError("give exactly one of folder, zip_path")
         self.folder, self.zip_path = folder, zip_path
         self._zip: zipfile.ZipFile | None = None
+        self._zip_pid = 0
         self._infos: dict[str, zipfile.ZipInfo] = {}
         self._prefixes: list[str] = []
         if zip_path is not None:
@@ -82,6 +87,9 @@ class ImageSource:
             except (OSError, zipfile.BadZipFile) as e:
                 raise ClBenchError(f"{zip_path} is not a readable zip file ({e})") from None
             self._prefixes = sorted({n.split("/", 1)[0] + "/" for n in self._infos if "/" in n})
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for loader workers: no open zip handle
+        return {**self.__dict__, "_zip": None, "_zip_pid": 0}
 
     @property
     def where(self) -> str:
@@ -112,20 +120,21 @@ class ImageSource:
         safe_relpath(rel, f"image path of {self.where}")
         if self.folder is not None:
             return read_bytes(self.folder / rel, MAX_MEMBER_BYTES, "image")
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.zip_path)  # type: ignore[arg-type]
+        if self._zip is None or self._zip_pid != os.getpid():  # a forked loader worker opens its own
+            self._zip, self._zip_pid = zipfile.ZipFile(self.zip_path), os.getpid()  # type: ignore[arg-type]
         member = self._member(rel)
         if member is None:
             raise ClBenchError(f"image {rel!r} is not in {self.zip_path}")
         return read_zip_member(self._zip, self._infos[member], str(self.zip_path))
 
 
-def decode_image(blob: bytes, size: int, where: str = "an MMEB image") -> np.ndarray:
-    """uint8 [size, size, 3]: short side resized to ``size`` (bicubic), then centre-cropped."""
+def decode_image(blob: bytes, size: int | None, where: str = "an MMEB image") -> np.ndarray:
+    """uint8 [H, W, 3]: as decoded (``size`` None), else [size, size, 3]: short side resized to
+    ``size`` (bicubic), then centre-cropped."""
     with open_image(blob, where) as im:
         im = im.convert("RGB")
         w, h = im.size
-        if (w, h) != (size, size):
+        if size is not None and (w, h) != (size, size):
             s = size / min(w, h)
             im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
             w, h = im.size
@@ -140,7 +149,7 @@ class PairItems:
     are decoded a batch at a time; the fingerprint covers the texts, the paths, the images'
     stamps (zip CRC-32 / file size and mtime) and the decode size."""
 
-    def __init__(self, texts: list[str], paths: list[str], source: ImageSource, image_size: int,
+    def __init__(self, texts: list[str], paths: list[str], source: ImageSource, image_size: int | None,
                  stamps: dict[str, str], role: Literal["query", "candidate"] | None = None) -> None:
         if len(texts) != len(paths):
             raise ValueError(f"{len(texts)} texts but {len(paths)} image paths")
@@ -148,22 +157,24 @@ class PairItems:
         self.source, self.image_size = source, image_size
         self.role = role  # which side of the retrieval the items are on (role-aware embedders prompt by it)
         marks = [f"{p}={stamps.get(p, '')}" if p else "" for p in self.paths]
-        self.fingerprint = fingerprint_texts(self.texts + marks, f"cl_bench.mmeb.items.v1:{image_size}:{role}")
+        size_tag = "original" if image_size is None else image_size
+        self.fingerprint = fingerprint_texts(self.texts + marks, f"cl_bench.mmeb.items.v1:{size_tag}:{role}")
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def item(self, i: int) -> tuple[str, torch.Tensor | None]:
+        """(text, image as float [3, H, W] in [0, 1] or None) of item ``i``."""
+        if not self.paths[i]:
+            return self.texts[i], None
+        pix = decode_image(self.source.read(self.paths[i]), self.image_size, f"{self.paths[i]} ({self.source.where})")
+        return self.texts[i], torch.from_numpy(pix).permute(2, 0, 1).float().div_(255.0)
+
     def batches(self, batch_size: int) -> Iterator[tuple[list[str], list[torch.Tensor | None]]]:
         """(texts, images as float [3, H, W] in [0, 1] or None) in order, ``batch_size`` at a time."""
         for start in range(0, len(self), batch_size):
-            images: list[torch.Tensor | None] = []
-            for p in self.paths[start : start + batch_size]:
-                if p:
-                    pix = decode_image(self.source.read(p), self.image_size, f"{p} ({self.source.where})")
-                    images.append(torch.from_numpy(pix).permute(2, 0, 1).float().div_(255.0))
-                else:
-                    images.append(None)
-            yield self.texts[start : start + batch_size], images
+            items = [self.item(i) for i in range(start, min(start + batch_size, len(self)))]
+            yield [t for t, _ in items], [im for _, im in items]
 
 
 @dataclass
@@ -178,7 +189,7 @@ class MMEBDataset:
     tgt_text: list[list[str]]
     tgt_img: list[list[str]]
     source: ImageSource
-    image_size: int
+    image_size: int | None  # None: images at their own size
     file_digest: str = ""
     _stamps: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -236,6 +247,8 @@ class MMEBDataset:
     def images(self, paths: list[str]) -> ImageList:
         """The images at ``paths`` (relative), decoded to ``image_size`` squares."""
         s = self.image_size
+        if s is None:
+            raise ClBenchError(f"MMEB {self.name}: images at their own size do not stack; iterate pair_items() instead")
         if not paths:
             return ImageList(np.zeros((0, s, s, 3), np.uint8))
         return ImageList(np.stack([decode_image(self.source.read(p), s, f"{p} ({self.source.where})") for p in paths]))
@@ -301,7 +314,7 @@ def _as_list(value: Any, n: int) -> list[str]:
 
 
 def read_mmeb_dataset(root: Path, name: str, meta_task: str, split: str, source: ImageSource,
-                      image_size: int, layout: str) -> MMEBDataset:
+                      image_size: int | None, layout: str) -> MMEBDataset:
     folder = root / name
     files = _parquet_files(folder)
     if not files:
@@ -334,7 +347,7 @@ def image_source(root: Path, image_dir: str, zip_name: str = "images.zip") -> Im
     return None
 
 
-def read_mmeb_tree(root: Path, table: dict[str, tuple[str, str]], *, name: str, image_size: int,
+def read_mmeb_tree(root: Path, table: dict[str, tuple[str, str]], *, name: str, image_size: int | None,
                    image_dir: str = "eval_images", layout: str = "", meta: dict[str, Any] | None = None,
                    train_ref: tuple[str, dict[str, Any]] | None = None) -> MMEBData:
     """Read the datasets of ``table`` (name -> (meta-task, IND|OOD)) from an MMEB-eval tree."""
@@ -347,7 +360,8 @@ def read_mmeb_tree(root: Path, table: dict[str, tuple[str, str]], *, name: str, 
     if source is None:
         source = ImageSource(folder=root / image_dir)  # rows naming images then fail with row + path
     datasets = [read_mmeb_dataset(root, n, mt, sp, source, image_size, layout) for n, (mt, sp) in table.items()]
-    return MMEBData(name, datasets, arch_inputs={"in_channels": 3, "image_size": (image_size, image_size)},
+    sized = {} if image_size is None else {"image_size": (image_size, image_size)}
+    return MMEBData(name, datasets, arch_inputs={"in_channels": 3, **sized},
                     meta={"root": str(root), "images": source.where, "n_datasets": len(datasets), **(meta or {})},
                     train_ref=train_ref)
 
@@ -358,7 +372,9 @@ class MMEBParams(BaseModel):
     root: str = "MMEB-eval"
     datasets: Literal["all"] | list[str] = "all"
     image_dir: str = "eval_images"
-    image_size: int = Field(default=336, ge=8, le=2048)
+    # None (default): the model's processor gets each image at its own size, as VLM2Vec's eval;
+    # an integer: short side resized to it and centre-cropped first (version 1 of task mmeb: 336)
+    image_size: int | None = Field(default=None, ge=8, le=2048)
 
 
 @register("dataset", "mmeb")

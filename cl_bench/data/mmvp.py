@@ -10,7 +10,7 @@ On-disk layout (the released dataset; ``--data-root`` / ``CLBENCH_DATA`` points 
 Consecutive CSV rows form a pair; both images of a pair are read from the folder named by the
 pair's first ``type`` (as ``scripts/evaluate_vlm.py`` does). Statement ``j`` of a pair belongs
 to image 1 when its qid is odd and to image 2 when it is even (the script's ground truth).
-The release has 9 patterns x 15 pairs = 270 images, 224 x 224; the script assigns pattern
+The release has 9 patterns x 15 pairs = 270 images; the script assigns pattern
 ``pair_index // 15`` in the order of :data:`PATTERNS`, which on the release equals the pattern
 named by the ``type`` column — this loader uses the ``type`` column (robust to other counts).
 
@@ -128,10 +128,11 @@ def training_split(name: str, train_ref: tuple[str, dict[str, Any]] | None) -> A
     return components.get("dataset", ref_name)(params, None).train
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
+def _read_image(path: Path, size: int | None) -> np.ndarray:
+    """uint8 [H, W, 3] as decoded (``size`` None), else squashed to ``size`` x ``size`` (bicubic)."""
     with open_image(path) as im:
         im = im.convert("RGB")
-        if im.size != (size, size):
+        if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.BICUBIC)
         return np.asarray(im, dtype=np.uint8)
 
@@ -175,7 +176,7 @@ def read_questions(csv_path: Path) -> list[tuple[int, str, str, int]]:
     return rows
 
 
-def read_mmvp_vlm(root: Path, *, name: str, image_size: int, images_dir: str | None = None,
+def read_mmvp_vlm(root: Path, *, name: str, image_size: int | None, images_dir: str | None = None,
                   layout: str = "", meta: dict[str, Any] | None = None,
                   train_ref: tuple[str, dict[str, Any]] | None = None) -> MMVPData:
     """Read an MMVP-VLM tree (``Questions.csv`` + image folders) into :class:`MMVPData`."""
@@ -203,8 +204,8 @@ def read_mmvp_vlm(root: Path, *, name: str, image_size: int, images_dir: str | N
         qids += [q1, q2]
         types.append(t1)
     return MMVPData(
-        name, ImageList(np.stack(images)), statements, np.asarray(qids), types,
-        arch_inputs={"in_channels": 3, "image_size": (image_size, image_size)},
+        name, ImageList(images), statements, np.asarray(qids), types,
+        arch_inputs={"in_channels": 3, **({} if image_size is None else {"image_size": (image_size, image_size)})},
         meta={"root": str(root), "image_folder": image_root.name, "n_pairs": len(types), **(meta or {})},
         train_ref=train_ref,
     )
@@ -215,7 +216,10 @@ class MMVPVLMParams(BaseModel):
 
     root: str = "MMVP_VLM"
     images_dir: str | None = None  # default: 'MLLM_VLM Images', else 'MMVP_VLM_Images'
-    image_size: int = Field(default=224, ge=8, le=1024)  # every image resized to this square
+    # None (default): each image as decoded, so the model applies its own preprocessing, as
+    # scripts/evaluate_vlm.py does (preprocess(Image.open(...))); an integer: squashed to that
+    # square first (version 1 of task mmvp-vlm: 224)
+    image_size: int | None = Field(default=None, ge=8, le=1024)
 
 
 @register("dataset", "mmvp-vlm")

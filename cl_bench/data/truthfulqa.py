@@ -2,16 +2,22 @@
 
 Layouts (``source: auto`` takes the first present, in this order):
 
-- ``mc_json``: the official ``data/mc_task.json`` (sylinrl/TruthfulQA): a list of
-  ``{question, mc1_targets: {answer: 0|1}, mc2_targets: {...}}``;
 - ``hf_parquet``: the Hugging Face ``truthful_qa`` ``multiple_choice`` config:
   ``multiple_choice/validation-*.parquet`` with ``question``, ``mc1_targets`` and
-  ``mc2_targets`` as ``{choices: [...], labels: [...]}``;
+  ``mc2_targets`` as ``{choices: [...], labels: [...]}`` — the 817 questions
+  lm-evaluation-harness reads, so it is preferred when both layouts are present;
+- ``mc_json``: the official ``data/mc_task.json`` (sylinrl/TruthfulQA): a list of
+  ``{question, mc1_targets: {answer: 0|1}, mc2_targets: {...}}``;
 - ``csv``: the official ``TruthfulQA.csv`` (MC1 = Best Answer against the Incorrect Answers;
   MC2 = Correct Answers against Incorrect Answers, "; "-separated) — only when asked for.
 
 The revision is recorded: the official files were revised in January 2025 (790 questions);
 the Hugging Face copy keeps the original 817.
+
+Empty answer strings (39 in the 2025 ``mc_task.json``: 17 in MC1 lists, 22 in MC2 lists):
+``empty_choices: keep`` (default) keeps them, as lm-evaluation-harness does (the continuation
+scored is then ``" "``); ``drop`` removes them and counts what it removed per list
+(``meta["empty_choices_dropped"] = {"mc1": n1, "mc2": n2}``); ``error`` refuses the file.
 """
 
 from __future__ import annotations
@@ -36,13 +42,11 @@ LAYOUT_HINT = (
 )
 
 
-_DROPPED: list[int] = []  # empty choices dropped by the current load (single-threaded loader state)
-
-
 @dataclass(frozen=True)
 class MCTargets:
     choices: tuple[str, ...]
     labels: tuple[int, ...]
+    n_dropped: int = field(default=0, compare=False)  # empty choices removed (empty_choices: drop)
 
 
 @dataclass(frozen=True)
@@ -96,19 +100,25 @@ def _labels(raw: Any, where: str, kind: str) -> list[int]:
         raise ClBenchError(describe_validation_error(f"{where}: {kind}.labels", e)) from None
 
 
-def make_targets(choices: list[str], labels: list[int], where: str, kind: str, drop_empty: bool = False) -> MCTargets:
+EmptyChoices = Literal["keep", "drop", "error"]
+
+
+def make_targets(choices: list[str], labels: list[int], where: str, kind: str, empty: EmptyChoices = "keep") -> MCTargets:
     if len(choices) != len(labels):
         raise ClBenchError(f"{where}: {kind} has {len(choices)} choices but {len(labels)} labels")
-    if drop_empty:
+    n_in = len(choices)
+    if empty == "drop":
         kept = [(c, v) for c, v in zip(choices, labels) if not (isinstance(c, str) and not c.strip())]
-        if len(kept) < len(choices):
-            _DROPPED.append((_DROPPED.pop() if _DROPPED else 0) + len(choices) - len(kept))
         choices, labels = [c for c, _ in kept], [v for _, v in kept]
     if len(choices) < 2:
         raise ClBenchError(f"{where}: {kind} has fewer than two choices")
     for c in choices:
-        if not isinstance(c, str) or not c.strip():
-            raise ClBenchError(f"{where}: {kind} has an empty answer choice (use empty_choices: drop to skip them)")
+        if not isinstance(c, str):
+            raise ClBenchError(f"{where}: {kind} has a non-string answer choice {c!r}")
+        if empty == "error" and not c.strip():
+            raise ClBenchError(
+                f"{where}: {kind} has an empty answer choice (empty_choices: keep scores it as lm-eval does, drop skips it)"
+            )
     labs = _labels(labels, where, kind)
     if any(x not in (0, 1) for x in labs):
         raise ClBenchError(f"{where}: {kind} labels must be 0 or 1, got {sorted(set(labs))}")
@@ -118,24 +128,20 @@ def make_targets(choices: list[str], labels: list[int], where: str, kind: str, d
         raise ClBenchError(f"{where}: {kind} has no false answer (no label 0)")
     if kind == "mc1_targets" and labs.count(1) != 1:
         raise ClBenchError(f"{where}: mc1_targets must have exactly one true answer, got {labs.count(1)}")
-    return MCTargets(tuple(choices), tuple(labs))
+    return MCTargets(tuple(choices), tuple(labs), n_in - len(choices))
 
 
 def _question(
-    row: dict[str, Any], where: str, mc1: tuple[list, list], mc2: tuple[list, list], drop_empty: bool
+    row: dict[str, Any], where: str, mc1: tuple[list, list], mc2: tuple[list, list], empty: EmptyChoices
 ) -> MCQuestion:
     q = row.get("question")
     if not isinstance(q, str) or not q.strip():
         raise ClBenchError(f"{where}: missing or empty 'question'")
     return MCQuestion(
-        q, make_targets(*mc1, where, "mc1_targets", drop_empty), make_targets(*mc2, where, "mc2_targets", drop_empty)
+        q, make_targets(*mc1, where, "mc1_targets", empty), make_targets(*mc2, where, "mc2_targets", empty)
     )
 
-
-
-
-
-def read_mc_json(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
+def read_mc_json(path: Path, empty: EmptyChoices = "keep") -> list[MCQuestion]:
     """The official ``mc_task.json``; answer→label objects keep their file order (duplicates too)."""
     try:
         rows = json.loads(read_text(path, MAX_DATA_TEXT_BYTES, "mc_task.json"), object_pairs_hook=lambda pairs: pairs)
@@ -152,11 +158,11 @@ def read_mc_json(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
                 raise ClBenchError(f"{where}: missing '{key}' (an answer -> 0/1 object)")
         mc1 = ([a for a, _ in row["mc1_targets"]], [v for _, v in row["mc1_targets"]])
         mc2 = ([a for a, _ in row["mc2_targets"]], [v for _, v in row["mc2_targets"]])
-        out.append(_question(row, where, mc1, mc2, drop_empty))
+        out.append(_question(row, where, mc1, mc2, empty))
     return out
 
 
-def read_hf_parquet(files: list[Path], drop_empty: bool = False) -> list[MCQuestion]:
+def read_hf_parquet(files: list[Path], empty: EmptyChoices = "keep") -> list[MCQuestion]:
     import pandas as pd
 
     try:
@@ -175,11 +181,11 @@ def read_hf_parquet(files: list[Path], drop_empty: bool = False) -> list[MCQuest
             if not isinstance(t, dict) or "choices" not in t or "labels" not in t:
                 raise ClBenchError(f"{where}: '{key}' must be {{choices, labels}}")
             targets.append((list(t["choices"]), t["labels"]))  # labels checked by make_targets, never cast
-        out.append(_question(row, where, targets[0], targets[1], drop_empty))
+        out.append(_question(row, where, targets[0], targets[1], empty))
     return out
 
 
-def read_csv(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
+def read_csv(path: Path, empty: EmptyChoices = "keep") -> list[MCQuestion]:
     import pandas as pd
 
     try:
@@ -199,13 +205,13 @@ def read_csv(path: Path, drop_empty: bool = False) -> list[MCQuestion]:
         best, correct, wrong = row["Best Answer"].strip(), split(row["Correct Answers"]), split(row["Incorrect Answers"])
         mc1 = ([best, *wrong], [1] + [0] * len(wrong))
         mc2 = ([*correct, *wrong], [1] * len(correct) + [0] * len(wrong))
-        out.append(_question({"question": row["Question"]}, where, mc1, mc2, drop_empty))
+        out.append(_question({"question": row["Question"]}, where, mc1, mc2, empty))
     return out
 
 
 class TruthfulQAParams(StrictParams):
     source: Literal["auto", "mc_json", "hf_parquet", "csv"] = "auto"
-    empty_choices: Literal["error", "drop"] = "error"  # the 2025 mc_task.json has 39 empty strings
+    empty_choices: EmptyChoices = "keep"  # the 2025 mc_task.json has 39 empty strings; lm-eval keeps them
     limit: int | None = None  # first N questions (smoke runs)
 
 
@@ -215,7 +221,7 @@ def _locate(folder: Path, source: str) -> tuple[str, list[Path]]:
         "hf_parquet": sorted((folder / "multiple_choice").glob("validation-*.parquet")),
         "csv": [folder / "TruthfulQA.csv"],
     }
-    order = ["mc_json", "hf_parquet"] if source == "auto" else [source]
+    order = ["hf_parquet", "mc_json"] if source == "auto" else [source]
     for kind in order:
         found = [p for p in candidates[kind] if p.is_file()]
         if found:
@@ -230,22 +236,21 @@ def load_truthfulqa(params: dict[str, Any], data_root: Path | None) -> MultipleC
         raise ClBenchError(f"TruthfulQA needs real data: {LAYOUT_HINT} (or set CLBENCH_DATA)")
     folder = Path(data_root) / "truthfulqa"
     kind, files = _locate(folder, p.source)
-    drop = p.empty_choices == "drop"
-    _DROPPED.clear()
-    reader = {"mc_json": lambda d: read_mc_json(files[0], d), "hf_parquet": lambda d: read_hf_parquet(files, d),
-              "csv": lambda d: read_csv(files[0], d)}[kind]
-    questions = reader(drop)
-    n_dropped = _DROPPED.pop() if _DROPPED else 0
+    reader = {"mc_json": lambda e: read_mc_json(files[0], e), "hf_parquet": lambda e: read_hf_parquet(files, e),
+              "csv": lambda e: read_csv(files[0], e)}[kind]
+    questions = reader(p.empty_choices)
     if not questions:
         raise ClBenchError(f"{files[0]}: no questions")
     n_all = len(questions)
     if p.limit is not None:
         questions = questions[: p.limit]
+    dropped = {"mc1": sum(q.mc1.n_dropped for q in questions), "mc2": sum(q.mc2.n_dropped for q in questions)}
     h = hashlib.sha256()
     for f in files:
         h.update(read_bytes(f, MAX_DATA_TEXT_BYTES, "TruthfulQA file"))
     return MultipleChoiceData(
         name="truthfulqa", questions=questions, revision=revision_of(n_all),
         source=f"{kind}:{files[0].relative_to(data_root)}", file_sha256=h.hexdigest(),
-        meta={"n_questions_in_file": n_all, "layout": kind, "empty_choices_dropped": n_dropped},
+        meta={"n_questions_in_file": n_all, "layout": kind, "empty_choices": p.empty_choices,
+              "empty_choices_dropped": dropped},
     )

@@ -10,6 +10,12 @@ arrays (xyxy boxes -> ``[x0, y0, x1 - x0, y1 - y0]``, contiguous labels -> categ
 
 An empty results list (the model predicted nothing) scores 0 for every metric (pycocotools
 itself cannot load an empty results list) and says so in ``extras['no_detections']``.
+
+Ground truth whose annotations lack ``iscrowd`` (optional in hand-made or converted COCO files;
+pycocotools' ``evaluateImg`` indexes it and would crash after training) is read as
+``iscrowd = 0``, COCO's meaning of an absent flag; a missing ``area`` is the box area ``w * h``
+(as detectron2's ``convert_to_coco_dict`` writes for boxes). How many were filled is in
+``extras['filled']``.
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ def coco_evaluate(
     coco_gt = read_coco(Path(gt)) if isinstance(gt, (str, Path)) else coco_from_dict(gt) if isinstance(gt, dict) else gt
     if not coco_gt.getImgIds():
         raise ClBenchError("the COCO ground truth has no images: nothing to evaluate")
+    filled = fill_optional_fields(coco_gt)
     names = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
     if not results:
         metrics = {k: 0.0 for k in STAT_NAMES}
@@ -124,4 +131,20 @@ def coco_evaluate(
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
         per_class[names[cat_id]] = float(np.mean(p) * 100) if p.size else float("nan")
-    return metrics, {"per_class": per_class, "stats": stats, "summary": log.getvalue()}
+    return metrics, {"per_class": per_class, "stats": stats, "summary": log.getvalue(),
+                     **({"filled": filled} if any(filled.values()) else {})}
+
+
+def fill_optional_fields(coco_gt: Any) -> dict[str, int]:
+    """Give every ground-truth annotation ``iscrowd`` (0) and ``area`` (box w*h) where absent."""
+    filled = {"iscrowd": 0, "area": 0}
+    for ann in coco_gt.dataset.get("annotations", []):  # the same dicts as coco_gt.anns
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            filled["iscrowd"] += 1
+        if "area" not in ann:
+            if "bbox" not in ann:
+                raise ClBenchError(f"COCO ground-truth annotation id {ann.get('id')} has neither 'area' nor 'bbox'")
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+            filled["area"] += 1
+    return filled

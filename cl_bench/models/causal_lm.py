@@ -52,10 +52,11 @@ class CausalLM(nn.Module):
     def tok_decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))
 
-    def encode_pair(self, context: str, continuation: str) -> TokenPair:
+    def encode_pair(self, context: str, continuation: str, contexts: dict[str, list[int]] | None = None) -> TokenPair:
         """lm-evaluation-harness's split: trailing spaces of the context move to the continuation;
         the continuation's tokens are those of ``encode(context + continuation)`` after the
-        context's tokens; an empty context is replaced by the end-of-text token."""
+        context's tokens; an empty context is replaced by the end-of-text token. ``contexts``
+        memoises the context's own encoding (every choice of a question shares its context)."""
         if not continuation:
             raise ClBenchError("a log-likelihood request has an empty continuation (an empty answer choice?)")
         if not context:
@@ -65,7 +66,10 @@ class CausalLM(nn.Module):
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
         whole = self.tok_encode(context + continuation)
-        ctx = self.tok_encode(context)
+        if contexts is None:
+            ctx = self.tok_encode(context)
+        elif (ctx := contexts.get(context)) is None:
+            ctx = contexts[context] = self.tok_encode(context)
         return whole[: len(ctx)], whole[len(ctx) :]
 
     def truncate_pair(self, pair: TokenPair) -> TokenPair:
@@ -94,7 +98,8 @@ class CausalLM(nn.Module):
     # --- what protocols call -------------------------------------------------------------------
     def loglikelihood(self, requests: Sequence[Request]) -> list[tuple[float, bool]]:
         """Summed score of each continuation and whether it is the greedy (argmax) continuation."""
-        pairs = [self.truncate_pair(self.encode_pair(c, x)) for c, x in requests]
+        contexts: dict[str, list[int]] = {}  # each distinct context is encoded once
+        pairs = [self.truncate_pair(self.encode_pair(c, x, contexts)) for c, x in requests]
         return self.loglikelihood_tokens(pairs)
 
     def loglikelihood_tokens(self, pairs: list[TokenPair]) -> list[tuple[float, bool]]:

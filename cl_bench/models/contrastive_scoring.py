@@ -8,8 +8,12 @@ With ``log p`` the log-softmax of a model read out at a layer (``N`` = final lay
 adaptive plausibility constraint ``V_head = {v : p_E^N(v) >= plausibility * max_w p_E^N(w)}``
 (tokens outside it get ``mask_value``; ``plausibility = 0`` turns it off):
 
-- ``contrastive-decoding`` (Li et al., arXiv 2210.15097; amateur weight as in O'Brien & Lewis,
-  arXiv 2309.09117): ``s(v) = log p_E^N(v) - amateur_weight * log p_A^N(v)``.
+- ``contrastive-decoding`` (Li et al., arXiv 2210.15097): ``s(v) = log p_E^N(v) - w * log p_A^N(v)``
+  with ``w = amateur_weight`` (Li et al.'s rule is ``w = 1``). This is not O'Brien & Lewis's
+  weighting (arXiv 2309.09117), ``(1 + β) · logit_E - β · logit_A`` on raw logits: with
+  ``w = β / (1 + β)`` ours is theirs divided by ``1 + β`` plus a per-position constant (the two
+  log-normalisers), so the two pick the same greedy token, but summed multiple-choice scores
+  differ; theirs is not implemented.
 - ``dola`` (Chuang et al., arXiv 2309.03883): ``s(v) = log q_N(v) - log q_M(v)`` within one model,
   where ``q_j`` is layer ``j`` read out through the final norm and LM head and, per token, ``M`` is
   the candidate early layer whose distribution differs most from ``q_N`` — the divergence of the
@@ -18,8 +22,9 @@ adaptive plausibility constraint ``V_head = {v : p_E^N(v) >= plausibility * max_
   ``s`` with a log-softmax before the constraint.
 - ``lol`` (Chen et al., arXiv 2408.08769, "LOwer Layer matters"): contrastive decoding at the
   final layer plus, weighted by ``lower_weight``, contrastive decoding between the two models'
-  lower layers: ``s = CD(E^N, A^N) + lower_weight * CD(E^l, A^m)``. The paper's "truthfulness
-  refocused" prompt module is not part of this scorer.
+  lower layers: ``s = CD(E^N, A^N) + lower_weight * CD(E^l, A^m)``. Only the fusion rule is the
+  paper's: its amateur is the expert with induced hallucinations (ICD) and its "truthfulness
+  refocused" module is not part of this scorer; method ``lol-fusion-cd`` says so.
 
 Members (expert, amateur) are named in the method YAML as a method id (obtained through
 ``cl_bench.obtain``: trained once and cached, like any method) or an inline arch.

@@ -11,6 +11,12 @@
   With masks the same res5 module (shared weights) runs on the mask RoIs, followed by a
   2x deconvolution + 1x1 mask predictor (detectron2's C4 mask head).
 
+RoI pooling: ``pooler: torchvision`` is torchvision's ``MultiScaleRoIAlign`` (``aligned=False``;
+sampling ratio 2 in the FPN heads, 0 in C4); ``pooler: ROIAlignV2`` is detectron2's default
+``POOLER_TYPE`` in every config MoCo and PixPro build on: RoIAlign with ``aligned=True`` (box
+corners shifted by half a pixel, no minimum RoI size of 1) and ``POOLER_SAMPLING_RATIO: 0``
+(adaptive), with the same level assignment (canonical size 224 at level 4).
+
 Input normalisation stays inside the encoder: torchvision's transform gets mean 0 / std 1,
 so it only resizes and batches. Class index ``c`` of the dataset is detector label ``c + 1``
 (0 is background).
@@ -30,8 +36,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 from cl_bench.errors import ClBenchError
 from cl_bench.models.dense_trunk import Trunk
@@ -52,6 +59,7 @@ class DetectorConfig:
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
     extra_norm: bool = False
     c4_pool_size: int = 14  # RoIAlign output of the C4 head (res5 then halves it)
+    pooler: Literal["torchvision", "ROIAlignV2"] = "torchvision"
     min_size: Sequence[int] = (800,)
     max_size: int = 1333
     rpn_pre_nms_top_n_train: int = 2000
@@ -63,6 +71,34 @@ class DetectorConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
+
+
+class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """detectron2's ROIAlignV2 pooler: torchvision's level assignment and scales, each level pooled
+    by ``roi_align(..., aligned=True)``."""
+
+    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        feats = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale, self.canonical_level)
+        rois = _convert_to_roi_format(boxes)
+        size, ratio = self.output_size, self.sampling_ratio
+        if len(feats) == 1:
+            return roi_align(feats[0], rois, size, self.scales[0], ratio, aligned=True)
+        levels = self.map_levels(boxes)
+        out = feats[0].new_zeros((len(rois), feats[0].shape[1], *size))
+        for level, (feat, scale) in enumerate(zip(feats, self.scales)):
+            idx = torch.where(levels == level)[0]
+            out[idx] = roi_align(feat, rois[idx], size, scale, ratio, aligned=True).to(out.dtype)
+        return out
+
+
+def roi_pooler(cfg: DetectorConfig, names: list[str], size: int, torchvision_ratio: int) -> MultiScaleRoIAlign:
+    """The RoI pooler ``cfg.pooler`` asks for (see the module doc)."""
+    if cfg.pooler == "ROIAlignV2":
+        return AlignedMultiScaleRoIAlign(names, output_size=size, sampling_ratio=0)
+    return MultiScaleRoIAlign(names, output_size=size, sampling_ratio=torchvision_ratio)
 
 
 class FPNBackbone(nn.Module):
@@ -173,13 +209,13 @@ def build_detector(trunk: Trunk, cfg: DetectorConfig, fpn: FeaturePyramidNetwork
             )
         backbone: nn.Module = FPNBackbone(trunk, in_names, cfg.fpn_channels, fpn)
         anchors = AnchorGenerator(tuple((int(s),) for s in cfg.anchor_sizes), (ratios,) * len(cfg.anchor_sizes))
-        box_pool = MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2)
+        box_pool = roi_pooler(cfg, levels, 7, 2)
         box_head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head_dim)
         kw = dict(rpn_anchor_generator=anchors, box_roi_pool=box_pool, box_head=box_head,
                   box_predictor=FastRCNNPredictor(cfg.box_head_dim, n_out), **_common_kwargs(cfg))
         if cfg.masks:
             return MaskRCNN(backbone, num_classes=None,
-                            mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+                            mask_roi_pool=roi_pooler(cfg, levels, 14, 2),
                             mask_head=MaskRCNNHeads(cfg.fpn_channels, [cfg.mask_head_dim] * 4, 1),
                             mask_predictor=MaskRCNNPredictor(cfg.mask_head_dim, cfg.mask_head_dim, n_out), **kw)
         return FasterRCNN(backbone, num_classes=None, **kw)
@@ -194,12 +230,12 @@ def build_detector(trunk: Trunk, cfg: DetectorConfig, fpn: FeaturePyramidNetwork
     anchors = AnchorGenerator((tuple(int(s) for s in cfg.anchor_sizes),), (ratios,))
     rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
     kw = dict(rpn_anchor_generator=anchors, rpn_head=rpn_head,
-              box_roi_pool=MultiScaleRoIAlign(["0"], output_size=cfg.c4_pool_size, sampling_ratio=0),
+              box_roi_pool=roi_pooler(cfg, ["0"], cfg.c4_pool_size, 0),
               box_head=Res5Head(trunk.stages[res5], c5, pool=True, norm=norm),
               box_predictor=FastRCNNPredictor(c5, n_out), **_common_kwargs(cfg))
     if cfg.masks:
         return MaskRCNN(backbone, num_classes=None,
-                        mask_roi_pool=MultiScaleRoIAlign(["0"], output_size=cfg.c4_pool_size, sampling_ratio=0),
+                        mask_roi_pool=roi_pooler(cfg, ["0"], cfg.c4_pool_size, 0),
                         mask_head=Res5Head(trunk.stages[res5], c5, pool=False, norm=norm),
                         mask_predictor=C4MaskPredictor(c5, cfg.mask_head_dim, n_out), **kw)
     return FasterRCNN(backbone, num_classes=None, **kw)

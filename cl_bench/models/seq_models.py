@@ -17,6 +17,11 @@ The data decide the input/output layers (``arch_inputs`` of the dataset):
 - vectors (``icl-linreg``): Garg et al.'s read-in: the prompt is the interleaved sequence
   x_1, (y_1, 0, ..., 0), x_2, ... of d-vectors, ``Linear(d, H)`` in, ``Linear(H, 1)`` out, and
   the prediction for y_i is read at x_i's position (``regress(xs, ys)``).
+
+``ngram_heads: [1, 2, 3]`` (token inputs only) adds Akyürek et al.'s static n-gram head blocks,
+one per n, between the embedding and the backbone (:mod:`cl_bench.models.ngram_heads`): the
+paper's architectural result, that such heads help every model family learn regular languages
+in context.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
+from cl_bench.models.ngram_heads import NgramBlock
 from cl_bench.specs import validate_params
 
 
@@ -43,6 +49,7 @@ class SeqModelParams(BaseModel):
     n_positions: int | None = Field(default=None, ge=2)  # icl-gpt2: default = the data's longest input
     mlp_ratio: int = Field(default=4, ge=1)  # icl-linear-rnn only
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    ngram_heads: list[int] = Field(default_factory=list)  # static n-gram head blocks (token inputs)
 
 
 class GPT2Backbone(nn.Module):
@@ -149,6 +156,10 @@ class ICLSequenceModel(nn.Module):
         self.arch = arch
         self.input_kind = input_kind
         self.backbone = BACKBONES[arch](p, max_positions)
+        if p.ngram_heads and (input_kind != "tokens" or min(p.ngram_heads) < 1):
+            raise ClBenchError(f"arch {arch}: ngram_heads (n >= 1) need token inputs (icll-dfa), got "
+                               f"{p.ngram_heads} on {input_kind}")
+        self.ngram_blocks = nn.ModuleList(NgramBlock(p.n_embd, n) for n in p.ngram_heads)
         if input_kind == "tokens":
             self.vocab_size, self.pad_id = vocab_size, pad_id
             self.embed = nn.Embedding(vocab_size, p.n_embd)
@@ -166,7 +177,10 @@ class ICLSequenceModel(nn.Module):
     def token_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits [B, T, V] for token ids [B, T]."""
         self._need("tokens")
-        return self.head(self.backbone(self.embed(ids)))
+        h = self.embed(ids)
+        for block in self.ngram_blocks:
+            h = block(h, ids)
+        return self.head(self.backbone(h))
 
     @staticmethod
     def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from cl_bench.errors import ClBenchError
+from cl_bench.extract import EmbedPlan, collect
 
 
 class TextEncoderParams(BaseModel):
@@ -91,31 +92,39 @@ class TextEncoder(nn.Module):
 
     def embed_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Frozen float32 embeddings [N, D], in the order of ``texts``."""
+        return collect(self._text_plan(texts, batch_size), self.embed_dim)
+
+    def _text_plan(self, texts: Sequence[str], batch_size: int | None = None) -> EmbedPlan:
+        """Batches of similar length (longest first), each row written back to its own place."""
         texts = list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ClBenchError(f"text #{i} is {type(t).__name__}, not a string")
         bs = batch_size or self.batch_size
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), bs):
-                    idx = order[start : start + bs]
-                    emb = self.encode([texts[i] for i in idx])
-                    out[idx] = emb.float().cpu().numpy()
-        finally:
-            self.train(was_training)
-        return out
+        order = np.asarray(sorted(range(len(texts)), key=lambda i: -len(texts[i])), dtype=np.int64)
 
-    def embed_split(self, split: Any, device: torch.device) -> np.ndarray:
-        """The engine's hook: embeddings of ``split.texts`` (the split carries a fingerprint)."""
+        def run(start: int) -> Iterator[torch.Tensor]:
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.inference_mode():
+                    for s in range(start, len(order), bs):
+                        yield self.encode([texts[i] for i in order[s : s + bs]])
+            finally:
+                self.train(was_training)
+
+        return EmbedPlan(len(texts), bs, run, order)
+
+    def embed_plan(self, split: Any, device: torch.device, feeder: Any = None) -> EmbedPlan:
+        """The engine's hook: how to embed ``split.texts`` (the split carries a fingerprint)."""
         texts = getattr(split, "texts", None)
         if texts is None:
             raise ClBenchError(f"a text encoder cannot embed {type(split).__name__}: it has no texts")
         if len(texts) == 0:
             raise ClBenchError("the text split is empty: nothing to embed")
         self.to(device)
-        return self.embed_texts(texts)
+        return self._text_plan(texts)
+
+    def embed_split(self, split: Any, device: torch.device) -> np.ndarray:
+        """Embeddings of ``split.texts`` in memory (what :meth:`embed_plan` streams)."""
+        return collect(self.embed_plan(split, device), self.embed_dim)

@@ -33,15 +33,28 @@ class RunContext:
         seed: int,
         extract: Callable[[Any, Any], np.ndarray],
         progress: bool = False,
+        stored: Callable[[Any, Any], Any] | None = None,
+        model_fingerprint: str | None = None,
     ) -> None:
+        self.model_fingerprint = model_fingerprint  # of the run's model (sha256 of its weights)
         self.device = device
         self.seed = seed
         self._extract = extract
+        self._stored = stored
         self.progress = progress
 
     def features(self, model: Any, split: Any) -> np.ndarray:
         """Frozen embeddings [N, D] (float32) of every item of ``split``, through the cache."""
         return self._extract(model, split)
+
+    def stored_features(self, model: Any, split: Any) -> Any:
+        """The same features as a :class:`cl_bench.feature_store.StoredFeatures` (or
+        ``ArrayFeatures``): read in blocks by protocols that must not load them whole."""
+        if self._stored is not None:
+            return self._stored(model, split)
+        from cl_bench.feature_store import ArrayFeatures
+
+        return ArrayFeatures(self._extract(model, split))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from cl_bench.data.text_types import BitextData
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
+from cl_bench.protocols.knn import _nearest as nearest_lowest_first
 
 MTEB_METRICS = ("accuracy", "precision", "recall", "f1")
 LASER_METRICS = (
@@ -53,16 +54,18 @@ def l2_normalize(x: np.ndarray) -> torch.Tensor:
 
 
 def top_k(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosines and indices of each (normalised) query's k nearest keys, best first.
+    """Cosines and indices of each (normalised) query's k nearest keys.
 
-    For k = 1 the index is the argmax (lowest index among ties)."""
+    Among equal cosines the lower key index is nearer; for k = 1 the index is the argmax, for
+    k > 1 each row lists its k keys in index order (so a later argmax over them also resolves
+    ties to the lowest index)."""
     vals, idxs = [], []
     for start in range(0, len(queries), chunk):
         sims = queries[start : start + chunk] @ keys.T
         if k == 1:
             v, i = sims.max(dim=1, keepdim=True)
         else:
-            v, i = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+            v, i = nearest_lowest_first(sims, k)
         vals.append(v)
         idxs.append(i)
     return torch.cat(vals), torch.cat(idxs)
@@ -111,10 +114,13 @@ FULL_MATRIX_MAX = 1 << 26  # similarity entries computed at once (256 MiB of flo
 
 
 def _margin_from_matrix(sim: torch.Tensor, k: int, margin: str) -> tuple[np.ndarray, np.ndarray]:
-    """xSIM retrieval both ways from one similarity matrix [Ns, Nt]: (src->tgt, tgt->src)."""
+    """xSIM retrieval both ways from one similarity matrix [Ns, Nt]: (src->tgt, tgt->src).
+
+    Candidates come in index order (ties at the k-th cosine keep the lower index), so the argmax
+    of the margin scores resolves ties to the lowest index, as the module promises."""
     k = min(k, *sim.shape)
-    cos_st, idx_st = torch.topk(sim, k, dim=1, largest=True, sorted=True)
-    cos_ts, idx_ts = torch.topk(sim.T, k, dim=1, largest=True, sorted=True)
+    cos_st, idx_st = nearest_lowest_first(sim, k)
+    cos_ts, idx_ts = nearest_lowest_first(sim.T.contiguous(), k)
     avg_s, avg_t = cos_st.mean(dim=1), cos_ts.mean(dim=1)
 
     def pick(cos: torch.Tensor, idx: torch.Tensor, avg_q: torch.Tensor, avg_k: torch.Tensor) -> np.ndarray:

@@ -12,6 +12,11 @@ torchvision's transform (torch RNG, seeded by the engine). Crowd objects (COCO `
 are not training targets; VOC ``difficult`` objects are (detectron2 keeps them); boxes
 narrower than one pixel after loading are dropped and counted.
 
+``pooler``: torchvision's RoIAlign or detectron2's ROIAlignV2 (aligned, adaptive sampling; the
+real tasks' setting, see :mod:`cl_bench.models.detectors`). ``precise_bn_iters`` > 0 recomputes
+the BatchNorm statistics over that many training batches after training (PreciseBN, as MoCo's
+Base-RCNN-C4-BN; :mod:`cl_bench.protocols.precise_bn`).
+
 Test: shortest side ``test_min_size``, score threshold 0.05, NMS 0.5, 100 detections per
 image (detectron2's test defaults); then the dataset's metric:
 ``voc`` -> :func:`cl_bench.metrics.voc_ap.evaluate_voc` (AP, AP50, AP75; 11-point for VOC2007);
@@ -40,6 +45,7 @@ from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trun
 from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense_schedule import check_finite, index_stream, multistep_lr, set_lr, sgd
+from cl_bench.protocols.precise_bn import update_bn_stats
 
 
 class DetectionParams(ProtocolParams):
@@ -69,6 +75,8 @@ class DetectionParams(ProtocolParams):
     mask_head_dim: int = Field(256, ge=1)
     c4_pool_size: int = Field(14, ge=2)
     extra_norm: bool = False
+    pooler: Literal["torchvision", "ROIAlignV2"] = "torchvision"  # real tasks: ROIAlignV2 (detectron2)
+    precise_bn_iters: int = Field(0, ge=0)  # 0: off; MoCo's Base-RCNN-C4-BN: 200
     rpn_pre_nms_top_n_train: int = Field(2000, ge=1)
     rpn_pre_nms_top_n_test: int = Field(1000, ge=1)
     rpn_post_nms_top_n_train: int = Field(2000, ge=1)
@@ -93,7 +101,7 @@ def detector_config(p: DetectionParams, data: DetectionData) -> DetectorConfig:
         head=p.head, num_classes=data.num_classes, masks=masks, fpn_channels=p.fpn_channels,
         box_head_dim=p.box_head_dim, mask_head_dim=p.mask_head_dim, fpn_levels=p.fpn_levels,
         anchor_sizes=tuple(p.anchor_sizes), aspect_ratios=tuple(p.aspect_ratios), extra_norm=p.extra_norm,
-        c4_pool_size=p.c4_pool_size, min_size=tuple(p.train_min_sizes), max_size=p.train_max_size,
+        c4_pool_size=p.c4_pool_size, pooler=p.pooler, min_size=tuple(p.train_min_sizes), max_size=p.train_max_size,
         rpn_pre_nms_top_n_train=p.rpn_pre_nms_top_n_train, rpn_pre_nms_top_n_test=p.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_train=p.rpn_post_nms_top_n_train, rpn_post_nms_top_n_test=p.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=p.rpn_batch_size_per_image, box_batch_size_per_image=p.box_batch_size_per_image,
@@ -197,6 +205,13 @@ def train_detector(model: torch.nn.Module, data: TrainTargets, p: DetectionParam
             "dropped_degenerate_boxes": data.dropped_degenerate}
 
 
+def _forward_batch(device: torch.device) -> Any:
+    """One training-mode forward of the detector on a batch of (image, target) pairs."""
+    def run(model: torch.nn.Module, batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> Any:
+        return model([im.to(device) for im, _ in batch], [{k: v.to(device) for k, v in t.items()} for _, t in batch])
+    return run
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: DetectionSplit, p: DetectionParams, device: torch.device,
             masks: bool) -> tuple[list[ImageDetections], list[np.ndarray] | None]:
@@ -250,7 +265,11 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
     model = wrap_ddp(model, ctx.device, params.bn, find_unused=cfg.masks)
-    train_card = train_detector(model, TrainTargets(data.train, cfg.masks), params, ctx)
+    targets = TrainTargets(data.train, cfg.masks)
+    train_card = train_detector(model, targets, params, ctx)
+    if params.precise_bn_iters:  # every rank: SyncBN layers synchronise their batch statistics
+        train_card["precise_bn"] = {"iters": params.precise_bn_iters, "layers": update_bn_stats(
+            model, _batches(targets, params, ctx.seed + 1), params.precise_bn_iters, _forward_batch(ctx.device))}
     model, ddp = unwrap_after_training(model)
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})

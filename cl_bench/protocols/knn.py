@@ -8,6 +8,9 @@ top-k go to the lower class index (see ``classification_metrics``).
 
 Test items are processed ``chunk_size`` rows at a time, so memory is bounded by
 ``chunk_size × n_train`` similarities (plus the features themselves), whatever the test size.
+When the training features do not fit on the device (:mod:`cl_bench.memory_budget`), the memory
+bank is read from the feature cache in blocks instead (:func:`knn_predict_streamed`): the same
+neighbours, the same scores up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -95,14 +98,54 @@ def knn_predict(
     return scores
 
 
+def knn_predict_streamed(
+    train: Any, train_labels: torch.Tensor | np.ndarray, test: Any, k: int = 20, T: float = 0.07,
+    num_classes: int | None = None, device: torch.device | str = "cpu", bank_rows: int | None = None,
+) -> torch.Tensor:
+    """:func:`knn_predict` with the memory bank (``train``: anything with ``blocks(rows)`` and
+    ``shape``, e.g. a feature-cache entry) read ``bank_rows`` rows at a time onto ``device``.
+
+    Each test item keeps a running top-k over the blocks: the candidates (previous top-k, then the
+    block's top-k, both in index order) are ordered by a stable descending sort, so equal
+    similarities keep the lower index, exactly the neighbours :func:`knn_predict` picks.
+    """
+    if not T >= MIN_TEMPERATURE:
+        raise ValueError(f"T={T} would overflow exp(sim / T) in float32; use T >= {MIN_TEMPERATURE}")
+    device = torch.device(device)
+    labels = torch.as_tensor(train_labels).long().to(device)
+    q = l2_normalize(torch.as_tensor(np.asarray(test.load() if hasattr(test, "load") else test)).float().to(device))
+    C = int(num_classes if num_classes is not None else int(labels.max()) + 1)
+    k = min(int(k), train.shape[0])
+    rows = bank_rows or max(1, auto_chunk_size(len(q)))
+    best_v = torch.empty(len(q), 0, device=device)
+    best_i = torch.empty(len(q), 0, dtype=torch.long, device=device)
+    for start, block in train.blocks(rows):
+        bank = l2_normalize(torch.from_numpy(np.asarray(block, dtype=np.float32)).to(device))
+        v, i = _nearest(q @ bank.T, min(k, len(bank)))
+        cand_v, cand_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + start], 1)
+        order = torch.sort(cand_v, dim=1, descending=True, stable=True).indices[:, :k]
+        keep_i, pos = cand_i.gather(1, order).sort(dim=1)
+        best_v, best_i = cand_v.gather(1, order).gather(1, pos), keep_i
+    scores = torch.zeros(len(q), C, dtype=torch.float32, device=device)
+    return scores.scatter_add_(1, labels[best_i], best_v.div(T).exp_())
+
+
 def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunContext) -> ProtocolResult:
-    train = torch.from_numpy(ctx.features(model, data.train)).to(ctx.device)
-    test = torch.from_numpy(ctx.features(model, data.test)).to(ctx.device)
-    scores = knn_predict(
-        train, data.train.labels, test, params.k, params.temperature, data.num_classes, params.chunk_size
-    )
+    from cl_bench.memory_budget import budget_bytes
+
+    train_f = ctx.stored_features(model, data.train)
+    test_f = ctx.stored_features(model, data.test)
     k = min(params.k, len(data.train.labels))
-    return classification_result(scores, data.test.labels, {"k_used": k})
+    if 2 * (train_f.nbytes + test_f.nbytes) <= budget_bytes(ctx.device):  # features and normalized copies
+        train = torch.from_numpy(train_f.load()).to(ctx.device)
+        test = torch.from_numpy(test_f.load()).to(ctx.device)
+        scores = knn_predict(
+            train, data.train.labels, test, params.k, params.temperature, data.num_classes, params.chunk_size
+        )
+        return classification_result(scores, data.test.labels, {"k_used": k})
+    scores = knn_predict_streamed(train_f, data.train.labels, test_f, params.k, params.temperature,
+                                  data.num_classes, ctx.device)
+    return classification_result(scores, data.test.labels, {"k_used": k, "memory_bank": "streamed in blocks"})
 
 
 PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run))

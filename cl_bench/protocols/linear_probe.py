@@ -13,16 +13,23 @@ when the largest gradient entry is below ``tol`` (default 1e-6, as scikit-learn'
 own default 1e-4 stops weakly regularised fits early enough that warm- and cold-started fits
 pick different λ).
 
-Protocol: standardize with train mean/std; split train (stratified, ``ctx.seed``) into a fit
+Protocol: standardize with train mean/std (computed a block of rows at a time, bit for bit
+numpy's ``mean``/``std``); split train (stratified, ``ctx.seed``) into a fit
 part and a ``val_fraction`` validation part; fit every λ of ``l2_grid`` on the fit part, from
 strong to weak regularisation, each warm-started from the previous solution; keep the λ with
 the best validation accuracy (ties: the larger λ); refit on all of train (warm-started);
 report top-1 (and top-5 when there are more than 5 classes) on test, in percent.
+
+When the features would not fit in memory on the device, the same objective is minimised by the
+same L-BFGS with the data term streamed block by block from the feature cache
+(:mod:`cl_bench.protocols.linear_probe_stream`); ``extras["solver"]`` says which ran.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 import torch
@@ -53,13 +60,40 @@ def sklearn_c(l2: float, n: int) -> float:
     return 1.0 / (2.0 * l2 * n)
 
 
-def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(train - μ) / σ and (test - μ) / σ with μ, σ of ``train`` (σ = 1 where a feature is constant)."""
-    mean = train.mean(axis=0, dtype=np.float64)
-    std = train.std(axis=0, dtype=np.float64)
+def column_stats(blocks: Callable[[], Iterable[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, σ) per column, float64, over the row blocks ``blocks()`` yields (called twice: a pass
+    for μ, a pass for σ). Rows are summed one after another in float64, the order numpy's
+    ``mean(axis=0)`` / ``std(axis=0)`` sum them in, so the result is theirs bit for bit while
+    never holding more than one block in float64; σ = 1 where a feature is constant."""
+    def running_sum(parts: Iterable[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        acc, n = None, 0
+        for part in parts:
+            acc = part.sum(axis=0) if acc is None else np.add.reduce(np.concatenate([acc[None], part]), axis=0)
+            n += len(part)
+        return acc, n
+
+    total, n = running_sum(np.asarray(b, dtype=np.float64) for b in blocks())
+    if total is None or n == 0:
+        raise ClBenchError("linear_probe: no training features to standardize")
+    mean = total / n
+    sq, _ = running_sum((np.asarray(b, dtype=np.float64) - mean) ** 2 for b in blocks())
+    std = np.sqrt(sq / n)
     std[std < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))] = 1.0
-    out = [((a - mean) / std).astype(np.float32) for a in (train, test)]
-    return out[0], out[1]
+    return mean, std
+
+
+def standardized(a: np.ndarray, mean: np.ndarray, std: np.ndarray, block_rows: int = 8192) -> np.ndarray:
+    """``((a - μ) / σ)`` as float32, computed a block of rows at a time (no float64 copy of ``a``)."""
+    out = np.empty(a.shape, dtype=np.float32)
+    for i in range(0, len(a), block_rows):
+        out[i : i + block_rows] = (a[i : i + block_rows] - mean) / std
+    return out
+
+
+def standardize(train: np.ndarray, test: np.ndarray, block_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """(train - μ) / σ and (test - μ) / σ with μ, σ of ``train`` (σ = 1 where a feature is constant)."""
+    mean, std = column_stats(lambda: (train[i : i + block_rows] for i in range(0, len(train), block_rows)))
+    return standardized(train, mean, std, block_rows), standardized(test, mean, std, block_rows)
 
 
 def _softmax_loss_grad(
@@ -82,6 +116,19 @@ def _softmax_loss_grad(
     return loss, gW, resid.sum(0)
 
 
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat float32 denormals as zero inside the block (restored after). Weakly regularised fits
+    drive many softmax probabilities into the denormal range, where every multiply is ~100x
+    slower on x86; as zeros they change nothing a top-1 accuracy can see."""
+    supported = torch.set_flush_denormal(True)  # False where the CPU cannot (then nothing changes)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
 def weight_scale(X: torch.Tensor, l2: float, num_classes: int) -> torch.Tensor:
     """Diagonal preconditioner: the solver works on V with W = scale[:, None] * V.
 
@@ -91,9 +138,48 @@ def weight_scale(X: torch.Tensor, l2: float, num_classes: int) -> torch.Tensor:
     curved, unpenalised bias) takes L-BFGS hundreds of iterations; on standardized features
     with small λ it is ~1, i.e. no change.
     """
-    q = (1.0 / num_classes) * (1.0 - 1.0 / num_classes)
     m = torch.linalg.vector_norm(X, dim=0, dtype=torch.float64).pow(2) / X.shape[0]
-    return torch.sqrt(q / (q * m + 2.0 * l2)).to(X.dtype)
+    return scale_from_moment(m, l2, num_classes).to(X.dtype)
+
+
+def scale_from_moment(m: torch.Tensor, l2: float, num_classes: int) -> torch.Tensor:
+    """:func:`weight_scale` from the per-feature second moments ``m`` (float64)."""
+    q = (1.0 / num_classes) * (1.0 - 1.0 / num_classes)
+    return torch.sqrt(q / (q * m + 2.0 * l2))
+
+
+def initial_weights(
+    y: torch.Tensor, num_classes: int, dim: int, dtype: torch.dtype, device: torch.device,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``init`` on the device, or the cold start W = 0, b = log class frequencies."""
+    if init is not None:
+        return init[0].detach().to(device, dtype), init[1].detach().to(device, dtype).clone()
+    counts = torch.bincount(y, minlength=num_classes).to(dtype)
+    return torch.zeros(dim, num_classes, dtype=dtype, device=device), torch.log((counts + 0.5) / (len(y) + 0.5 * num_classes))
+
+
+def minimize(
+    objective: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    scale: torch.Tensor, W: torch.Tensor, b: torch.Tensor, max_iter: int, tol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L-BFGS (strong Wolfe) on (V = W / scale, b) given ``objective(W, b) -> (loss, dW, db)``."""
+    V = (W / scale).requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [V, b], lr=1.0, max_iter=max_iter, max_eval=max_iter * 5 // 4 + 20, tolerance_grad=tol,
+        tolerance_change=_TOL_CHANGE, history_size=20, line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            loss, gW, gb = objective(V * scale, b)
+        V.grad, b.grad = gW.mul_(scale), gb
+        return loss
+
+    with flush_denormals():
+        opt.step(closure)
+    return (V.detach() * scale), b.detach()
 
 
 def fit_logistic(
@@ -117,28 +203,8 @@ def fit_logistic(
     y = torch.as_tensor(y, device=X.device).long()
     C = int(num_classes if num_classes is not None else int(y.max()) + 1)
     scale = weight_scale(X, l2, C)[:, None]
-    if init is None:
-        W = torch.zeros(X.shape[1], C, dtype=X.dtype, device=X.device)
-        counts = torch.bincount(y, minlength=C).to(X.dtype)
-        b = torch.log((counts + 0.5) / (len(y) + 0.5 * C))
-    else:
-        W = init[0].detach().to(X.device, X.dtype)
-        b = init[1].detach().to(X.device, X.dtype).clone()
-    V = (W / scale).requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [V, b], lr=1.0, max_iter=max_iter, max_eval=max_iter * 5 // 4 + 20, tolerance_grad=tol,
-        tolerance_change=_TOL_CHANGE, history_size=20, line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> torch.Tensor:
-        with torch.no_grad():
-            loss, gW, gb = _softmax_loss_grad(X, y, V * scale, b, l2)
-        V.grad, b.grad = gW.mul_(scale), gb
-        return loss
-
-    opt.step(closure)
-    return (V.detach() * scale), b.detach()
+    W, b = initial_weights(y, C, X.shape[1], X.dtype, X.device, init)
+    return minimize(lambda W_, b_: _softmax_loss_grad(X, y, W_, b_, l2), scale, W, b, max_iter, tol)
 
 
 def topk_correct(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, k: int) -> np.ndarray:
@@ -177,6 +243,24 @@ def accuracy(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor)
     return float(topk_correct(torch.addmm(b, X, W), y, 1).mean())
 
 
+def search_l2(
+    fit: Callable[[float, tuple[torch.Tensor, torch.Tensor] | None], tuple[torch.Tensor, torch.Tensor]],
+    val_accuracy: Callable[[torch.Tensor, torch.Tensor], float],
+    l2_grid: list[float],
+) -> tuple[float, dict[float, float], tuple[torch.Tensor, torch.Tensor]]:
+    """Fit each λ of the grid (strong -> weak, each warm-started from the previous fit); the λ
+    with the best validation accuracy (ties: the larger λ), every λ's accuracy, the chosen fit."""
+    val_acc: dict[float, float] = {}
+    best, best_fit, init = None, None, None
+    for l2 in sorted(set(l2_grid), reverse=True):
+        init = fit(l2, init)
+        val_acc[l2] = val_accuracy(*init)
+        if best is None or val_acc[l2] > val_acc[best]:  # strictly better: ties keep the larger λ
+            best, best_fit = l2, init
+    assert best is not None and best_fit is not None, "l2_grid is empty"
+    return best, val_acc, best_fit
+
+
 def select_l2(
     X_fit: torch.Tensor,
     y_fit: torch.Tensor,
@@ -187,17 +271,11 @@ def select_l2(
     max_iter: int = 1000,
     tol: float = 1e-6,
 ) -> tuple[float, dict[float, float], tuple[torch.Tensor, torch.Tensor]]:
-    """Fit each λ of the grid (strong -> weak, warm-started); returns the λ with the best
-    validation accuracy (ties: the larger λ), the accuracy of every λ, and the chosen fit."""
-    val_acc: dict[float, float] = {}
-    best, best_fit, init = None, None, None
-    for l2 in sorted(set(l2_grid), reverse=True):
-        init = fit_logistic(X_fit, y_fit, l2, num_classes, max_iter, tol, init)
-        val_acc[l2] = accuracy(X_val, y_val, *init)
-        if best is None or val_acc[l2] > val_acc[best]:  # strictly better: ties keep the larger λ
-            best, best_fit = l2, init
-    assert best is not None and best_fit is not None, "l2_grid is empty"
-    return best, val_acc, best_fit
+    """:func:`search_l2` with full-batch fits on (X_fit, y_fit), accuracy on (X_val, y_val)."""
+    return search_l2(
+        lambda l2, init: fit_logistic(X_fit, y_fit, l2, num_classes, max_iter, tol, init),
+        lambda W, b: accuracy(X_val, y_val, W, b), l2_grid,
+    )
 
 
 def linear_probe_scores(
@@ -239,11 +317,21 @@ def linear_probe_scores(
 
 
 def _run(model: Any, data: ImageClassificationData, params: LinearProbeParams, ctx: RunContext) -> ProtocolResult:
-    train = ctx.features(model, data.train)
-    test = ctx.features(model, data.test)
-    scores, extras = linear_probe_scores(
-        train, data.train.labels, test, data.num_classes, params, ctx.seed, ctx.device
-    )
+    from cl_bench.memory_budget import budget_bytes
+    from cl_bench.protocols.linear_probe_stream import full_batch_bytes, streamed_probe_scores
+
+    train = ctx.stored_features(model, data.train)
+    test = ctx.stored_features(model, data.test)
+    on_device, on_host = full_batch_bytes(len(train), len(test), train.shape[1], data.num_classes, ctx.device.type)
+    if on_device <= budget_bytes(ctx.device) and on_host <= budget_bytes(torch.device("cpu")):
+        scores, extras = linear_probe_scores(
+            train.load(), data.train.labels, test.load(), data.num_classes, params, ctx.seed, ctx.device
+        )
+        extras["solver"] = "L-BFGS, full batch"
+    else:
+        scores, extras = streamed_probe_scores(
+            train, data.train.labels, test, data.num_classes, params, ctx.seed, ctx.device
+        )
     return classification_result(scores, data.test.labels, extras)
 
 

@@ -20,7 +20,8 @@ with positive score g, rank = #{j < pos: s_qj >= g} + #{j > pos: s_qj > g}, i.e.
 comparison per similarity against g or against the next float above g. Similarities are
 computed tile by tile (``block_size`` captions × ``block_size`` images; a tile's values are
 bitwise reproducible because every tile is computed by the same call on the same slices),
-so memory is O(block_size²) for any N — never the full N×M matrix. A first pass computes only
+so memory is O(block_size²) for any N — never the full N×M matrix — and the tiles are computed
+on the run's device (a GPU when there is one). A first pass computes only
 the tiles that hold positive pairs (about one per caption block) to get each query's g.
 """
 
@@ -86,11 +87,13 @@ def rank_and_retrieve(
     image_emb: np.ndarray | torch.Tensor,
     owner: np.ndarray,
     block_size: int = 1024,
+    device: torch.device | str = "cpu",
 ) -> Ranked:
     """:func:`retrieval_ranks` plus each query's top-1 candidate, in the same order (ties: the
     lower candidate index), from the same tiles: rank 0 exactly when the top-1 is the positive
-    (the caption's image; for an image, its best caption)."""
-    T, I = _as_float_tensor(text_emb), _as_float_tensor(image_emb)
+    (the caption's image; for an image, its best caption). Tiles are computed on ``device``."""
+    dev = torch.device(device)
+    T, I = _as_float_tensor(text_emb).to(dev), _as_float_tensor(image_emb).to(dev)
     owner = np.asarray(owner, dtype=np.int64)
     n_t, n_i = len(T), len(I)
     if T.ndim != 2 or I.ndim != 2 or T.shape[1] != I.shape[1]:
@@ -106,8 +109,8 @@ def rank_and_retrieve(
         raise ClBenchError("embeddings contain NaN or inf: the model's outputs are broken")
 
     order = np.argsort(owner, kind="stable")  # captions grouped by image (a no-op for COCO order)
-    T = T[torch.from_numpy(order)].contiguous()
-    own = torch.from_numpy(owner[order])
+    T = T[torch.from_numpy(order).to(dev)].contiguous()
+    own = torch.from_numpy(owner[order]).to(dev)
     b = int(block_size)
     row_blocks = [(r, min(r + b, n_t)) for r in range(0, n_t, b)]
     col_blocks = [(c, min(c + b, n_i)) for c in range(0, n_i, b)]
@@ -120,28 +123,28 @@ def rank_and_retrieve(
         return [(c0, c1) for c0, c1 in col_blocks if c0 <= hi and c1 > lo]
 
     # pass 1: each caption's score with its own image, from the tile that pass 2 recomputes
-    gold_t = torch.empty(n_t)
+    gold_t = torch.empty(n_t, device=dev)
     for r0, r1 in row_blocks:
         for c0, c1 in diagonal(r0, r1):
             rows = torch.nonzero((own[r0:r1] >= c0) & (own[r0:r1] < c1)).flatten()
             s = tile(r0, r1, c0, c1)
             gold_t[r0 + rows] = s[rows, own[r0 + rows] - c0]
     # each image's best caption: highest score, then the first position
-    gold_i = torch.full((n_i,), -float("inf")).scatter_reduce(0, own, gold_t, "amax")
-    pos = torch.arange(n_t)
+    gold_i = torch.full((n_i,), -float("inf"), device=dev).scatter_reduce(0, own, gold_t, "amax")
+    pos = torch.arange(n_t, device=dev)
     is_best = gold_t == gold_i[own]
-    best_pos = torch.full((n_i,), n_t, dtype=torch.long).scatter_reduce(
+    best_pos = torch.full((n_i,), n_t, dtype=torch.long, device=dev).scatter_reduce(
         0, own[is_best], pos[is_best], "amin")
 
     # pass 2: count who comes before each positive, tile by tile
     thr_t_up = _next_up(gold_t)
     thr_i_up = _next_up(gold_i)
-    rank_t = torch.zeros(n_t, dtype=torch.long)
-    rank_i = torch.zeros(n_i, dtype=torch.long)
+    rank_t = torch.zeros(n_t, dtype=torch.long, device=dev)
+    rank_i = torch.zeros(n_i, dtype=torch.long, device=dev)
     # running top-1 of every caption (over images) and image (over caption positions); tiles come
     # in increasing candidate order and only a strictly larger score replaces: the first maximum
-    top_t, top_t_val = torch.zeros(n_t, dtype=torch.long), torch.full((n_t,), -float("inf"))
-    top_i, top_i_val = torch.zeros(n_i, dtype=torch.long), torch.full((n_i,), -float("inf"))
+    top_t, top_t_val = torch.zeros(n_t, dtype=torch.long, device=dev), torch.full((n_t,), -float("inf"), device=dev)
+    top_i, top_i_val = torch.zeros(n_i, dtype=torch.long, device=dev), torch.full((n_i,), -float("inf"), device=dev)
     for r0, r1 in row_blocks:
         o = own[r0:r1]
         diag = set(diagonal(r0, r1))
@@ -164,18 +167,18 @@ def rank_and_retrieve(
                 thr_c = gold_i[c0:c1] if r1 <= int(best_pos[c0]) else thr_i_up[c0:c1]
                 rank_i[c0:c1] += (s >= thr_c[None, :]).sum(0)
                 continue
-            cols = torch.arange(c0, c1)
+            cols = torch.arange(c0, c1, device=dev)
             positive = o[:, None] == cols[None, :]
             thr_r = torch.where(cols[None, :] < o[:, None], gold_t[r0:r1, None], thr_t_up[r0:r1, None])
             rank_t[r0:r1] += ((s >= thr_r) & ~positive).sum(1)
-            before = torch.arange(r0, r1)[:, None] < best_pos[None, c0:c1]
+            before = torch.arange(r0, r1, device=dev)[:, None] < best_pos[None, c0:c1]
             thr_c = torch.where(before, gold_i[None, c0:c1], thr_i_up[None, c0:c1])
             rank_i[c0:c1] += ((s >= thr_c) & ~positive).sum(0)
     t2i = np.empty(n_t, np.int64)
-    t2i[order] = rank_t.numpy()
+    t2i[order] = rank_t.cpu().numpy()
     t2i_top1 = np.empty(n_t, np.int64)
-    t2i_top1[order] = top_t.numpy()
-    return Ranked(t2i, rank_i.numpy(), t2i_top1, order[top_i.numpy()], order[best_pos.numpy()])
+    t2i_top1[order] = top_t.cpu().numpy()
+    return Ranked(t2i, rank_i.cpu().numpy(), t2i_top1, order[top_i.cpu().numpy()], order[best_pos.cpu().numpy()])
 
 
 def recalls(t2i_rank: np.ndarray, i2t_rank: np.ndarray, ks: list[int]) -> dict[str, float]:
@@ -201,7 +204,7 @@ def run_retrieval(model: Any, data: Any, params: RetrievalParams, ctx: RunContex
     if len(image_emb) != len(split) or len(text_emb) != len(texts):
         raise ClBenchError(f"the model gave {len(image_emb)} image / {len(text_emb)} text embeddings for "
                            f"{len(split)} images / {len(texts)} captions")
-    ranked = rank_and_retrieve(_unit(text_emb), _unit(image_emb), owner, params.block_size)
+    ranked = rank_and_retrieve(_unit(text_emb), _unit(image_emb), owner, params.block_size, ctx.device)
     t2i, i2t = ranked.t2i, ranked.i2t
     metrics = recalls(t2i, i2t, params.ks)
     extras = {

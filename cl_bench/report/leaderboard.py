@@ -125,7 +125,8 @@ class ReportedRow:
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None else self.ours.mean - self.reported
+        """ours - reported, only for a same-setting number (the registry checked the claim)."""
+        return None if self.ours is None or not self.same_setting else self.ours.mean - self.reported
 
 
 @dataclass
@@ -193,7 +194,7 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
         for rep in (paper.reported if paper else []):
             ours = cells.get((mid, rep.task, rep.metric)) if rep.task else None
             reported.append(ReportedRow(mid, rep.metric, rep.value, rep.setting, rep.source, rep.task, ours,
-                                        bool(getattr(rep, "same_setting", False))))
+                                        rep.same_setting))
     stale = [replace(st, path=_relative(st.path, results_dir)) for st in primary.stale]
     rows = sorted(set(primary.methods()) | {s.method for s in primary.stale if s.task in known})
     return Board(views, rows, method_specs, reported, stale, records)

@@ -93,7 +93,9 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
                 f"current is v{spec.version} spec {hashes[rec.task][:10]}",
             ))
             continue
-        summary.records.setdefault((rec.method, rec.task), []).append(rec)
+        # another precision than the tasks' fp32 is its own row, "method [bf16]": never averaged in
+        label = rec.method if rec.precision == "fp32" else f"{rec.method} [{rec.precision}]"
+        summary.records.setdefault((label, rec.task), []).append(rec)
     for recs in summary.records.values():
         recs.sort(key=lambda r: r.seed)
     return summary, specs
@@ -151,6 +153,8 @@ def render(summary: Summary, fmt: str = "markdown") -> str:
         out.append(f"| {m} | " + " | ".join(_fmt(summary.cell(m, t)) for t in tasks) + " |")
     if not methods:
         out = ["(no comparable results)"]
+    if any(m.endswith("]") for m in methods):
+        out += ["", "[bf16] / [fp16]: features extracted at that precision (--precision); tasks are fp32, kept apart"]
     if summary.stale:
         out += ["", f"{len(summary.stale)} stale result(s), not included:"]
         out += [f"- {s.method} / {s.task}: {s.reason} ({s.path})" for s in summary.stale]

@@ -1,0 +1,138 @@
+"""Every hyper-parameter of the real dense tasks, pinned to the config it cites (read with the
+search tool; each value's source beside it). The tasks' validated protocol parameters (YAML value
+or the protocol's default) must equal these tables field by field, and every field the protocol
+has must be in the table or named as engineering-only (no effect on the numbers' definition).
+
+Sources:
+  D2   detectron2 detectron2/config/defaults.py (the defaults every config inherits)
+  D2C4 detectron2 configs/Base-RCNN-C4.yaml            D2FPN detectron2 configs/Base-RCNN-FPN.yaml
+  MBN  facebookresearch/moco detection/configs/Base-RCNN-C4-BN.yaml
+  MVOC facebookresearch/moco detection/configs/pascal_voc_R_50_C4_24k.yaml
+  PIX  zdaxie/PixPro transfer/detection/configs/COCO_R_50_{C4,FPN}_1x_PixPro.yaml (their _BASE_
+       files COCO_R_50_{C4,FPN}_1x.yaml are not published: the C4 base is taken as MBN with the
+       detectron2 1x schedule, the FPN base as D2FPN; SyncBN, FREEZE_AT 0 from the PixPro paper)
+  MMS  open-mmlab/mmsegmentation configs/_base_/models/fcn_r50-d8.py,
+       configs/_base_/schedules/schedule_40k.py, configs/_base_/datasets/cityscapes.py,
+       configs/fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py (4 GPUs x 2 images)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cl_bench import components
+from cl_bench.registry import Registry
+from cl_bench.specs import validate_params
+
+DETECTRON2_COMMON: dict[str, Any] = {
+    "momentum": 0.9,  # D2 SOLVER.MOMENTUM
+    "weight_decay": 1e-4,  # D2 SOLVER.WEIGHT_DECAY (WEIGHT_DECAY_NORM 0: sgd() skips norm layers)
+    "gamma": 0.1,  # D2 SOLVER.GAMMA
+    "warmup_factor": 0.001,  # D2 SOLVER.WARMUP_FACTOR 1/1000
+    "batch_size": 16,  # D2C4 / D2FPN / MBN SOLVER.IMS_PER_BATCH
+    "lr": 0.02,  # D2C4 / D2FPN / MBN SOLVER.BASE_LR
+    "train_max_size": 1333,  # D2 INPUT.MAX_SIZE_TRAIN
+    "test_min_size": 800,  # D2 INPUT.MIN_SIZE_TEST
+    "test_max_size": 1333,  # D2 INPUT.MAX_SIZE_TEST
+    "hflip": 0.5,  # D2 INPUT.RANDOM_FLIP horizontal (p = 0.5)
+    "anchor_sizes": [32, 64, 128, 256, 512],  # D2 ANCHOR_GENERATOR.SIZES (D2FPN: one per level, same values)
+    "aspect_ratios": [0.5, 1.0, 2.0],  # D2 ANCHOR_GENERATOR.ASPECT_RATIOS
+    "rpn_batch_size_per_image": 256,  # D2 RPN.BATCH_SIZE_PER_IMAGE
+    "box_batch_size_per_image": 512,  # D2 ROI_HEADS.BATCH_SIZE_PER_IMAGE
+    "pooler": "ROIAlignV2",  # D2 ROI_BOX_HEAD / ROI_MASK_HEAD POOLER_TYPE, POOLER_SAMPLING_RATIO 0
+    "bn": "sync",  # MBN RESNETS.NORM naiveSyncBN; PIX SyncBN
+    "freeze_at": 0,  # MBN BACKBONE.FREEZE_AT 0; PIX (fine-tune all)
+    "fpn_channels": 256,  # D2 FPN.OUT_CHANNELS (unused by C4)
+    "fpn_levels": 4,  # D2FPN FPN.IN_FEATURES res2..res5 (unused by C4)
+    "box_head_dim": 1024,  # D2 ROI_BOX_HEAD.FC_DIM (D2FPN NUM_FC 2; unused by C4)
+    "mask_head_dim": 256,  # D2 ROI_MASK_HEAD.CONV_DIM
+    "c4_pool_size": 14,  # D2 ROI_BOX_HEAD.POOLER_RESOLUTION (C4; D2FPN sets 7 / mask 14, fixed in the FPN head)
+}
+C4_MOCO: dict[str, Any] = {
+    **DETECTRON2_COMMON,
+    "head": "c4",  # D2C4 / MBN Res5ROIHeads
+    "extra_norm": True,  # MBN ROI_HEADS.NAME Res5ROIHeadsExtraNorm
+    "precise_bn_iters": 200,  # MBN TEST.PRECISE_BN.ENABLED True; D2 PRECISE_BN.NUM_ITER 200
+    "rpn_pre_nms_top_n_train": 12000,  # D2 RPN.PRE_NMS_TOPK_TRAIN
+    "rpn_post_nms_top_n_train": 2000,  # D2 RPN.POST_NMS_TOPK_TRAIN
+    "rpn_pre_nms_top_n_test": 6000,  # MBN / D2C4 RPN.PRE_NMS_TOPK_TEST
+    "rpn_post_nms_top_n_test": 1000,  # MBN / D2C4 RPN.POST_NMS_TOPK_TEST
+}
+EXPECTED: dict[str, dict[str, Any]] = {
+    "voc07-det-c4": {
+        **C4_MOCO,
+        "masks": "auto",  # MVOC MODEL.MASK_ON False (VOC has no masks: auto = off)
+        "iterations": 24000,  # MVOC SOLVER.MAX_ITER
+        "lr_steps": [18000, 22000],  # MVOC SOLVER.STEPS
+        "warmup_iters": 100,  # MVOC SOLVER.WARMUP_ITERS
+        "train_min_sizes": [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],  # MVOC INPUT.MIN_SIZE_TRAIN
+    },
+    "coco-det-c4-1x": {
+        **C4_MOCO,
+        "masks": "auto",  # Mask R-CNN (MoCo coco_R_50_C4_2x MASK_ON True; PIX)
+        "iterations": 90000,  # D2C4 SOLVER.MAX_ITER (1x)
+        "lr_steps": [60000, 80000],  # D2C4 SOLVER.STEPS
+        "warmup_iters": 1000,  # D2 SOLVER.WARMUP_ITERS
+        "train_min_sizes": [640, 672, 704, 736, 768, 800],  # D2C4 INPUT.MIN_SIZE_TRAIN
+    },
+    "coco-det-fpn-1x": {
+        **DETECTRON2_COMMON,
+        "head": "fpn",  # D2FPN StandardROIHeads over p2..p5
+        "masks": "auto",  # Mask R-CNN (PIX)
+        "extra_norm": False,  # D2FPN has no extra norm
+        "precise_bn_iters": 0,  # D2FPN / D2: TEST.PRECISE_BN.ENABLED False
+        "rpn_pre_nms_top_n_train": 2000,  # D2FPN RPN.PRE_NMS_TOPK_TRAIN (per level)
+        "rpn_post_nms_top_n_train": 1000,  # D2FPN RPN.POST_NMS_TOPK_TRAIN
+        "rpn_pre_nms_top_n_test": 1000,  # D2FPN RPN.PRE_NMS_TOPK_TEST (per level)
+        "rpn_post_nms_top_n_test": 1000,  # D2FPN RPN.POST_NMS_TOPK_TEST
+        "iterations": 90000,  # D2FPN SOLVER.MAX_ITER
+        "lr_steps": [60000, 80000],  # D2FPN SOLVER.STEPS
+        "warmup_iters": 1000,  # D2 SOLVER.WARMUP_ITERS
+        "train_min_sizes": [640, 672, 704, 736, 768, 800],  # D2FPN INPUT.MIN_SIZE_TRAIN
+    },
+    "cityscapes-seg-fcn": {
+        "head": "fcn",  # MMS decode_head FCNHead
+        "output_stride": 8,  # MMS backbone dilations (1, 1, 2, 4), strides (1, 2, 1, 1): d8
+        "bn": "sync",  # MMS norm_cfg SyncBN
+        "freeze_at": 0,  # MMS: every stage trained (frozen_stages -1, norm_eval False)
+        "iterations": 40000,  # MMS schedule_40k max_iters
+        "batch_size": 8,  # MMS fcn_r50-d8_4xb2: 4 GPUs x 2
+        "lr": 0.01,  # MMS schedule_40k SGD lr
+        "momentum": 0.9,  # MMS schedule_40k
+        "weight_decay": 0.0005,  # MMS schedule_40k
+        "poly_power": 0.9,  # MMS schedule_40k PolyLR power
+        "min_lr": 0.0001,  # MMS schedule_40k PolyLR eta_min
+        "warmup_iters": 0,  # MMS schedule_40k: no warm-up
+        "crop_size": (512, 1024),  # MMS cityscapes crop_size
+        "scale_range": (0.5, 2.0),  # MMS cityscapes Resize ratio_range of img_scale (2048, 1024)
+        "hflip": 0.5,  # MMS cityscapes RandomFlip prob 0.5
+        "head_channels": 512,  # MMS decode_head channels
+        "fcn_num_convs": 2,  # MMS decode_head num_convs
+        "concat_input": True,  # MMS decode_head concat_input
+        "dropout": 0.1,  # MMS decode_head dropout_ratio
+        "test_mode": "whole",  # MMS test_cfg mode whole
+    },
+}
+# Fields with no bearing on what the numbers mean (throughput, memory, logging), or only used by
+# another head than the task's.
+ENGINEERING = {"eval_batch_size", "num_workers"}
+UNUSED_BY = {"cityscapes-seg-fcn": {"aspp_rates", "test_crop", "test_stride"}}
+# Parts of the cited configs this implementation does not have; they are stated here (and in the
+# report) rather than silently pinned: mmseg's auxiliary FCNHead on res4 (loss weight 0.4), its
+# RandomCrop cat_max_ratio 0.75 and PhotoMetricDistortion, ResNetV1c's deep stem; torchvision's
+# RPN / box-head regression losses (smooth L1, beta 1/9) where detectron2 uses L1 (SMOOTH_L1_BETA 0).
+
+
+@pytest.mark.parametrize("task_id", sorted(EXPECTED))
+def test_real_dense_task_equals_its_cited_config(task_id: str) -> None:
+    task = Registry().task(task_id)
+    proto = components.get("protocol", task.protocol.name)
+    params = validate_params(proto.params, task.protocol.params, task_id).model_dump()
+    want = EXPECTED[task_id]
+    got = {k: params[k] for k in want}
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in got.items()} == \
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in want.items()}
+    unpinned = set(params) - set(want) - ENGINEERING - UNUSED_BY.get(task_id, set())
+    assert not unpinned, f"{task_id}: fields without a pinned source value: {sorted(unpinned)}"
