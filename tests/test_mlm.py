@@ -73,11 +73,15 @@ def test_tokenizer_is_bert_style_and_deterministic(encoder) -> None:
     assert torch.equal(encoder.tokenizer_sha256, tokenizer_digest(tok))
 
 
-def test_weights_of_another_tokenizer_are_refused(encoder) -> None:
-    other = build_tiny_bert({**SMALL, "tokenizer": {"corpus_docs": 50, "vocab_size": 200}})
-    state = {k: v for k, v in other.state_dict().items()}
-    with pytest.raises((ClBenchError, RuntimeError)):
-        encoder.load_state_dict(state)
+def test_weights_of_another_tokenizer_are_refused() -> None:
+    """Same shapes, another vocabulary (another corpus seed, both cut to 150 tokens): the digest refuses it."""
+    mine = build_tiny_bert({**SMALL, "tokenizer": {"corpus_docs": 50, "vocab_size": 150}})
+    other = build_tiny_bert({**SMALL, "tokenizer": {"corpus_docs": 50, "vocab_size": 150, "corpus_seed": 1}})
+    assert len(mine.tokenizer) == len(other.tokenizer) == 150
+    assert mine.tokenizer.get_vocab() != other.tokenizer.get_vocab()
+    with pytest.raises(ClBenchError, match="different tokenizer"):
+        mine.load_state_dict(other.state_dict())
+    mine.load_state_dict(build_tiny_bert({**SMALL, "tokenizer": {"corpus_docs": 50, "vocab_size": 150}}).state_dict())
 
 
 def test_bad_shapes_and_non_bert_encoders_are_one_line_errors() -> None:

@@ -213,7 +213,7 @@ TREE = {
         id: t-lm
         description: tiny generator (test fixture)
         provides: [causal_lm]
-        arch: {name: tiny-gpt2, params: {n_layer: 1, n_embd: 32, n_head: 2, n_positions: 256,
+        arch: {name: tiny-gpt2, params: {n_layer: 1, n_embd: 32, n_head: 2, n_positions: 640,
                tokenizer: {vocab_size: 300, corpus: {sources: [qa], n_qa: 50}}}}
         train:
           objective: lm-pretrain

@@ -193,3 +193,29 @@ def test_pc2_trains_on_a_noisy_split_and_logs_its_split(tmp_path: Path, monkeypa
     assert [e["epoch"] for e in split_log] == [1, 2]  # the split runs after the warm-up epoch
     assert all(0 <= e["precision"] <= 1 and 0 <= e["recall"] <= 1 for e in split_log)
     assert set(out.model.card["loss_parts"]) == {"clean_ranking", "pseudo_cls", "pseudo_caption_ranking"}
+
+
+def test_real_noisy_specs_load_their_official_layout(tmp_path: Path) -> None:
+    """coco-retrieval-5k-nc20 on a Karpathy fixture: train + restval in the file's order, the first
+    5 captions each, the authors' .npy noise index under noise_index/, a clean 5k-style test split."""
+    from cl_bench.registry import Registry
+    from cl_bench import components
+    from tests.test_caption_loaders import write_coco, write_flickr
+
+    write_coco(tmp_path)
+    write_flickr(tmp_path)
+    (tmp_path / "noise_index").mkdir()
+    np.save(tmp_path / "noise_index" / "coco_precomp_0.2.npy", np.array([1] * 5 + [0] * 5))  # swap the 2 train images
+    np.save(tmp_path / "noise_index" / "f30k_precomp_0.6.npy", np.zeros(5, dtype=np.int64))
+    reg = Registry()
+    task = reg.task("coco-retrieval-5k-nc20")
+    data = components.get("dataset", task.dataset.name)(task.dataset.params, tmp_path)
+    assert [c[0] for c in data.train.captions] == ["image 4 caption 0", "image 2 caption 0"]  # restval first in the file
+    assert all(not ok for row in data.train.clean for ok in row)
+    assert len(data.test) == 3 and data.meta["noise"]["noise_file"] == "noise_index/coco_precomp_0.2.npy"
+    flickr = reg.task("flickr30k-retrieval-1k-nc60")
+    data = components.get("dataset", flickr.dataset.name)(flickr.dataset.params, tmp_path)
+    assert len(data.train) == 1 and data.train.clean == [[True] * 5] and len(data.test) == 2
+    np.save(tmp_path / "noise_index" / "f30k_precomp_0.6.npy", np.zeros(7, dtype=np.int64))
+    with pytest.raises(ClBenchError, match="7 entries but the training split has 5 captions"):
+        components.get("dataset", flickr.dataset.name)(flickr.dataset.params, tmp_path)

@@ -21,12 +21,14 @@ Here, for one draw of k demonstrations in one order (the few-shot suite's draws 
   log p_gd - log p_0), the cosine of the two changes of the output log-distribution (each
   centred over the labels, so a constant shift of all labels is no change).
 
-The loop is :func:`cl_bench.methods.trainer.fit`.
+The optimizer steps are :func:`sgd_steps`, kept small and separate: #17's one training loop
+(``methods/trainer.fit``) is not on main yet, and this is the hunk to move onto it when it lands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,8 +50,6 @@ def finetune_and_score(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Fine-tune every weight on ``train_pairs`` (one per SGD step, in order, ``epochs`` passes),
     score ``test_pairs`` (summed continuation log-likelihoods), restore the weights."""
-    from cl_bench.methods.trainer import fit
-
     hf = hf_of(model)
     if not train_pairs:
         raise ClBenchError("few-shot fine-tuning needs at least one demonstration (k >= 1)")
@@ -63,11 +63,9 @@ def finetune_and_score(
     hf.eval()  # dropout off: the update is the gradient of the deterministic model
     try:
         with torch.enable_grad():
-            log = fit(
-                opt, total=p.epochs * len(train_pairs), epochs=p.epochs,
-                batches=lambda epoch: iter(train_pairs),
-                loss=lambda pair: -_continuation_logprobs(hf, [pair], None, None, None, model.eot_token_id)[0].mean(),
-                check_step=lambda step, value: f"few-shot fine-tuning: the loss became {value} at step {step}",
+            losses = sgd_steps(
+                opt, [pair for _ in range(p.epochs) for pair in train_pairs],
+                lambda pair: -_continuation_logprobs(hf, [pair], None, None, None, model.eot_token_id)[0].mean(),
             )
         scores = np.array(score_pairs(model, list(test_pairs)), dtype=np.float64)
     finally:
@@ -75,8 +73,21 @@ def finetune_and_score(
         for q, flag in flags:
             q.requires_grad_(flag)
         hf.train(was_training)
-    losses = log.losses()
-    return scores, {"steps": log.steps, "first_loss": round(losses[0], 5), "last_loss": round(losses[-1], 5)}
+    return scores, {"steps": len(losses), "first_loss": round(losses[0], 5), "last_loss": round(losses[-1], 5)}
+
+
+def sgd_steps(opt: torch.optim.Optimizer, batches: Sequence[Any], loss: Callable[[Any], torch.Tensor]) -> list[float]:
+    """One optimizer step per batch, in order; a non-finite loss is a one-line error. Returns the losses."""
+    out: list[float] = []
+    for step, batch in enumerate(batches):
+        value = loss(batch)
+        if not math.isfinite(float(value.detach())):
+            raise ClBenchError(f"few-shot fine-tuning: the loss became {float(value.detach())} at step {step}; lower finetune.lr")
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        out.append(float(value.detach()))
+    return out
 
 
 def label_log_distribution(scores: np.ndarray) -> np.ndarray:

@@ -5,11 +5,11 @@ contrastively trained (sentence-transformers trained it on 1 B sentence pairs), 
 what their own objective adds. ``tiny-bert`` is a BERT that never saw a contrastive loss: a
 ``BertModel`` from a ``BertConfig`` (default 2 layers, 128 wide, 2 heads, 64 positions),
 randomly initialised, with an uncased WordPiece tokenizer (BERT's scheme: ``[CLS] ... [SEP]``,
-``##`` continuations, ``[MASK]``) trained in code with Hugging Face ``tokenizers`` on the
-generated text corpus (1,024 tokens by default: the embedded world's vocabulary is small, and a
-30k-token softmax would dominate the cost of masked-LM pretraining on a CPU). Training the
-tokenizer is deterministic and its sha256 is a buffer of the model (``tokenizer_sha256``), so
-the fingerprint covers it and weights trained with another tokenizer are refused. ``tiny-bert-mlm`` (baselines/) pretrains it by masked
+``##`` continuations, ``[MASK]``) whose vocabulary is built in code from the generated text
+corpus (at most 1,024 tokens: the embedded world's vocabulary is small, and a 30k-token softmax
+would dominate the cost of masked-LM pretraining on a CPU). Building it is deterministic across
+processes and its sha256 is a buffer of the model (``tokenizer_sha256``), so the fingerprint
+covers it and weights trained with another tokenizer are refused. ``tiny-bert-mlm`` (baselines/) pretrains it by masked
 language modelling on the generated text corpus; SimCSE, MultiCSR... start from that checkpoint
 through ``init`` (a member: the method's trained weights, obtained and cached like any run).
 
@@ -60,19 +60,29 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer_json(params_json: str) -> str:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A WordPiece tokenizer whose vocabulary is built here, deterministically: the special
+    tokens, every character of the corpus and its ``##`` continuation (sorted), then whole words
+    by descending count (ties alphabetical) up to ``vocab_size``. (The ``tokenizers`` WordPiece
+    trainer breaks count ties in a hash order that differs between processes.)"""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     from cl_bench.data.text_corpus import generate_documents
 
     p = WordPieceParams.model_validate_json(params_json)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=p.vocab_size, special_tokens=SPECIAL, show_progress=False)
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
     texts, _ = generate_documents(p.corpus_docs, 4, 8, p.corpus_seed)
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = list(SPECIAL) + chars + [f"##{c}" for c in chars]
+    vocab += [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    vocab = vocab[: max(p.vocab_size, len(SPECIAL) + 2 * len(chars))]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
+    cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
