@@ -219,3 +219,37 @@ def test_real_noisy_specs_load_their_official_layout(tmp_path: Path) -> None:
     np.save(tmp_path / "noise_index" / "f30k_precomp_0.6.npy", np.zeros(7, dtype=np.int64))
     with pytest.raises(ClBenchError, match="7 entries but the training split has 5 captions"):
         components.get("dataset", flickr.dataset.name)(flickr.dataset.params, tmp_path)
+
+
+def test_noisy_pairs_wait_for_caption_epoch() -> None:
+    """The authors' warmup_epoch_2: before it only clean pairs train (no pseudo-caption term);
+    from it on the noisy pairs add their pseudo-caption ranking loss."""
+    from cl_bench.methods.image_text_trainer import Batch
+    from cl_bench.methods.pc2 import PC2
+
+    class Towers(torch.nn.Module):
+        embed_dim = 6
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.img = torch.nn.Linear(3, 6)
+            self.txt = torch.nn.Embedding(8, 6)
+
+        def image_features(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self.img(x),)
+
+        def text_features(self, caps: list[str]) -> tuple[torch.Tensor]:
+            return (self.txt(torch.tensor([int(c) for c in caps])),)
+
+    torch.manual_seed(0)
+    model, obj = Towers(), PC2(caption_epoch=3, warmup_epochs=1, proj_dim=4, hidden=5)
+    obj.prepare(model, None)
+    obj.p_clean = torch.tensor([0.9, 0.8, 0.95, 0.1, 0.2, 0.05, 0.7, 0.3])
+    batch = Batch(torch.arange(8), torch.randn(8, 3), [str(i) for i in range(8)], None, lambda x: x, torch.Generator())
+    obj.epoch = 2
+    _, parts = obj.loss(model, batch)
+    assert float(parts["pseudo_caption_ranking"]) == 0.0 and float(parts["clean_ranking"]) > 0
+    obj.epoch = 3
+    _, later = obj.loss(model, batch)
+    assert float(later["pseudo_caption_ranking"]) > 0
+    assert float(later["clean_ranking"]) == pytest.approx(float(parts["clean_ranking"]))

@@ -22,7 +22,9 @@ two-tower image–text model (``scene-clip``) instead of their SGRAF cross-atten
   Gaussian mixture (sklearn, NCR's settings) -> ``p_clean`` = posterior of the low-loss
   component; clean iff ``p_clean > p_threshold`` (0.5).
 - **training after the split**, per batch: clean pairs: hardest-negative ranking loss with the
-  soft margin of ``p_clean``, plus pseudo-classification; noisy pairs: **pseudo-captions** — each
+  soft margin of ``p_clean``, plus pseudo-classification; noisy pairs (from epoch
+  ``caption_epoch`` on, the authors' ``warmup_epoch_2``: 25 of their 50, before it the noisy
+  pairs are left out): **pseudo-captions** — each
   noisy image takes the caption (its text embedding) of the clean pair of the batch whose image
   pseudo-class distribution is most cosine-similar, with label = that cosine (0 below 0.5), then
   the hardest-negative ranking loss with that soft margin. One optimizer step on the sum (the
@@ -109,6 +111,7 @@ class PC2Params(ImageTextParams):
     warmup_rate: float = Field(default=0.5, gt=0, le=1)
     p_threshold: float = Field(default=0.5, gt=0, lt=1)
     pseudo_threshold: float = Field(default=0.5, ge=0, le=1)
+    caption_epoch: int = Field(default=0, ge=0)  # the authors' warmup_epoch_2: noisy pairs train (pseudo-captions) from this epoch on
 
 
 @register("objective", "pc2")
@@ -190,7 +193,7 @@ class PC2(ImageTextObjective):
             lb = hardest_negative_loss(ci @ ct.T, soft_margin(prob[clean], p.margin))
             pc = pseudo_classification(img_logits[clean], txt_logits[clean], p.lambda_en)
         noisy = ~clean
-        if int(noisy.sum()) >= 2 and int(clean.sum()) >= 1:
+        if self.epoch >= p.caption_epoch and int(noisy.sum()) >= 2 and int(clean.sum()) >= 1:
             p_noisy = F.softmax(img_logits[noisy], dim=-1)
             p_lb = F.softmax(img_logits[clean], dim=-1)
             idx, labels = pseudo_captions(p_noisy.detach(), p_lb.detach(), p.pseudo_threshold)
