@@ -12,7 +12,6 @@ sentences; the shared text trainer runs the steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
+from cl_bench.methods.simcse import SimCSE
 from cl_bench.methods.text_trainer import TextTrainCard, TextTrainParams, check_text_training, train_text_encoder
 from cl_bench.specs import TrainRecipe, validate_params
 
@@ -68,13 +68,9 @@ class MaskedLM(Objective):
         # happens in __call__ and refuses non-DataLoader subprocesses, so the generator is set here
         self.collator.generator = torch.Generator().manual_seed(seed)
 
-    def steps_per_epoch(self, split: Any, batch_size: int) -> int:
-        return len(split.texts) // batch_size
-
-    def make_batches(self, split: Any, batch_size: int, generator: torch.Generator) -> Iterator[list[str]]:
-        order = torch.randperm(len(split.texts), generator=generator).tolist()
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield [split.texts[i] for i in order[start : start + batch_size]]
+    # the same seeded shuffle of the corpus sentences as SimCSE
+    steps_per_epoch = SimCSE.steps_per_epoch
+    make_batches = SimCSE.make_batches
 
     def loss(self, encoder: Any, batch: list[str]) -> tuple[torch.Tensor, int]:
         assert self.head is not None, "call attach() first"
