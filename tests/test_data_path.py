@@ -232,6 +232,25 @@ def test_bad_worker_count_is_one_line(workers: str, capsys) -> None:
     assert err.startswith("clbench: error: --workers must be 'auto' or an integer") and "\n" not in err
 
 
+class _Refusing(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        from cl_bench.errors import ClBenchError
+
+        raise ClBenchError(f"cannot decode image {i}.jpg; replace it")
+
+
+def test_a_worker_refusal_reaches_the_user_as_its_own_one_line_message() -> None:
+    """torch re-raises a worker's error with the worker's whole traceback as its message."""
+    from cl_bench.errors import ClBenchError
+
+    with Feeder(workers=1, device=torch.device("cpu")) as feeder, pytest.raises(ClBenchError) as e:
+        list(feeder.loader(_Refusing(), 0, 2))
+    assert str(e.value) == "cannot decode image 0.jpg; replace it"
+
+
 def test_table_keeps_other_precisions_apart_and_marked(tmp_path: Path, tiny_registry) -> None:
     from cl_bench.report.table import render, summarize
 
