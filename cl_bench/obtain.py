@@ -255,6 +255,8 @@ def _train_cached(
         "seed": seed,
         "trainer": TRAINER_VERSION,
         **_objective_revision(recipe.objective),
+        # an arch that starts from another method's weights: keyed on those weights
+        **({"members": encoder.members_key} if getattr(encoder, "members_key", None) else {}),
     })
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"

@@ -107,6 +107,8 @@ class KarpathyParams(BaseModel):
     split_json: str
     image_dir: str | None = None  # None: each entry's own ``filepath`` (COCO)
     split: str = "test"
+    train_splits: list[str] = Field(default_factory=list)  # e.g. [train, restval]: a train split too (noisy-captions)
+    train_captions: int | None = Field(default=None, ge=1, le=100)  # keep the first N per train image (precomp: 5)
     image_size: int = Field(default=224, ge=8, le=1024)
 
 
@@ -140,10 +142,12 @@ def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> Capti
     js = _need(root / p.split_json, "split file", layout)
     doc = read_json(js, MAX_DATA_TEXT_BYTES, "Karpathy split JSON")
     entries = validate_params(KarpathyFile, doc if isinstance(doc, dict) else {}, f"{js} ({layout})").images
-    rel_paths: list[str] = []
-    captions: list[list[str]] = []
+    for wanted in (p.split, *p.train_splits):
+        if wanted not in KARPATHY_SPLITS:
+            raise ClBenchError(f"dataset '{name}': splits must be among {', '.join(KARPATHY_SPLITS)}, got {wanted!r}")
+    groups: dict[str, tuple[list[str], list[list[str]]]] = {p.split: ([], []), "*train": ([], [])}
     for k, e in enumerate(entries):
-        if e.split != p.split:
+        if e.split != p.split and e.split not in p.train_splits:
             continue
         if not p.image_dir and e.filepath is None:
             raise ClBenchError(f"{js}: images[{k}] has no filepath (needed without image_dir); {layout}")
@@ -151,14 +155,23 @@ def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> Capti
         rel, caps = f"{folder}/{e.filename}", [s.raw.strip() for s in e.sentences]
         if not caps:
             raise ClBenchError(f"{js}: images[{k}] ({rel}) has no sentences")
-        rel_paths.append(rel)
-        captions.append(caps)
+        group = groups[p.split if e.split == p.split else "*train"]
+        group[0].append(rel)
+        group[1].append(caps)
+    rel_paths, captions = groups[p.split]
     if not rel_paths:
         raise ClBenchError(f"{js}: no image has split '{p.split}'")
-    images = FileImageList(root, rel_paths, p.image_size)
-    test = CaptionedImages(images, captions)
+    test = CaptionedImages(FileImageList(root, rel_paths, p.image_size), captions)
+    train = None
+    if p.train_splits:  # the train images in the file's order (a noise index counts captions in it)
+        train_paths, train_caps = groups["*train"]
+        if not train_paths:
+            raise ClBenchError(f"{js}: no image has split {' or '.join(p.train_splits)}")
+        if p.train_captions is not None:
+            train_caps = [c[: p.train_captions] for c in train_caps]
+        train = CaptionedImages(FileImageList(root, train_paths, p.image_size), train_caps)
     return CaptionedImageData(
-        name=name, train=None, test=test,
+        name=name, train=train, test=test,
         arch_inputs={"in_channels": 3, "image_size": (p.image_size, p.image_size)},
         meta={"root": str(root), "split_json": p.split_json, "split": p.split, "n_images": len(rel_paths),
               "n_captions": sum(len(c) for c in captions)},

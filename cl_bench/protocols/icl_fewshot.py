@@ -15,6 +15,13 @@ accuracy over the orders of that draw); ``acc_cal_k<k>`` / ``spread_cal_k<k>`` w
 of ``adapt_ks`` the same draws (and orders, for CPT) are also scored after context-aware prompt
 tuning (``cpt_acc_k<k>``, ``cpt_std_k<k>``, ``cpt_spread_k<k>``) and after prompt tuning on the same
 k examples (``pt_acc_k<k>``, ``pt_std_k<k>``; order-free, one per draw) — see ``methods/cpt.py``.
+With ``finetune`` (ICL vs gradient descent on a real LM, ``methods/fewshot_finetune.py``), every
+draw × order is also learned by fine-tuning the model's weights on the same k examples in the
+same order: ``ft_acc_k<k>``, ``ft_std_k<k>``, ``ft_spread_k<k>`` (GD's order sensitivity, as
+``spread``), and ICL against GD on the same draw and order: ``icl_ft_agree_k<k>`` (% same
+prediction), ``icl_ft_kl_k<k>`` (KL of the label distributions), ``icl_ft_update_cos_k<k>`` (cosine
+of the two changes of the output log-distribution from the zero-shot model's) and
+``icl_ft_order_corr_k<k>`` (whether the orders that help ICL help GD).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from cl_bench.data.fewshot_text import FewShotExample, FewShotTextData
 from cl_bench.data.subsets import replace_test
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.cpt import FORMAT, INPUT, LABEL, CPTParams, PromptTuningParams
+from cl_bench.methods.fewshot_finetune import FinetuneParams
 from cl_bench.predictions import Predictions
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -45,10 +53,11 @@ class ICLFewShotParams(ProtocolParams):
     n_test: int | None = Field(default=200, ge=1)  # a fixed subsample of the test split (None: all)
     calibrate: bool = False
     content_free: list[str] = Field(default_factory=lambda: ["N/A", "", "[MASK]"], min_length=1)
-    adapt: list[Literal["icl", "cpt", "prompt-tuning"]] = Field(default_factory=lambda: ["icl"])
+    adapt: list[Literal["icl", "cpt", "prompt-tuning", "finetune"]] = Field(default_factory=lambda: ["icl"])
     adapt_ks: list[int] = Field(default_factory=lambda: [4, 8])
     cpt: CPTParams = Field(default_factory=CPTParams)
     prompt_tuning: PromptTuningParams = Field(default_factory=PromptTuningParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
 
     @model_validator(mode="after")
     def _check(self) -> ICLFewShotParams:
@@ -153,17 +162,19 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
     metrics: dict[str, float] = {}
     curve: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
-    cards: dict[str, list[Any]] = {"cpt": [], "prompt-tuning": []}
+    cards: dict[str, list[Any]] = {"cpt": [], "prompt-tuning": [], "finetune": []}
+    vs_gd = IclVsGd(model, data, evaluated, params) if "finetune" in params.adapt else None
     stats = {"ll_tokens": 0, "ll_seconds": 0.0, "requests": 0}
     example_prompt = None
     rows: dict[str, list[Any]] = {"item": [], "pred": [], "correct": [], "target": []}
     for k in sorted(params.ks):
         runs, runs_cal, runs_cpt, runs_pt = [], [], [], []
+        runs_ft: list[list[float]] = []
         adapt_here = k > 0 and k in params.adapt_ks
         too_long = 0
         for d in range(params.draws if k > 0 else 1):
             drawn = fp.draw_demos(pool, k, ctx.seed, d)
-            accs, accs_cal, accs_cpt = [], [], []
+            accs, accs_cal, accs_cpt, accs_ft = [], [], [], []
             for o, order in enumerate(orderings(drawn, ctx.seed, d, params.orders)):
                 demos = [data.train.examples[i] for i in order]
                 block = fp.demo_block(data, demos)
@@ -198,12 +209,15 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
                     cards["cpt"].append({"k": k, "draw": d, "order": o, "first_loss": card["losses"][:1],
                                          "last_loss": card["losses"][-1:], "label_tokens": card["label_tokens"],
                                          "labels_unaligned": card["labels_unaligned"]})
+                if adapt_here and vs_gd is not None:
+                    accs_ft.append(vs_gd.run(k, d, o, demos, ll, y, cards["finetune"]))
             if too_long > model.max_length:
                 dropped[str(k)] = f"prompts of up to {too_long} tokens exceed the model's context of {model.max_length}"
                 break
             runs.append(accs)
             runs_cal.append(accs_cal)
             runs_cpt.append(accs_cpt)
+            runs_ft.append(accs_ft)
             if adapt_here and "prompt-tuning" in params.adapt:
                 runs_pt.append(_prompt_tuning_acc(model, data, [data.train.examples[i] for i in drawn],
                                                   evaluated, y, params.prompt_tuning, ctx.seed * 1000 + d, cards))
@@ -218,6 +232,10 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
         if runs_cpt and runs_cpt[0]:
             metrics[f"cpt_acc_k{k}"], metrics[f"cpt_std_k{k}"], metrics[f"cpt_spread_k{k}"] = _summary(runs_cpt)
             point.update(cpt_acc=metrics[f"cpt_acc_k{k}"], cpt_runs=runs_cpt)
+        if vs_gd is not None and runs_ft and runs_ft[0]:
+            ft = vs_gd.summary(k, runs, runs_ft)
+            metrics.update(ft)
+            point.update(ft_acc=ft[f"ft_acc_k{k}"], ft_runs=runs_ft)
         if runs_pt:
             metrics[f"pt_acc_k{k}"], metrics[f"pt_std_k{k}"] = float(np.mean(runs_pt)), float(np.std(runs_pt))
             point.update(pt_acc=metrics[f"pt_acc_k{k}"], pt_runs=runs_pt)
@@ -249,7 +267,7 @@ def plot_curves(curve: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, name in (("acc", "ICL accuracy vs k"), ("acc_cal", "calibrated ICL accuracy vs k"),
                       ("spread", "order spread vs k"), ("cpt_acc", "CPT accuracy vs k"),
-                      ("pt_acc", "prompt-tuning accuracy vs k")):
+                      ("pt_acc", "prompt-tuning accuracy vs k"), ("ft_acc", "fine-tuning (GD) accuracy vs k")):
         pts = [(p["k"], p[key]) for p in curve if key in p]
         if pts:
             out[name] = {"x": [k for k, _ in pts], "y": [v for _, v in pts], "x_label": "demonstrations k",
@@ -264,6 +282,43 @@ def _common_len(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+class IclVsGd:
+    """ICL vs few-shot fine-tuning on the same draws and orders (``adapt: finetune``)."""
+
+    def __init__(self, model: Any, data: FewShotTextData, evaluated: list[FewShotExample], params: ICLFewShotParams) -> None:
+        from cl_bench.methods.cpt import score_pairs
+
+        self.model, self.data, self.params = model, data, params
+        self.test_pairs = pairs_for(model, data, data.format.instruction, evaluated)
+        # the untouched model's zero-shot label scores: what both adaptations change
+        self.zero = np.array(score_pairs(model, self.test_pairs)).reshape(-1, data.num_classes)
+        self.compared: dict[int, list[dict[str, float]]] = {}
+
+    def run(self, k: int, draw: int, order: int, demos: list[FewShotExample], icl: np.ndarray, y: np.ndarray,
+            cards: list[Any]) -> float:
+        from cl_bench.methods import fewshot_finetune as ft
+
+        instr = self.data.format.instruction
+        train = [self.model.encode_pair(instr + self.data.query_text(d), self.data.continuation(d.label)) for d in demos]
+        scores, card = ft.finetune_and_score(self.model, train, self.test_pairs, self.params.finetune)
+        gd = scores.reshape(-1, self.data.num_classes)
+        self.compared.setdefault(k, []).append(ft.compare_outputs(icl, gd, self.zero))
+        cards.append({"k": k, "draw": draw, "order": order, **card})
+        return 100.0 * float(np.mean(gd.argmax(axis=1) == y))
+
+    def summary(self, k: int, runs: list[list[float]], runs_ft: list[list[float]]) -> dict[str, float]:
+        from cl_bench.methods.fewshot_finetune import order_correlation
+
+        out: dict[str, float] = {}
+        out[f"ft_acc_k{k}"], out[f"ft_std_k{k}"], out[f"ft_spread_k{k}"] = _summary(runs_ft)
+        for key in ("agree", "kl", "update_cos"):
+            out[f"icl_ft_{key}_k{k}"] = float(np.mean([c[key] for c in self.compared[k]]))
+        corr = order_correlation(runs, runs_ft)
+        if corr is not None:
+            out[f"icl_ft_order_corr_k{k}"] = corr
+        return out
 
 
 def _prompt_tuning_acc(

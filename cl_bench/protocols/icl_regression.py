@@ -15,7 +15,12 @@ Baselines on the same prompts (no training; each predicts 0 at i = 0):
 - ``gd{k}``: k full-batch gradient steps on ½·mean_j (w·x_j − y_j)² from w = 0, the step size
   per k chosen from a log grid on separately drawn calibration prompts (lowest mean error).
 
-ICL vs GD ("Do pretrained Transformers learn in-context by gradient descent?"):
+ICL vs GD on models trained for ICL (the von Oswald / Akyürek / Garg setting: a sequence model
+trained on in-context regression prompts, compared with GD run on the prompt's own pairs — the
+"ICL objective" setting that "Do pretrained Transformers learn in-context by gradient
+descent?", arXiv 2310.08540, contrasts with LMs pretrained on natural text; that real-LM
+comparison, ICL against fine-tuning the LM on the same k examples, is ``icl_fewshot`` with
+``adapt: finetune``, e.g. task icl-vs-finetune-synthetic):
 - prediction similarity: over every (prompt, i ≥ 1), the cosine of the model's predictions with
   each baseline's and their mean squared distance / d;
 - order sensitivity: the first n − 1 pairs of ``order_prompts`` prompts are permuted

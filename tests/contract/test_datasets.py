@@ -12,7 +12,7 @@ from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 
-SLOW = {"scenes-captions", "icll-dfa", "scenes-cityscapes", "scenes-coco", "scenes-voc"}  # > ~20 s cold on 2 CPUs
+SLOW = {"scenes-captions", "noisy-captions", "icll-dfa", "scenes-cityscapes", "scenes-coco", "scenes-voc"}  # > ~20 s cold on 2 CPUs
 
 
 def embedded_datasets() -> set[str]:
