@@ -38,6 +38,9 @@ class Suite(Strict):
     tags: list[str] = Field(default_factory=list)  # every task carrying all of these tags
     any_tags: list[str] = Field(default_factory=list)  # every task carrying at least one of these
     exclude: list[str] = Field(default_factory=list)
+    # a CI gate suite (gate-*): the methods .ci/gate re-runs on its tasks, and with how many seeds
+    methods: list[str] = Field(default_factory=list)
+    seeds: int = Field(default=3, ge=1)
 
 
 def suite_files(registry: Registry) -> list[Path]:
