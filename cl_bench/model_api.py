@@ -122,6 +122,30 @@ def preloaded_report(model: Any) -> dict[str, Any] | None:
     return model.checkpoint_report if isinstance(model, PreloadedWeights) else None
 
 
+@runtime_checkable
+class ArchScoredModel(Protocol):
+    """A model whose outputs depend on its arch params, not only its weights (a scoring rule over
+    other models: contrastive decoding, DoLa, LOL): its fingerprint also covers the arch."""
+
+    fingerprint_includes_arch: bool
+
+
+@runtime_checkable
+class MemberInitialised(Protocol):
+    """A model that starts from another method's weights (a fine-tune of a cached member): its
+    training cache entry is keyed on those weights too."""
+
+    members_key: str | None
+
+
+def fingerprint_covers_arch(model: Any) -> bool:
+    return isinstance(model, ArchScoredModel) and bool(model.fingerprint_includes_arch)
+
+
+def members_key(model: Any) -> str | None:
+    return model.members_key if isinstance(model, MemberInitialised) else None
+
+
 def split_embedder(model: Any) -> Callable[[Any, torch.device], np.ndarray] | None:
     return model.embed_split if isinstance(model, SplitEmbedder) else None
 

@@ -27,13 +27,15 @@ from cl_bench.model_api import (
     check_provides,
     checkpoint_hook,
     data_arch_inputs,
+    fingerprint_covers_arch,
     images_fingerprint,
+    members_key,
     needs_labels,
     own_checkpoint_loader,
     own_trainer,
     preloaded_report,
 )
-from cl_bench.registry import Registry, default_registry
+from cl_bench.registry import Registry
 from cl_bench.specs import ArchRef, DatasetRef, MethodSpec, canonical_hash
 
 TRAINER_VERSION = "1"  # bump when the trainer changes what a recipe produces
@@ -78,7 +80,8 @@ class MemberSource:
     smoke: bool = False  # --smoke: members' fresh recipes are cut as the run's own
 
     def method(self, name: str) -> MethodSpec:
-        return (self.registry or default_registry()).method(name)
+        # no registry handed over: read the roots now ($CLBENCH_REGISTRY_PATH as it is), never a cached one
+        return (self.registry or Registry()).method(name)
 
     def obtain(self, method: MethodSpec, data: Any, seed: int, checkpoint: Path | None = None) -> ObtainedModel:
         """The member, on CPU (loaded, trained and cached, or built), as :func:`obtain_model` does."""
@@ -227,7 +230,7 @@ def obtain_model(
     # the arch params name the model when weights alone do not: parameter-free encoders, and
     # scoring rules over other models' weights (contrastive decoding, DoLa, LOL: same weights,
     # different scores)
-    by_arch = not has_params or getattr(encoder, "fingerprint_includes_arch", False)
+    by_arch = not has_params or fingerprint_covers_arch(encoder)
     extra = canonical_hash(method.arch.model_dump(mode="json")) if by_arch else ""
     got.fingerprint = model_fingerprint(encoder, extra=extra)
     return got
@@ -256,7 +259,7 @@ def _train_cached(
         "trainer": TRAINER_VERSION,
         **_objective_revision(recipe.objective),
         # an arch that starts from another method's weights: keyed on those weights
-        **({"members": encoder.members_key} if getattr(encoder, "members_key", None) else {}),
+        **({"members": members_key(encoder)} if members_key(encoder) else {}),
     })
     folder = cache.checkpoint_dir(key)
     weights, card_path = folder / "encoder.safetensors", folder / "card.json"
