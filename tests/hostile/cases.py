@@ -119,8 +119,11 @@ def record(s: Path, method: str, task: str, seed: int, top1: float, spec_hash: s
     from cl_bench.registry import Registry
     from tests.test_leaderboard import make_record
 
-    spec = Registry([write_registry(s)]).task(task)
-    return make_record(spec, method, seed, top1, spec_hash=spec_hash).model_dump(mode="json")
+    reg = Registry([write_registry(s)])
+    rec = make_record(reg.task(task), method, seed, top1, spec_hash=spec_hash)
+    if method in set(reg.method_ids()):  # made by today's method spec (else the record is stale)
+        rec = rec.model_copy(update={"method_spec_hash": reg.method(method).spec_hash()})
+    return rec.model_dump(mode="json")
 
 
 def put(results: Path, rec: dict, name: str | None = None, text: str | None = None) -> Path:

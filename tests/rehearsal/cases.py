@@ -130,6 +130,11 @@ def fewshot(r: ResultRecord) -> None:
     assert [p["k"] for p in r.extras["curve"]][:1] == [0] and "accuracy" in r.metrics
 
 
+def icl_vs_finetune(r: ResultRecord) -> None:
+    assert r.extras["n_test"] == 8 and r.extras["dataset_meta"]["layout"] == "hf-disk"
+    assert {"icl_ft_agree_k4", "acc_k4", "ft_acc_k4"} <= set(r.metrics)
+
+
 def tatoeba(r: ResultRecord) -> None:
     assert r.extras["n_pairs"] == 12 and all(v["n"] == 8 for v in r.extras["pairs"].values())
 
@@ -171,5 +176,6 @@ CASES: list[Case] = [
     Case("icl-fewshot-agnews", **LM, check=fewshot),
     Case("icl-fewshot-trec", **LM, check=fewshot),
     Case("icl-fewshot-rte", **LM, check=fewshot),
+    Case("icl-vs-finetune-sst2", **LM, check=icl_vs_finetune),
     Case("tatoeba-bitext", method="hf-text-encoder", checkpoint="bert", check=tatoeba),
 ]
