@@ -7,7 +7,11 @@ projected linearly (no bias, as CLIP) into the shared space of ``embed_dim``.
 Text tower: a deterministic word-level tokenizer (:class:`WordTokenizer`), token + learned
 position embeddings, ``text_layers`` pre-norm transformer layers (0 = a bag of words with
 position information), a final LayerNorm, a mean over the real tokens and a linear projection.
-Per-token projected features are the text's local features (TCL).
+Per-token projected features are the text's local features (TCL). ``text_tower: minilm``
+replaces it with frozen all-MiniLM-L6-v2 sentence vectors (computed once per text and cached)
+under a trainable 2-layer MLP (:mod:`cl_bench.models.frozen_sentence_tower`); the sentence is
+then the text's one local feature. ``image_pool: max`` takes the last-stage map's max instead
+of its mean as the global image feature. Both default to the original tower.
 
 Vocabulary: ``[PAD]``, ``[UNK]``, then the sorted union of
 :data:`cl_bench.data.captions.CAPTION_WORDS` (every word the caption generator can emit) and
@@ -31,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +44,7 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
+from cl_bench.models.frozen_sentence_tower import FrozenSentenceTower
 from cl_bench.models.image_text import ImageTextEncoder
 from cl_bench.models.small_resnet import SmallResNet
 from cl_bench.specs import validate_params
@@ -103,6 +108,12 @@ class SceneClipParams(BaseModel):
     text_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     max_tokens: int = Field(default=40, ge=4, le=512)
     stages: int = Field(default=1, ge=1, le=8)  # > 1: an MCL stack of independent copies
+    # "words": the word-level transformer above; "minilm": frozen all-MiniLM-L6-v2 sentence vectors
+    # (cached once per text) under a trainable 2-layer MLP of text_width (models/frozen_sentence_tower)
+    text_tower: Literal["words", "minilm"] = "words"
+    # the global image feature: the last-stage map's mean, or its max (an object's presence
+    # anywhere in the scene, not diluted by the background around it)
+    image_pool: Literal["mean", "max"] = "mean"
 
 
 class TextTower(nn.Module):
@@ -138,12 +149,16 @@ class SceneClip(ImageTextEncoder):
     def __init__(self, p: SceneClipParams, image_size: tuple[int, int]) -> None:
         super().__init__()
         self.embed_dim = p.embed_dim
+        self.image_pool = p.image_pool
         stride = 2 if min(image_size) >= 32 else 1
         self.visual = SmallResNet(3, width=p.image_width, blocks=p.image_blocks, stem_stride=stride,
                                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         self.tokenizer = WordTokenizer(scene_vocabulary(), p.max_tokens)
-        self.text = TextTower(len(self.tokenizer.vocabulary), p.text_width, p.text_layers, p.text_heads,
-                              p.text_dropout, p.max_tokens)
+        self.text: nn.Module = (
+            FrozenSentenceTower(p.text_width) if p.text_tower == "minilm"
+            else TextTower(len(self.tokenizer.vocabulary), p.text_width, p.text_layers, p.text_heads,
+                           p.text_dropout, p.max_tokens)
+        )
         self.image_projection = nn.Linear(self.visual.embed_dim, p.embed_dim, bias=False)
         self.text_projection = nn.Linear(p.text_width, p.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -160,7 +175,7 @@ class SceneClip(ImageTextEncoder):
         """Projected global feature [N, D] and, if ``local``, projected local features [N, h·w, D]
         of the last-stage map (average-pooled to ``grid`` x ``grid`` first when given)."""
         fmap = self.visual.feature_maps(images)[f"stage{len(self.visual.stages)}"]
-        glob = self.image_projection(fmap.mean(dim=(2, 3)))
+        glob = self.image_projection(fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3)))
         if not local:
             return glob, None
         if grid is not None:
@@ -169,9 +184,12 @@ class SceneClip(ImageTextEncoder):
 
     def text_features(self, texts: list[str], local: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Projected global feature [N, D], per-token features [N, L, D] (if ``local``) and the mask."""
-        ids, mask = self.tokenizer(texts)
-        ids, mask = ids.to(self._device()), mask.to(self._device())
-        pooled, tokens = self.text(ids, mask)
+        if isinstance(self.text, FrozenSentenceTower):
+            pooled, tokens, mask = self.text(texts)
+        else:
+            ids, mask = self.tokenizer(texts)
+            ids, mask = ids.to(self._device()), mask.to(self._device())
+            pooled, tokens = self.text(ids, mask)
         glob = self.text_projection(pooled)
         return glob, (self.text_projection(tokens) if local else None), mask
 
