@@ -11,12 +11,17 @@ than its image is a ClBenchError; so is a split without images.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from cl_bench.data.dense.types import IGNORE_INDEX
+from cl_bench.components import register
+from cl_bench.data.data_root import need_root
+from cl_bench.data.dense.types import IGNORE_INDEX, SegmentationData, SegmentationSplit
 from cl_bench.data.image_decode import open_image
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import validate_params
 
 CITYSCAPES_CLASSES: list[str] = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -88,3 +93,39 @@ def list_cityscapes_split(root: Path, split: str) -> tuple[list[Path], list[Path
                 )
         labels.append(lab)
     return images, labels
+
+
+# ----------------------------------------------------------------------------- dataset ``cityscapes``
+
+
+class CityscapesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = "cityscapes"
+    train_split: str = "train"
+    test_split: str = "val"
+    image_size: tuple[int, int] = (1024, 2048)  # nominal, for arch builders
+
+
+def cityscapes_data(name: str, root: Path, train_split: str, test_split: str, image_size: tuple[int, int],
+                     cache_images: bool, meta: dict[str, Any]) -> SegmentationData:
+    splits = []
+    for split in (train_split, test_split):
+        images, labels = list_cityscapes_split(root, split)
+        splits.append(SegmentationSplit(images, labels, read_train_ids, len(CITYSCAPES_CLASSES),
+                                        thing_classes=THING_TRAIN_IDS, cache_images=cache_images, tag=split))
+    return SegmentationData(name, splits[0], splits[1], list(CITYSCAPES_CLASSES), image_size=image_size,
+                            meta={**meta, "train_split": train_split, "test_split": test_split})
+
+
+@register("dataset", "cityscapes")
+def load_cityscapes(params: dict[str, Any] | None, data_root: Path | None) -> SegmentationData:
+    """Cityscapes fine annotations: labelIds mapped to the 19 trainIds (others 255)."""
+    p = validate_params(CityscapesParams, params, "dataset 'cityscapes' params")
+    layout = (f"expected DATA_ROOT/{p.root}/leftImg8bit/<split>/<city>/*_leftImg8bit.png and "
+              f"DATA_ROOT/{p.root}/gtFine/<split>/<city>/*_gtFine_labelIds.png")
+    root = need_root(data_root, "cityscapes", layout) / p.root
+    if not root.is_dir():
+        raise ClBenchError(f"{root} is missing; {layout}")
+    return cityscapes_data("cityscapes", root, p.train_split, p.test_split, tuple(p.image_size), False,
+                            {"root": str(root)})

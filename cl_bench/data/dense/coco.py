@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from cl_bench.data.dense.types import DetectionRecord
+from cl_bench.components import register
+from cl_bench.data.data_root import need_root
+from cl_bench.data.dense.types import DetectionData, DetectionRecord, DetectionSplit
 from cl_bench.errors import ClBenchError
+from cl_bench.specs import validate_params
 
 
 def read_coco(json_path: Path) -> Any:
@@ -97,3 +101,45 @@ def load_coco_split(
     if counters is not None:
         counters["degenerate_boxes"] = counters.get("degenerate_boxes", 0) + degenerate
     return records, [c["name"] for c in cats], [int(c["id"]) for c in cats]
+
+
+# ----------------------------------------------------------------------------- dataset ``coco``
+
+
+class CocoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = "coco"
+    train_json: str = "annotations/instances_train2017.json"
+    train_images: str = "train2017"
+    test_json: str = "annotations/instances_val2017.json"
+    test_images: str = "val2017"
+    image_size: tuple[int, int] = (800, 800)  # nominal, for arch builders
+
+
+def coco_data(name: str, root: Path, train_json: str, train_images: str, test_json: str, test_images: str,
+               image_size: tuple[int, int], cache_images: bool, meta: dict[str, Any]) -> DetectionData:
+    counters: dict[str, int] = {}
+    tr, names, ids = load_coco_split(root / train_json, root / train_images, counters)
+    te, names_te, ids_te = load_coco_split(root / test_json, root / test_images, counters)
+    if (names, ids) != (names_te, ids_te):
+        raise ClBenchError(f"{train_json} and {test_json} have different categories; they must match")
+    test = DetectionSplit(te, cache_images=cache_images, gt_json=root / test_json)
+    train = DetectionSplit(tr, cache_images=cache_images, gt_json=root / train_json)
+    has_masks = all(r.masks is not None for r in tr + te)
+    return DetectionData(name, train, test, names, metric="coco", has_masks=has_masks, category_ids=ids,
+                         image_size=image_size, meta={**meta, **counters})
+
+
+@register("dataset", "coco")
+def load_coco(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+    """COCO instances (80 categories, ids 1-90) via pycocotools; COCOeval bbox (+ segm with masks)."""
+    p = validate_params(CocoParams, params, "dataset 'coco' params")
+    layout = (f"expected DATA_ROOT/{p.root}/{{{p.train_json}, {p.test_json}, {p.train_images}/, "
+              f"{p.test_images}/}}")
+    root = need_root(data_root, "coco", layout) / p.root
+    for rel in (p.train_json, p.test_json):
+        if not (root / rel).is_file():
+            raise ClBenchError(f"{root / rel} is missing; {layout}")
+    return coco_data("coco", root, p.train_json, p.train_images, p.test_json, p.test_images,
+                      tuple(p.image_size), False, {"root": str(root)})

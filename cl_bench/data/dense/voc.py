@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 
+from cl_bench.components import register
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
-from cl_bench.data.dense.types import MAX_IMAGE_SIDE, DetectionRecord
+from cl_bench.data.data_root import need_root
+from cl_bench.data.dense.types import MAX_IMAGE_SIDE, DetectionData, DetectionRecord, DetectionSplit
 from cl_bench.data.safe_paths import safe_relpath
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import validate_params
@@ -161,3 +163,48 @@ def load_voc_split(
             iscrowd=np.zeros(len(ann["labels"]), dtype=bool), truncated=ann["truncated"],
         ))
     return records
+
+
+# ----------------------------------------------------------------------------- dataset ``voc``
+
+
+class VocParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = "VOCdevkit"
+    train_sets: list[str] = Field(default_factory=lambda: ["2007/trainval", "2012/trainval"], min_length=1)
+    test_set: str = "2007/test"
+    image_size: tuple[int, int] = (800, 800)  # nominal, for arch builders
+
+    @field_validator("train_sets", "test_set")
+    @classmethod
+    def _year_set(cls, v: Any) -> Any:
+        for item in [v] if isinstance(v, str) else v:
+            year, _, name = item.partition("/")
+            if not (year.isdigit() and name):
+                raise ValueError(f"{item!r} must look like '2007/trainval'")
+        return v
+
+
+VOC_LAYOUT = "expected DATA_ROOT/{root}/VOC<year>/{{Annotations/<id>.xml, ImageSets/Main/<set>.txt, JPEGImages/<id>.jpg}}"
+
+
+@register("dataset", "voc")
+def load_voc(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+    """PASCAL VOC (20 classes); AP with the 11-point metric when the test set is VOC2007."""
+    p = validate_params(VocParams, params, "dataset 'voc' params")
+    root = need_root(data_root, "voc", VOC_LAYOUT.format(root=p.root)) / p.root
+    counters: dict[str, int] = {}
+
+    def records(item: str) -> list:
+        year, _, image_set = item.partition("/")
+        voc_dir = root / f"VOC{year}"
+        if not voc_dir.is_dir():
+            raise ClBenchError(f"{voc_dir} is missing; {VOC_LAYOUT.format(root=p.root)}")
+        return load_voc_split(voc_dir, image_set, VOC_CLASSES, counters)
+
+    train = DetectionSplit([r for item in p.train_sets for r in records(item)])
+    test = DetectionSplit(records(p.test_set))
+    return DetectionData("voc", train, test, list(VOC_CLASSES), metric="voc",
+                         use_07_metric=p.test_set.startswith("2007/"), image_size=tuple(p.image_size),
+                         meta={"root": str(root), "train_sets": p.train_sets, "test_set": p.test_set, **counters})

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_json, read_text
 from cl_bench.components import register
+from cl_bench.data.data_root import need_root
 from cl_bench.data.image_decode import open_image
 from cl_bench.data.image_text.types import CaptionedImageData, CaptionedImages, ImageList
 from cl_bench.data.image.imagefolder import IMAGE_EXTENSIONS
@@ -94,12 +95,6 @@ def _need(path: Path, what: str, layout: str) -> Path:
     return path
 
 
-def _need_root(data_root: Path | None, name: str, layout: str) -> Path:
-    if data_root is None:
-        raise ClBenchError(f"dataset '{name}' needs real data: pass --data-root (or set CLBENCH_DATA); {layout}")
-    return Path(data_root)
-
-
 class KarpathyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,7 +133,7 @@ def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> Capti
     layout = f"expected DATA_ROOT/{p.root}/{p.split_json} (Karpathy split JSON) and DATA_ROOT/{p.root}/{where}"
     if p.split not in KARPATHY_SPLITS:
         raise ClBenchError(f"dataset '{name}': split must be one of {', '.join(KARPATHY_SPLITS)}, got {p.split!r}")
-    root = _need(_need_root(data_root, name, layout) / p.root, "folder", layout)
+    root = _need(need_root(data_root, name, layout) / p.root, "folder", layout)
     js = _need(root / p.split_json, "split file", layout)
     doc = read_json(js, MAX_DATA_TEXT_BYTES, "Karpathy split JSON")
     entries = validate_params(KarpathyFile, doc if isinstance(doc, dict) else {}, f"{js} ({layout})").images
@@ -209,7 +204,7 @@ def load_imagenet_zeroshot(params: dict[str, Any] | None, data_root: Path | None
     p = validate_params(ZeroShotFolderParams, params, "dataset 'imagenet-zeroshot' params")
     layout = (f"expected DATA_ROOT/{p.root}/{p.split_dir}/<class folder>/<image> and "
               f"DATA_ROOT/{p.root}/{p.class_names_file} (one class name per line, in sorted-folder order)")
-    root = _need(_need_root(data_root, "imagenet-zeroshot", layout) / p.root, "folder", layout)
+    root = _need(need_root(data_root, "imagenet-zeroshot", layout) / p.root, "folder", layout)
     split = _need(root / p.split_dir, "folder", layout)
     names_file = _need(root / p.class_names_file, "class-names file", layout)
     folders = sorted(d.name for d in split.iterdir() if d.is_dir())

@@ -1,13 +1,10 @@
-"""Dense-prediction dataset components: the embedded scenes twins and the real datasets.
+"""The embedded dense-prediction twins: ``scenes-voc``, ``scenes-coco``, ``scenes-cityscapes``.
 
 Embedded (no download): ``scenes-voc``, ``scenes-coco``, ``scenes-cityscapes`` generate the
 scenes world (:mod:`cl_bench.data.scenes.world`) ONCE into ``<cache>/generated/<kind>-<hash>/`` in
 the real on-disk format (:mod:`cl_bench.data.scenes.writers`) and then read it back through
-the same loaders as the real data, so the twins exercise the real code paths.
-
-Real (under ``--data-root`` / ``CLBENCH_DATA``, official layouts): ``voc`` (VOCdevkit;
-VOC07+12 trainval -> VOC07 test by default), ``coco`` (instances_{train,val}2017.json +
-image folders), ``cityscapes`` (leftImg8bit + gtFine labelIds).
+the same loaders as the real data (:mod:`cl_bench.data.dense`), so the twins exercise the real code
+paths.
 """
 
 from __future__ import annotations
@@ -22,18 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cl_bench.cache import default_cache_dir
 from cl_bench.components import register
-from cl_bench.data.dense.cityscapes import (
-    CITYSCAPES_CLASSES,
-    THING_TRAIN_IDS,
-    list_cityscapes_split,
-    read_train_ids,
-)
-from cl_bench.data.dense.coco import load_coco_split
-from cl_bench.data.dense.types import DetectionData, DetectionSplit, SegmentationData, SegmentationSplit
+from cl_bench.data.dense.cityscapes import cityscapes_data
+from cl_bench.data.dense.coco import coco_data
+from cl_bench.data.dense.types import DetectionData, DetectionSplit, SegmentationData
 from cl_bench.data.scenes.writers import write_cityscapes, write_coco, write_voc
 from cl_bench.data.scenes.world import SHAPES, generate_scenes
-from cl_bench.data.dense.voc import VOC_CLASSES, load_voc_split
-from cl_bench.errors import ClBenchError
+from cl_bench.data.dense.voc import load_voc_split
 from cl_bench.specs import canonical_hash, validate_params
 
 GENERATOR_VERSION = "scenes-v1"  # bump when the generator or a writer changes its output
@@ -121,7 +112,7 @@ def load_scenes_coco(params: dict[str, Any] | None, data_root: Path | None) -> D
     """Scenes as COCO instances (boxes + masks, crowds), read with pycocotools; COCOeval bbox/segm."""
     p = validate_params(ScenesParams, params, "dataset 'scenes-coco' params")
     root = ensure_generated("coco", p)
-    return _coco_data("scenes-coco", root, "annotations/instances_train2017.json", "train2017",
+    return coco_data("scenes-coco", root, "annotations/instances_train2017.json", "train2017",
                       "annotations/instances_val2017.json", "val2017", tuple(p.image_size), True,
                       _meta("coco", p, root))
 
@@ -131,128 +122,5 @@ def load_scenes_cityscapes(params: dict[str, Any] | None, data_root: Path | None
     """Scenes as a Cityscapes tree (labelIds PNGs), mapped to the 19 trainIds by the Cityscapes loader."""
     p = validate_params(ScenesParams, params, "dataset 'scenes-cityscapes' params")
     root = ensure_generated("cityscapes", p)
-    return _cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
+    return cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
                             _meta("cityscapes", p, root))
-
-
-# ----------------------------------------------------------------------------- real data
-
-
-def _need_root(data_root: Path | None, name: str, layout: str) -> Path:
-    if data_root is None:
-        raise ClBenchError(f"dataset '{name}' needs real data: pass --data-root (or set CLBENCH_DATA); {layout}")
-    return data_root
-
-
-class VocParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    root: str = "VOCdevkit"
-    train_sets: list[str] = Field(default_factory=lambda: ["2007/trainval", "2012/trainval"], min_length=1)
-    test_set: str = "2007/test"
-    image_size: tuple[int, int] = (800, 800)  # nominal, for arch builders
-
-    @field_validator("train_sets", "test_set")
-    @classmethod
-    def _year_set(cls, v: Any) -> Any:
-        for item in [v] if isinstance(v, str) else v:
-            year, _, name = item.partition("/")
-            if not (year.isdigit() and name):
-                raise ValueError(f"{item!r} must look like '2007/trainval'")
-        return v
-
-
-VOC_LAYOUT = "expected DATA_ROOT/{root}/VOC<year>/{{Annotations/<id>.xml, ImageSets/Main/<set>.txt, JPEGImages/<id>.jpg}}"
-
-
-@register("dataset", "voc")
-def load_voc(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
-    """PASCAL VOC (20 classes); AP with the 11-point metric when the test set is VOC2007."""
-    p = validate_params(VocParams, params, "dataset 'voc' params")
-    root = _need_root(data_root, "voc", VOC_LAYOUT.format(root=p.root)) / p.root
-    counters: dict[str, int] = {}
-
-    def records(item: str) -> list:
-        year, _, image_set = item.partition("/")
-        voc_dir = root / f"VOC{year}"
-        if not voc_dir.is_dir():
-            raise ClBenchError(f"{voc_dir} is missing; {VOC_LAYOUT.format(root=p.root)}")
-        return load_voc_split(voc_dir, image_set, VOC_CLASSES, counters)
-
-    train = DetectionSplit([r for item in p.train_sets for r in records(item)])
-    test = DetectionSplit(records(p.test_set))
-    return DetectionData("voc", train, test, list(VOC_CLASSES), metric="voc",
-                         use_07_metric=p.test_set.startswith("2007/"), image_size=tuple(p.image_size),
-                         meta={"root": str(root), "train_sets": p.train_sets, "test_set": p.test_set, **counters})
-
-
-class CocoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    root: str = "coco"
-    train_json: str = "annotations/instances_train2017.json"
-    train_images: str = "train2017"
-    test_json: str = "annotations/instances_val2017.json"
-    test_images: str = "val2017"
-    image_size: tuple[int, int] = (800, 800)  # nominal, for arch builders
-
-
-def _coco_data(name: str, root: Path, train_json: str, train_images: str, test_json: str, test_images: str,
-               image_size: tuple[int, int], cache_images: bool, meta: dict[str, Any]) -> DetectionData:
-    counters: dict[str, int] = {}
-    tr, names, ids = load_coco_split(root / train_json, root / train_images, counters)
-    te, names_te, ids_te = load_coco_split(root / test_json, root / test_images, counters)
-    if (names, ids) != (names_te, ids_te):
-        raise ClBenchError(f"{train_json} and {test_json} have different categories; they must match")
-    test = DetectionSplit(te, cache_images=cache_images, gt_json=root / test_json)
-    train = DetectionSplit(tr, cache_images=cache_images, gt_json=root / train_json)
-    has_masks = all(r.masks is not None for r in tr + te)
-    return DetectionData(name, train, test, names, metric="coco", has_masks=has_masks, category_ids=ids,
-                         image_size=image_size, meta={**meta, **counters})
-
-
-@register("dataset", "coco")
-def load_coco(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
-    """COCO instances (80 categories, ids 1-90) via pycocotools; COCOeval bbox (+ segm with masks)."""
-    p = validate_params(CocoParams, params, "dataset 'coco' params")
-    layout = (f"expected DATA_ROOT/{p.root}/{{{p.train_json}, {p.test_json}, {p.train_images}/, "
-              f"{p.test_images}/}}")
-    root = _need_root(data_root, "coco", layout) / p.root
-    for rel in (p.train_json, p.test_json):
-        if not (root / rel).is_file():
-            raise ClBenchError(f"{root / rel} is missing; {layout}")
-    return _coco_data("coco", root, p.train_json, p.train_images, p.test_json, p.test_images,
-                      tuple(p.image_size), False, {"root": str(root)})
-
-
-class CityscapesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    root: str = "cityscapes"
-    train_split: str = "train"
-    test_split: str = "val"
-    image_size: tuple[int, int] = (1024, 2048)  # nominal, for arch builders
-
-
-def _cityscapes_data(name: str, root: Path, train_split: str, test_split: str, image_size: tuple[int, int],
-                     cache_images: bool, meta: dict[str, Any]) -> SegmentationData:
-    splits = []
-    for split in (train_split, test_split):
-        images, labels = list_cityscapes_split(root, split)
-        splits.append(SegmentationSplit(images, labels, read_train_ids, len(CITYSCAPES_CLASSES),
-                                        thing_classes=THING_TRAIN_IDS, cache_images=cache_images, tag=split))
-    return SegmentationData(name, splits[0], splits[1], list(CITYSCAPES_CLASSES), image_size=image_size,
-                            meta={**meta, "train_split": train_split, "test_split": test_split})
-
-
-@register("dataset", "cityscapes")
-def load_cityscapes(params: dict[str, Any] | None, data_root: Path | None) -> SegmentationData:
-    """Cityscapes fine annotations: labelIds mapped to the 19 trainIds (others 255)."""
-    p = validate_params(CityscapesParams, params, "dataset 'cityscapes' params")
-    layout = (f"expected DATA_ROOT/{p.root}/leftImg8bit/<split>/<city>/*_leftImg8bit.png and "
-              f"DATA_ROOT/{p.root}/gtFine/<split>/<city>/*_gtFine_labelIds.png")
-    root = _need_root(data_root, "cityscapes", layout) / p.root
-    if not root.is_dir():
-        raise ClBenchError(f"{root} is missing; {layout}")
-    return _cityscapes_data("cityscapes", root, p.train_split, p.test_split, tuple(p.image_size), False,
-                            {"root": str(root)})

@@ -24,7 +24,7 @@ from torch import nn
 from cl_bench.components import register
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.image.simclr import ProjectionHead
+from cl_bench.methods.image.two_view import ProjectionHead
 from cl_bench.specs import validate_params
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from cl_bench.components import register
-from cl_bench.methods.image.simclr import ContrastiveParams, TwoViewContrastive
+from cl_bench.methods.image.two_view import ContrastiveParams, TwoViewContrastive
 
 WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -35,7 +35,8 @@ from cl_bench.components import register
 from cl_bench.data.image.types import ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.image.augment import Augmenter
-from cl_bench.methods.image.simclr import ContrastiveParams, TwoViewContrastive, nt_xent
+from cl_bench.methods.image.simclr import nt_xent
+from cl_bench.methods.image.two_view import ContrastiveParams, TwoViewContrastive
 from cl_bench.methods.trainer import build_objective, build_optimizer, epoch_mean, fit, lr_at_step
 from cl_bench.specs import TrainRecipe, validate_params
 

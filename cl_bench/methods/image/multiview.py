@@ -36,7 +36,7 @@ from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.methods.objective import Objective
-from cl_bench.methods.image.simclr import ContrastiveParams, ProjectionHead
+from cl_bench.methods.image.two_view import ContrastiveParams, ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.specs import validate_params
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.image.simclr import ContrastiveParams, SimCLR
+from cl_bench.methods.image.simclr import SimCLR
+from cl_bench.methods.image.two_view import ContrastiveParams
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 
 N_ROTATIONS = 4
