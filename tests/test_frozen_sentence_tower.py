@@ -8,15 +8,15 @@ import numpy as np
 import torch
 
 from cl_bench import components
-from cl_bench.models.fingerprint import model_fingerprint
-from cl_bench.models.frozen_sentence_tower import (
+from cl_bench.models.image_text.frozen_sentence_tower import (
     SENTENCE_DIM,
     FrozenSentenceTower,
     SentenceEmbeddingCache,
     _encode_minilm,
     minilm_digest,
 )
-from cl_bench.models.text_encoders import minilm_dir
+from cl_bench.models.text.text_encoders import minilm_dir
+from cl_bench.models.weights.fingerprint import model_fingerprint
 
 
 class CountingEncoder:
@@ -116,9 +116,9 @@ def test_a_short_clip_run_learns_the_pairs() -> None:
     """Learning smoke test: a few epochs of clip on 192 scenes (32 px) must lift in-sample
     image->text R@5 (each image's first caption among the 192) above 2.5x the untrained model's
     and chance (5/192 = 2.6 %)."""
-    from cl_bench.data.captioned_scenes import build_captioned_scenes
-    from cl_bench.methods.image_text_objectives import Clip
-    from cl_bench.methods.image_text_trainer import train_image_text
+    from cl_bench.data.scenes.captioned import build_captioned_scenes
+    from cl_bench.methods.image_text.objectives import Clip
+    from cl_bench.methods.image_text.trainer import train_image_text
     from cl_bench.specs import TrainRecipe
 
     data = build_captioned_scenes({"n_train": 192, "n_test": 1, "image_size": 32, "seed": 3})
