@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from cl_bench.methods.icl_pretrain import Curriculum
+from cl_bench.methods.lm.icl_pretrain import Curriculum
 
 STEPS_EPOCHS = 40  # 40 x 16 = 640 steps
 MARGIN = 4.0  # measured: 57.7 vs unigram 49.9 (torch 2.14.1 CPU, 1 thread)
@@ -80,8 +80,8 @@ def test_a_tiny_transformer_learns_languages_in_context() -> None:
     model on 64 DFAs it never saw: it must read the context (a model that ignores it cannot know
     each language's alphabet and sits far below unigram), and it is well above its untrained self."""
     from cl_bench import components
-    from cl_bench.data.dfa import ICLLParams, generate
-    from cl_bench.methods.icl_pretrain import ICLPretrainParams, train_icll
+    from cl_bench.data.icl.dfa import ICLLParams, generate
+    from cl_bench.methods.lm.icl_pretrain import ICLPretrainParams, train_icll
     from cl_bench.protocols.icll import ngram_predictions
     from cl_bench.specs import TrainRecipe
 
