@@ -110,7 +110,7 @@ METHODS = {
     "hierarchical-qwen2-vl-2b": "f02c9aa5741da55e53d6c98d2f519d5c46ccb1c0b5c52c83ae92d88870e1756b",
     "icl-linear-rnn": "ef64a13892e8aecf2f4dc2b59ab7445b646df51ace1ddd5e1104f620cd0ccb8e",
     "icl-lstm": "7eed5a23d0e304aad97d9aff492bff5a9be82b7fb87ef025699b2b330e6e0ff1",
-    "icl-transformer": "d3b503a69cc4bf33b47d5f2387f1b1f6dc1400d1e363d9982468b42c4f90d3da",
+    "icl-transformer": "056fc40f48e15cca5eb8ee96e07f4e0b363681cc0f097995dcc410227ddaf32d",
     "icl-transformer-ngram": "540418c7b5be7daad5e10444cdaf1ae9e546ebdbe4be23de4c38e1b57c766c2d",
     "lco-emb-omni-3b": "be7756be4990df765a7217104cf3d442df077d2eda14e546797a6c628a304eb9",
     "lco-emb-omni-7b": "fe19e686fefc6801accaab625bcba969370ff0e4d2d0b6d0212a77caeb84b270",
