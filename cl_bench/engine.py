@@ -27,7 +27,8 @@ from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_a
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
 from cl_bench.registry import Registry
-from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
+from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash
+from cl_bench.params import validate_params
 from cl_bench.store import check_name, read_result, result_path, write_result
 
 FEATURE_EXTRACTOR_VERSION = "embed-v2"  # v2: chunked entries; the key also holds the precision

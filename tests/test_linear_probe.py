@@ -25,7 +25,7 @@ from cl_bench.protocols.linear_probe import (
     standardize,
     topk_correct,
 )
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 @pytest.fixture(autouse=True)

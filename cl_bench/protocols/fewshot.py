@@ -136,7 +136,6 @@ def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: 
     return ProtocolResult(metrics=summarize(accs), extras=extras, predictions=preds)
 
 
-PROTOCOL = register("protocol", "fewshot_linear")(
-    Protocol(name="fewshot_linear", requires="image_encoder", params=FewShotParams, run=_run,
-             budget=first_test("test images"))
+PROTOCOL = register("protocol", "fewshot_linear", params=FewShotParams)(
+    Protocol(requires="image_encoder", run=_run, budget=first_test("test images"))
 )

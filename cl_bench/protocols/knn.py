@@ -149,5 +149,4 @@ def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunC
     return classification_result(scores, data.test.labels, {"k_used": k, "memory_bank": "streamed in blocks"})
 
 
-PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run,
-                                                         budget=probe_budget))
+PROTOCOL = register("protocol", "knn", params=KnnParams)(Protocol(requires="image_encoder", run=_run, budget=probe_budget))

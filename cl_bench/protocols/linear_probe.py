@@ -336,7 +336,6 @@ def _run(model: Any, data: ImageClassificationData, params: LinearProbeParams, c
     return classification_result(scores, data.test.labels, extras)
 
 
-PROTOCOL = register("protocol", "linear_probe")(
-    Protocol(name="linear_probe", requires="image_encoder", params=LinearProbeParams, run=_run,
-             budget=probe_budget)
+PROTOCOL = register("protocol", "linear_probe", params=LinearProbeParams)(
+    Protocol(requires="image_encoder", run=_run, budget=probe_budget)
 )

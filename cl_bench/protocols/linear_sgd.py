@@ -225,6 +225,6 @@ def linear_sgd_budget(params: LinearSgdParams, data: ImageClassificationData, bu
     return reduced
 
 
-PROTOCOL = register("protocol", "linear_sgd")(
-    Protocol(name="linear_sgd", requires="image_encoder", params=LinearSgdParams, run=_run, budget=linear_sgd_budget)
+PROTOCOL = register("protocol", "linear_sgd", params=LinearSgdParams)(
+    Protocol(requires="image_encoder", run=_run, budget=linear_sgd_budget)
 )

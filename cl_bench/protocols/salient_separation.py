@@ -111,7 +111,6 @@ def _run(model: Any, data: Any, params: SalientSeparationParams, ctx: RunContext
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
-PROTOCOL = register("protocol", "salient_separation")(
-    Protocol(name="salient_separation", requires="image_encoder", params=SalientSeparationParams, run=_run,
-             budget=first_test("test images"))
+PROTOCOL = register("protocol", "salient_separation", params=SalientSeparationParams)(
+    Protocol(requires="image_encoder", run=_run, budget=first_test("test images"))
 )

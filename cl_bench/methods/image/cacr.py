@@ -34,13 +34,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 
 def _normalised_views(zs: list[torch.Tensor]) -> torch.Tensor:
@@ -124,8 +124,7 @@ def cacr_rbf_loss(zs: list[torch.Tensor], temperature: float, t_pos: float) -> t
     return 2 * temperature * total / v
 
 
-class CACRParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CACRParams(Strict):
 
     positives: int = Field(default=4, ge=1, le=15)  # views per image = positives + 1
     cost: Literal["euclidean", "rbf"] = "euclidean"

@@ -38,7 +38,8 @@ from cl_bench.methods.image.augment import Augmenter
 from cl_bench.methods.image.simclr import nt_xent
 from cl_bench.methods.image.two_view import ContrastiveParams, TwoViewContrastive
 from cl_bench.methods.trainer import build_objective, build_optimizer, epoch_mean, fit, lr_at_step
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class MCLParams(ContrastiveParams):

@@ -38,7 +38,7 @@ from cl_bench.components import register
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ContrastiveParams, ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 def _check_views(zs: list[torch.Tensor]) -> torch.Tensor:

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
@@ -48,11 +48,11 @@ from cl_bench.methods.image.dense_augment import DenseAugmentConfig, make_views,
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import EpochLog, TrainCard, build_optimizer, fit, lr_at_step, momentum_hooks
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 
-class PixelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PixelParams(Strict):
 
     proj_hidden: int = Field(default=512, ge=1)
     proj_dim: int = Field(default=128, ge=1)

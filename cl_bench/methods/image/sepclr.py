@@ -32,13 +32,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 
 def align_term(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
@@ -93,8 +93,7 @@ def sepclr_loss(
     return terms
 
 
-class SepCLRParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SepCLRParams(Strict):
 
     tau: float = Field(default=0.5, gt=0)
     uniform_weight: float = Field(default=2.0, ge=0)

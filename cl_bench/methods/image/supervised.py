@@ -10,18 +10,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 
-class SupervisedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SupervisedParams(Strict):
 
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
 

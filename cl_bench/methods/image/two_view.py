@@ -8,18 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.methods.objective import Objective
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 
-class ContrastiveParams(BaseModel):
+class ContrastiveParams(Strict):
     """Params of a two-view contrastive objective with a projection head."""
-
-    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.5, gt=0)
     proj_hidden: int = Field(default=512, ge=1)

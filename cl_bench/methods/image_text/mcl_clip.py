@@ -42,7 +42,8 @@ from cl_bench.methods.image_text.trainer import (
     train_image_text,
 )
 from cl_bench.methods.image.mcl import combine_pseudo_labels, group_batches, kmeans_labels
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class MclClipParams(ImageTextParams):

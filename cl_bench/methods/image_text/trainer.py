@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.data.image_text.types import CaptionedImages
@@ -41,15 +41,14 @@ from cl_bench.methods.trainer import (
     lr_at_step,
     momentum_hooks,
 )
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 LOG_MAX_SCALE = math.log(100.0)
 
 
-class ImageTextParams(BaseModel):
+class ImageTextParams(Strict):
     """``train.params`` every image–text objective accepts (each adds its own)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_steps: int | None = Field(default=None, ge=1)  # cap on optimizer steps (per stage for mcl-clip)
     grad_clip: float | None = Field(default=None, gt=0)  # max global gradient norm

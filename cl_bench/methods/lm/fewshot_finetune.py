@@ -38,7 +38,7 @@ from pydantic import Field
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.lm.cpt import _continuation_logprobs, hf_of, score_pairs
 from cl_bench.models.interfaces.causal_lm import TokenPair
-from cl_bench.specs import Strict
+from cl_bench.params import Strict
 
 
 class FinetuneParams(Strict):

@@ -25,7 +25,8 @@ from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import build_optimizer, clip_gradients, fit, lr_at_step
-from cl_bench.specs import Strict, TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 
 class LMPretrainParams(Strict):

@@ -33,7 +33,8 @@ from cl_bench.methods.text.trainer import (
     train_text_encoder,
 )
 from cl_bench.models.interfaces.text_encoder import TextEncoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class CCPParams(TextTrainParams):

@@ -24,7 +24,8 @@ from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.text.simcse import SimCSE
 from cl_bench.methods.text.trainer import TextTrainCard, TextTrainParams, check_text_training, train_text_encoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class MLMParams(TextTrainParams):

@@ -51,7 +51,8 @@ from cl_bench.methods.text import multicsr_data as stages
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.text.trainer import TextTrainCard, TextTrainParams, check_text_training, train_text_encoder
 from cl_bench.models.members import MemberRef, obtain_member
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 def multicsr_loss(

@@ -25,7 +25,8 @@ from cl_bench.methods.text.trainer import (
     train_text_encoder,
 )
 from cl_bench.models.interfaces.text_encoder import TextEncoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
