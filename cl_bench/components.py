@@ -13,7 +13,7 @@ strict base) is the component's parameter model: the registry validates the YAML
 it and hands the component the typed object — a dataset loader is called as
 ``loader(params: Model, data_root)``, an arch builder as ``builder(params: Model, ...)``, while
 callers keep passing the plain dict; a protocol object takes its ``name`` and ``params`` from
-its registration. The name exists only in the registration. The
+its registration; an objective class validates ``train.params`` into its registered model. The name exists only in the registration. The
 sources of the kind's subpackage are parsed (not imported) to find which module registers
 which name, and only that module is imported on lookup — so adding a component never means
 editing a central list, and using one never imports the heavy libraries of the others. Third-party packages add components through the entry-point group
@@ -60,7 +60,8 @@ def register(kind: str, name: str, params: type[BaseModel] | None = None) -> Cal
     wrapper that validates its first argument (a dict, or None for all defaults) into ``params``
     and calls the function with the typed object (an instance of ``params`` passes through);
     the wrapper is what the decorator returns. A component object with ``name`` and ``params``
-    fields (a protocol) gets both from here.
+    fields (a protocol) gets both from here; a class (an objective) gets ``params_model`` and
+    ``<kind>_name`` and validates its params into the model when it is built.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown component kind {kind!r}")
@@ -80,8 +81,12 @@ def register(kind: str, name: str, params: type[BaseModel] | None = None) -> Cal
 def _typed(kind: str, name: str, model: type[BaseModel], obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.replace(obj, name=name, params=model)  # type: ignore[type-var]
-    if not callable(obj) or isinstance(obj, type):
-        raise ValueError(f"{kind} {name!r}: params= takes a function or a dataclass component, not {obj!r}")
+    if isinstance(obj, type):  # a class (an objective): it validates into params_model when built
+        obj.params_model = model  # type: ignore[attr-defined]
+        setattr(obj, f"{kind}_name", name)
+        return obj
+    if not callable(obj):
+        raise ValueError(f"{kind} {name!r}: params= takes a function, a class or a dataclass component, not {obj!r}")
     where = f"{kind} '{name}' params"
 
     @functools.wraps(obj)

@@ -25,7 +25,7 @@ from cl_bench.components import register
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ProjectionHead
-from cl_bench.params import Strict, validate_params
+from cl_bench.params import Strict
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -42,13 +42,12 @@ class BYOLParams(Strict):
     pred_hidden: int = Field(default=512, ge=1)
 
 
-@register("objective", "byol")
+@register("objective", "byol", params=BYOLParams)
 class BYOL(Objective):
     n_views = 2
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(BYOLParams, params, "train.params (objective byol)")
+        super().__init__(embed_dim, num_classes, **params)
         p = self.params
         self.projector = ProjectionHead(embed_dim, p.proj_hidden, p.proj_dim)
         self.predictor = ProjectionHead(p.proj_dim, p.pred_hidden, p.proj_dim)

@@ -40,7 +40,7 @@ from cl_bench.components import register
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.params import Strict, validate_params
+from cl_bench.params import Strict
 
 
 def _normalised_views(zs: list[torch.Tensor]) -> torch.Tensor:
@@ -138,13 +138,12 @@ class CACRParams(Strict):
     proj_dim: int = Field(default=128, ge=1)
 
 
-@register("objective", "cacr")
+@register("objective", "cacr", params=CACRParams)
 class CACR(Objective):
     """CACR with a SimCLR projection head; all 1 + ``positives`` views encoded in one pass."""
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(CACRParams, params, where="train.params (objective cacr)")
+        super().__init__(embed_dim, num_classes, **params)
         self.n_views = self.params.positives + 1  # the trainer reads the instance attribute
         self.head = ProjectionHead(embed_dim, self.params.proj_hidden, self.params.proj_dim)
 

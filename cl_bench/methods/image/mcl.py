@@ -113,12 +113,10 @@ def _split_images(split: ImageSplit) -> torch.Tensor:
     return torch.stack([split[i][0] for i in range(len(split))])
 
 
-@register("objective", "mcl")
+@register("objective", "mcl", params=MCLParams)
 class MCL(TwoViewContrastive):
     """The per-stage loss (NT-Xent with a projection head) and the multistage trainer."""
 
-    objective_name = "mcl"
-    params_model = MCLParams
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return nt_xent(z1, z2, self.params.temperature)

@@ -13,7 +13,7 @@ from torch import nn
 
 from cl_bench.methods.objective import Objective
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.params import Strict, validate_params
+from cl_bench.params import Strict
 
 
 class ContrastiveParams(Strict):
@@ -40,12 +40,9 @@ class TwoViewContrastive(Objective):
     """Base of the two-view objectives: ``loss(z1, z2)`` on projections of the two views."""
 
     n_views = 2
-    params_model: type[ContrastiveParams] = ContrastiveParams
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        name = getattr(type(self), "objective_name", type(self).__name__)
-        self.params = validate_params(self.params_model, params, where=f"train.params (objective {name})")
+        super().__init__(embed_dim, num_classes, **params)
         self.head = ProjectionHead(embed_dim, self.params.proj_hidden, self.params.proj_dim)
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:  # pragma: no cover

@@ -52,10 +52,8 @@ class MclClipParams(ImageTextParams):
     min_group: int = Field(default=8, ge=2)
 
 
-@register("objective", "mcl-clip")
+@register("objective", "mcl-clip", params=MclClipParams)
 class MclClip(ImageTextObjective):
-    objective_name = "mcl-clip"
-    params_model = MclClipParams
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Parts]:
         img, txt = encode_pairs(model, batch)

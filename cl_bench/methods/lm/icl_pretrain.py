@@ -139,7 +139,7 @@ def train_regression(model: Any, recipe: TrainRecipe, sampler: LinRegSampler, p:
                         round(log.wall_s, 3), round(log.wall_s / max(1, log.steps), 4), dict(shape))
 
 
-@register("objective", "icl-pretrain")
+@register("objective", "icl-pretrain", params=ICLPretrainParams)
 class ICLPretrain(Objective):
     """Trains through its own ``train_model`` (not the image trainer); see the module docstring."""
 

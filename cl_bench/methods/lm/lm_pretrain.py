@@ -66,7 +66,7 @@ def cut_blocks(encoded: list[list[int]], block_size: int) -> torch.Tensor:
     return torch.tensor(stream[: n * (block_size + 1)], dtype=torch.long).view(n, block_size + 1)
 
 
-@register("objective", "lm-pretrain")
+@register("objective", "lm-pretrain", params=LMPretrainParams)
 class LMPretrain(Objective):
     """Next-token cross-entropy; trains through its own ``train_model`` (not the image trainer)."""
 
