@@ -217,10 +217,6 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     result.extras.setdefault(
         "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)
     )
-    if protocol.data_kind == "image_classification" and hasattr(data, "num_classes") and hasattr(data, "test"):
-        # feeds the near-chance sanity gate (other protocols state their own "chance" if any)
-        result.extras.setdefault("num_classes", int(data.num_classes))
-        result.extras.setdefault("n_test", len(data.test))
     if task.primary_metric not in result.metrics:
         raise ClBenchError(
             f"{task.source}: primary_metric '{task.primary_metric}' is not produced by protocol "

@@ -18,6 +18,12 @@ class ProtocolParams(Strict):
     """Base of every protocol's parameter model (the one strict base: unknown fields are errors)."""
 
 
+def chance_facts(data: Any) -> dict[str, int]:
+    """``num_classes`` and ``n_test`` of a classification task's data, for a result's extras: the
+    near-chance sanity gate reads them (a protocol of another kind states its own chance, if any)."""
+    return {"num_classes": int(data.num_classes), "n_test": len(data.test)}
+
+
 @dataclass
 class ProtocolResult:
     metrics: dict[str, float | None]  # None: undefined on this data (never NaN; see cl_bench.finite)
