@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def denormals(n: int, dim: int, classes: int = 100) -> None:
-    import cl_bench.protocols.linear_probe as lp
+    import cl_bench.protocols.linear_probe_solver as lp
     from benchmarks.linear_probe import synthetic
 
     xtr, ytr, xte, yte = synthetic(n, n // 5, dim, classes)  # the linear_probe benchmark's data

@@ -93,7 +93,7 @@ def extract_today(rows: int, dim: int, cache: Path) -> dict:
 def probe_ours(folder: str, rows: int, max_iter: int) -> dict:
     from cl_bench.feature_store import open_entry
     from cl_bench.memory_budget import budget_bytes
-    from cl_bench.protocols.linear_probe import LinearProbeParams, linear_probe_scores, topk_correct
+    from cl_bench.protocols.linear_probe_solver import LinearProbeParams, linear_probe_scores, topk_correct
     from cl_bench.protocols.linear_probe_stream import full_batch_bytes, streamed_probe_scores
 
     entry = open_entry(Path(folder))
@@ -132,7 +132,7 @@ class _Rows:
 
 def probe_today(rows: int, dim: int, max_iter: int) -> dict:
     """linear_probe_scores of commit 06c5d86: float64 standardisation of the whole matrix."""
-    from cl_bench.protocols.linear_probe import fit_logistic, topk_correct
+    from cl_bench.protocols.linear_probe_solver import fit_logistic, topk_correct
 
     split, m = Synthetic(rows), model(dim)
     with torch.no_grad():

@@ -43,7 +43,7 @@ from cl_bench.feed import Feeder  # noqa: E402
 from cl_bench.protocols.base import RunContext  # noqa: E402
 from cl_bench.protocols.detection import run_detection  # noqa: E402
 from cl_bench.registry import Registry  # noqa: E402
-from cl_bench.specs import validate_params  # noqa: E402
+from cl_bench.params import validate_params  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 REDUCED_R50 = {"blocks": [1, 1, 1, 1], "width": 8}

@@ -22,7 +22,7 @@ from cl_bench.cache import Cache
 from cl_bench.obtain import obtain_model, seed_everything
 from cl_bench.protocols.base import RunContext
 from cl_bench.registry import Registry
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 def main() -> None:

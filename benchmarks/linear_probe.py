@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from threadpoolctl import threadpool_limits
 
 from cl_bench.data.splits import stratified_split
-from cl_bench.protocols.linear_probe import (
+from cl_bench.protocols.linear_probe_solver import (
     DEFAULT_L2_GRID,
     LinearProbeParams,
     fit_logistic,

@@ -7,7 +7,13 @@ Four kinds, each living in its own subpackage:
 - ``objective`` (``cl_bench.methods``):   name -> Objective class (a training loss)
 - ``arch``      (``cl_bench.models``):    name -> builder(params, in_channels) -> nn.Module
 
-Modules register with ``@register(kind, name)`` (or ``register(kind, name)(obj)``). The
+Every component is declared one way: ``register(kind, name, params=Model)`` (as a decorator, or
+``register(...)(obj)`` for an object made by a factory). ``Model`` (a :class:`cl_bench.params.Strict`, the one
+strict base) is the component's parameter model: the registry validates the YAML params against
+it and hands the component the typed object — a dataset loader is called as
+``loader(params: Model, data_root)``, an arch builder as ``builder(params: Model, ...)``, while
+callers keep passing the plain dict; a protocol object takes its ``name`` and ``params`` from
+its registration; an objective class validates ``train.params`` into its registered model. The name exists only in the registration. The
 sources of the kind's subpackage are parsed (not imported) to find which module registers
 which name, and only that module is imported on lookup — so adding a component never means
 editing a central list, and using one never imports the heavy libraries of the others. Third-party packages add components through the entry-point group
@@ -17,6 +23,8 @@ editing a central list, and using one never imports the heavy libraries of the o
 from __future__ import annotations
 
 import ast
+import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -25,7 +33,10 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from cl_bench.errors import ClBenchError
+from cl_bench.params import validate_params
 from cl_bench.suggest import did_you_mean
 
 KINDS: dict[str, str] = {
@@ -42,12 +53,22 @@ _INDEX: dict[str, dict[str, str]] = {}
 T = TypeVar("T")
 
 
-def register(kind: str, name: str) -> Callable[[T], T]:
-    """Decorator: register ``obj`` as component ``name`` of ``kind``."""
+def register(kind: str, name: str, params: type[BaseModel] | None = None) -> Callable[[T], T]:
+    """Decorator: register ``obj`` as component ``name`` of ``kind``, with parameter model ``params``.
+
+    With ``params``, a function component (dataset loader, arch builder) is registered as a
+    wrapper that validates its first argument (a dict, or None for all defaults) into ``params``
+    and calls the function with the typed object (an instance of ``params`` passes through);
+    the wrapper is what the decorator returns. A component object with ``name`` and ``params``
+    fields (a protocol) gets both from here; a class (an objective) gets ``params_model`` and
+    ``<kind>_name`` and validates its params into the model when it is built.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown component kind {kind!r}")
 
     def deco(obj: T) -> T:
+        if params is not None:
+            obj = _typed(kind, name, params, obj)
         existing = _REGISTRY[kind].get(name)
         if existing is not None and existing is not obj:
             raise ValueError(f"{kind} {name!r} registered twice")
@@ -55,6 +76,26 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         return obj
 
     return deco
+
+
+def _typed(kind: str, name: str, model: type[BaseModel], obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, name=name, params=model)  # type: ignore[type-var]
+    if isinstance(obj, type):  # a class (an objective): it validates into params_model when built
+        obj.params_model = model  # type: ignore[attr-defined]
+        setattr(obj, f"{kind}_name", name)
+        return obj
+    if not callable(obj):
+        raise ValueError(f"{kind} {name!r}: params= takes a function, a class or a dataclass component, not {obj!r}")
+    where = f"{kind} '{name}' params"
+
+    @functools.wraps(obj)
+    def validated(params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        typed = params if isinstance(params, model) else validate_params(model, params, where)
+        return obj(typed, *args, **kwargs)
+
+    validated.params_model = model  # type: ignore[attr-defined]
+    return validated
 
 
 def _static_index(kind: str) -> dict[str, str]:

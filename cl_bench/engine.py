@@ -27,7 +27,8 @@ from cl_bench.obtain import ObtainedModel, obtain_model, seed_everything, with_a
 from cl_bench.protocols.base import Protocol, RunContext
 from cl_bench.provenance import code_version, describe_device, git_commit, library_versions, utc_now
 from cl_bench.registry import Registry
-from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash, validate_params
+from cl_bench.specs import MethodSpec, ResultRecord, TaskSpec, Timings, canonical_hash
+from cl_bench.params import validate_params
 from cl_bench.store import check_name, read_result, result_path, write_result
 
 FEATURE_EXTRACTOR_VERSION = "embed-v2"  # v2: chunked entries; the key also holds the precision
@@ -216,10 +217,6 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     result.extras.setdefault(
         "n_trainable_params", sum(p.numel() for p in obtained.model.parameters() if p.requires_grad)
     )
-    if protocol.data_kind == "image_classification" and hasattr(data, "num_classes") and hasattr(data, "test"):
-        # feeds the near-chance sanity gate (other protocols state their own "chance" if any)
-        result.extras.setdefault("num_classes", int(data.num_classes))
-        result.extras.setdefault("n_test", len(data.test))
     if task.primary_metric not in result.metrics:
         raise ClBenchError(
             f"{task.source}: primary_metric '{task.primary_metric}' is not produced by protocol "

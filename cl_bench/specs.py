@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     FiniteFloat,
     PrivateAttr,
@@ -21,6 +20,7 @@ from pydantic import (
 )
 
 from cl_bench.errors import ClBenchError
+from cl_bench.params import Strict, describe_validation_error
 from cl_bench.spec_include import load_with_includes
 
 CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model")
@@ -33,10 +33,6 @@ MAX_SEED = 2**31 - 1
 # The predictions file a result names: a sibling of its JSON (seed<k>.preds.npz, or content-addressed
 # seed<k>.<sha256 prefix>.preds.npz).
 PREDICTIONS_FILE = re.compile(r"^seed\d+(\.[0-9a-f]{16,64})?\.preds\.npz$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SpecFile(Strict):
@@ -290,21 +286,6 @@ def canonical_hash(content: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def describe_validation_error(path: Path | str, err: ValidationError) -> str:
-    """One line naming the file, the first bad field and what was expected."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<top level>"
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        return f"{path}: unknown field '{loc}' (remove it or check its spelling)"
-    if kind == "missing":
-        return f"{path}: missing required field '{loc}'"
-    got = first.get("input")
-    got_s = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-    more = f"; {err.error_count() - 1} more problem(s)" if err.error_count() > 1 else ""
-    return f"{path}: field '{loc}': {first['msg']}{got_s}{more}"
-
-
 def read_yaml(path: Path) -> Any:
     """The one way a spec file is read: a bounded regular file, strict safe YAML (the C parser
     when available, duplicate keys and alias bombs refused; see :mod:`cl_bench.yaml_loader`)."""
@@ -348,48 +329,3 @@ def load_result(path: Path) -> ResultRecord:
 def _check_id_matches_file(spec_id: str, path: Path) -> None:
     if spec_id != path.stem:
         raise ClBenchError(f"{path}: id '{spec_id}' must equal the file name '{path.stem}'")
-
-
-# Every integer of a component's parameters is at most MAX_PARAM_INT (seeds: MAX_SEED_PARAM) unless
-# its model states a bound of its own: a size typo (n_train: 1000000000) is an error before anything
-# is allocated, whichever component reads it.
-MAX_PARAM_INT = 10**6
-MAX_SEED_PARAM = 2**32 - 1
-
-
-def _has_upper_bound(info: Any) -> bool:
-    return any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None for m in info.metadata)
-
-
-def check_int_bounds(value: Any, where: str, name: str = "") -> None:
-    """ClBenchError when an integer in ``value`` (a validated model, dict, list) passes the caps above."""
-    if isinstance(value, BaseModel):
-        for field_name, info in type(value).model_fields.items():
-            v = getattr(value, field_name)
-            if not (isinstance(v, int) and _has_upper_bound(info)):
-                check_int_bounds(v, where, field_name)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_int_bounds(v, where, str(k))
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            check_int_bounds(v, where, name)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        cap = MAX_SEED_PARAM if name.endswith("seed") else MAX_PARAM_INT
-        if abs(value) > cap:
-            raise ClBenchError(f"{where}: '{name}' is {value}, beyond {cap} (the bound on an integer parameter; "
-                               f"seeds: {MAX_SEED_PARAM}); is it a typo?")
-
-
-def validate_params(model: type[BaseModel], params: dict[str, Any] | None, where: str) -> Any:
-    """Validate a component's parameter dict; a bad field is a ClBenchError naming ``where``.
-    Integers are bounded (:func:`check_int_bounds`) before the component allocates anything."""
-    try:
-        validated = model.model_validate(params or {})
-    except ValidationError as e:
-        raise ClBenchError(describe_validation_error(where, e)) from None
-    check_int_bounds(validated, where)
-    return validated
-
-
-_describe_validation_error = describe_validation_error  # older name, kept for helpers' code

@@ -26,7 +26,8 @@ from pydantic import Field
 
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
-from cl_bench.specs import Strict, parse_model, read_yaml
+from cl_bench.specs import parse_model, read_yaml
+from cl_bench.params import Strict
 from cl_bench.suggest import did_you_mean
 
 SUITE_PREFIX = "suite:"

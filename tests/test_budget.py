@@ -21,7 +21,8 @@ from cl_bench.metrics.coco_eval import coco_evaluate
 from cl_bench.obtain import recipe_hash
 from cl_bench.registry import Registry
 from cl_bench.report.table import render, summarize
-from cl_bench.specs import load_result, validate_params
+from cl_bench.specs import load_result
+from cl_bench.params import validate_params
 from cl_bench.sweep import PlannedRun, existing_comparable
 from tests.conftest import SHARED_DATA, write_tree
 

@@ -20,7 +20,8 @@ from cl_bench.data.image.restricted_pickle import loads_restricted
 from cl_bench.data.image.stl10 import load as load_stl10
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import PROJECT_ROOT, Registry
-from cl_bench.specs import load_task, validate_params
+from cl_bench.specs import load_task
+from cl_bench.params import validate_params
 
 RNG = np.random.default_rng(0)
 

@@ -230,7 +230,7 @@ def test_bad_lr_steps_rejected() -> None:
                                      "scenes-voc-det-frozen", "scenes-coco-det-frozen", "scenes-seg-frozen"])
 def test_dense_task_specs_validate(task_id: str) -> None:
     from cl_bench.registry import Registry
-    from cl_bench.specs import validate_params
+    from cl_bench.params import validate_params
 
     reg = Registry()
     task = reg.task(task_id)

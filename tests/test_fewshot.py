@@ -16,9 +16,10 @@ from cl_bench.protocols.fewshot import (
     fewshot_runs,
     summarize,
 )
-from cl_bench.protocols.linear_probe import sklearn_c
+from cl_bench.protocols.linear_probe_solver import sklearn_c
 from cl_bench.registry import PROJECT_ROOT
-from cl_bench.specs import load_task, validate_params
+from cl_bench.specs import load_task
+from cl_bench.params import validate_params
 
 
 def blobs(

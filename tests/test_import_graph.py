@@ -9,11 +9,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cl_bench"
 
-# linear_probe's protocol entry picks the streamed solver (a function-level import of
-# linear_probe_stream, which builds on linear_probe's solver): came with #16; it goes when the
-# protocol entry and the solver become separate modules (#17 part 6, the sub-package layout).
-# Nothing else may be added here.
-KNOWN_CYCLES = [{"cl_bench.protocols.linear_probe", "cl_bench.protocols.linear_probe_stream"}]
+# None left (linear_probe <-> linear_probe_stream went when the protocol entry and its solver became
+# separate modules, #17 part 6). Nothing may be added here.
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def _modules() -> dict[str, Path]:

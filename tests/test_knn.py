@@ -17,7 +17,7 @@ from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.knn import KnnParams, auto_chunk_size, knn_predict
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 @pytest.fixture(autouse=True)

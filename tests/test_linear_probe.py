@@ -14,7 +14,7 @@ from cl_bench.data.splits import stratified_split
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
-from cl_bench.protocols.linear_probe import (
+from cl_bench.protocols.linear_probe_solver import (
     LinearProbeParams,
     accuracy,
     classification_metrics,
@@ -25,7 +25,7 @@ from cl_bench.protocols.linear_probe import (
     standardize,
     topk_correct,
 )
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from cl_bench.protocols.base import RunContext
 from cl_bench.protocols import linear_sgd
 from cl_bench.protocols.linear_sgd import LinearSgdParams, learning_rate, train_head
 from cl_bench.registry import default_registry
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 def test_recipes_equal_their_sources() -> None:

@@ -15,7 +15,12 @@ from cl_bench.engine import RunOptions, run
 from cl_bench.feature_store import EntryWriter, StoredFeatures, open_entry
 from cl_bench.memory_budget import parse_bytes
 from cl_bench.protocols.knn import knn_predict, knn_predict_streamed
-from cl_bench.protocols.linear_probe import LinearProbeParams, linear_probe_scores, sklearn_c, standardize
+from cl_bench.protocols.linear_probe_solver import (
+    LinearProbeParams,
+    linear_probe_scores,
+    sklearn_c,
+    standardize,
+)
 from cl_bench.protocols.linear_probe_stream import StandardizedRows, fit_streamed, streamed_probe_scores
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from cl_bench import components
 from cl_bench.registry import Registry
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 DETECTRON2_COMMON: dict[str, Any] = {
     "momentum": 0.9,  # D2 SOLVER.MOMENTUM

@@ -13,7 +13,7 @@ from torch import nn
 
 from cl_bench.models.weights import checkpoint, released_formats
 
-PACKAGE = Path(checkpoint.__file__).resolve().parents[1]
+PACKAGE = Path(checkpoint.__file__).resolve().parents[2]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -29,8 +29,9 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_released_formats_does_not_import_the_checkpoint_loader() -> None:
     """One direction only: checkpoint -> released_formats, never back (no import circle)."""
-    assert "cl_bench.models.weights.released_formats" in imported_modules(PACKAGE / "models" / "checkpoint.py")
-    assert "cl_bench.models.weights.checkpoint" not in imported_modules(PACKAGE / "models" / "released_formats.py")
+    weights = PACKAGE / "models" / "weights"
+    assert "cl_bench.models.weights.released_formats" in imported_modules(weights / "checkpoint.py")
+    assert "cl_bench.models.weights.checkpoint" not in imported_modules(weights / "released_formats.py")
 
 
 def test_one_container_list_for_both_readers(tmp_path: Path) -> None:

@@ -199,5 +199,5 @@ def test_bad_sizes_are_clear_errors() -> None:
         build({"J": 2}, in_channels=1, image_size=(10, 10))
     with pytest.raises(ClBenchError, match="too small for J = 3"):
         build({"J": 3}, in_channels=1, image_size=(8, 8))
-    with pytest.raises(ClBenchError, match="arch scatsimclr"):
+    with pytest.raises(ClBenchError, match="arch .scatsimclr. params"):
         build({"L": 0}, in_channels=1, image_size=(8, 8))

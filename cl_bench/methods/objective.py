@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
+from cl_bench.params import Strict, validate_params
+
+
+class NoParams(Strict):
+    """The params of an objective that takes none."""
 
 
 class Objective(nn.Module):
@@ -29,13 +34,16 @@ class Objective(nn.Module):
     # of the method's spec hash and of the checkpoint cache key (objective_version), so results and
     # checkpoints made by the older code are neither reused nor mistaken for the new ones.
     version: ClassVar[int] = 1
+    # Both set by the registration, ``register("objective", name, params=Model)``:
+    params_model: ClassVar[type[Strict]] = NoParams  # train.params are validated into it
+    objective_name: ClassVar[str] = ""
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
         super().__init__()
-        if params:
-            raise TypeError(f"{type(self).__name__} got unknown params: {sorted(params)}")
         self.embed_dim = embed_dim
         self.num_classes = num_classes
+        self.params: Any = validate_params(type(self).params_model, params,
+                                           f"train.params (objective {self.objective_name})")
 
     def momentum_pairs(self, encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum copy) module pairs that the trainer moves by EMA after every optimizer

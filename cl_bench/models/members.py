@@ -21,7 +21,8 @@ from pydantic import Field
 from torch import nn
 
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import MethodSpec, Strict
+from cl_bench.specs import MethodSpec
+from cl_bench.params import Strict
 
 
 class MemberRef(Strict):

@@ -8,16 +8,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.budget import BudgetHook
 from cl_bench.specs import Capability
+from cl_bench.params import Strict
 
 
-class ProtocolParams(BaseModel):
-    """Base of every protocol's parameter model: unknown fields are errors."""
+class ProtocolParams(Strict):
+    """Base of every protocol's parameter model (the one strict base: unknown fields are errors)."""
 
-    model_config = ConfigDict(extra="forbid")
+
+def chance_facts(data: Any) -> dict[str, int]:
+    """``num_classes`` and ``n_test`` of a classification task's data, for a result's extras: the
+    near-chance sanity gate reads them (a protocol of another kind states its own chance, if any)."""
+    return {"num_classes": int(data.num_classes), "n_test": len(data.test)}
 
 
 @dataclass
@@ -62,9 +66,12 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Protocol:
-    name: str
+    """Declared as ``register("protocol", name, params=Model)(Protocol(requires=..., run=...))``:
+    ``name`` and ``params`` come from the registration (:func:`cl_bench.components.register`)."""
+
     requires: Capability  # the capability the method must provide (one of specs.Capability)
-    params: type[ProtocolParams]
     run: Callable[[Any, Any, Any, RunContext], ProtocolResult]
     data_kind: str = "image_classification"
     budget: BudgetHook | None = None  # how --smoke / --limit reduce its params and data (cl_bench.budget)
+    name: str = ""  # set by the registration
+    params: type[ProtocolParams] = ProtocolParams  # set by the registration

@@ -209,7 +209,11 @@ def run_bitext(model: Any, data: Any, params: BitextParams, ctx: RunContext) -> 
     return ProtocolResult(metrics=metrics, extras=extras, predictions=preds)
 
 
-register("protocol", "bitext")(
-    Protocol("bitext", requires="text_encoder", params=BitextParams, run=run_bitext, data_kind="bitext",
-             budget=bitext_budget)
+register("protocol", "bitext", params=BitextParams)(
+    Protocol(
+    requires="text_encoder",
+    run=run_bitext,
+    data_kind="bitext",
+    budget=bitext_budget,
+)
 )

@@ -302,7 +302,11 @@ def run_detection(encoder: torch.nn.Module, data: Any, params: DetectionParams, 
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
-register("protocol", "detection")(
-    Protocol("detection", requires="image_encoder", params=DetectionParams, run=run_detection, data_kind="detection",
-             budget=dense_budget)
+register("protocol", "detection", params=DetectionParams)(
+    Protocol(
+    requires="image_encoder",
+    run=run_detection,
+    data_kind="detection",
+    budget=dense_budget,
+)
 )

@@ -4,7 +4,7 @@ For each shot count ``k`` of ``shots`` and each draw ``d`` of ``draws``: pick ``
 of every class uniformly without replacement (``numpy`` generator seeded by
 ``[draw_seed, k, d]`` - the same subsets for every method and run seed, so methods are compared
 on identical labels), fit the linear probe's multinomial logistic regression
-(``linear_probe.fit_logistic``: mean CE + ``l2`` ||W||², L-BFGS) on those ``k * C`` items, and
+(``linear_probe_solver.fit_logistic``: mean CE + ``l2`` ||W||², L-BFGS) on those ``k * C`` items, and
 score top-1 on the whole test split. With so few labels there is no validation split, so ``l2``
 is fixed by the task. Features are standardized with the mean/std of the *whole* training split
 (its labels unused), the same statistics for every draw.
@@ -26,8 +26,8 @@ from cl_bench.components import register
 from cl_bench.data.image.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
-from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.linear_probe import fit_logistic, sklearn_c, standardize, topk_correct
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext, chance_facts
+from cl_bench.protocols.linear_probe_solver import fit_logistic, sklearn_c, standardize, topk_correct
 
 
 class FewShotParams(ProtocolParams):
@@ -128,6 +128,7 @@ def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: 
         train, data.train.labels, test, data.test.labels, data.num_classes, params, ctx.device
     )
     extras = {
+        **chance_facts(data),
         "per_draw_top1": {str(k): v for k, v in accs.items()},
         "l2": params.l2,
         "sklearn_C": {str(k): sklearn_c(params.l2, k * data.num_classes) for k in params.shots},
@@ -136,7 +137,6 @@ def _run(model: Any, data: ImageClassificationData, params: FewShotParams, ctx: 
     return ProtocolResult(metrics=summarize(accs), extras=extras, predictions=preds)
 
 
-PROTOCOL = register("protocol", "fewshot_linear")(
-    Protocol(name="fewshot_linear", requires="image_encoder", params=FewShotParams, run=_run,
-             budget=first_test("test images"))
+PROTOCOL = register("protocol", "fewshot_linear", params=FewShotParams)(
+    Protocol(requires="image_encoder", run=_run, budget=first_test("test images"))
 )

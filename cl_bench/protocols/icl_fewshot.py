@@ -336,7 +336,11 @@ def _prompt_tuning_acc(
     return 100.0 * float(np.mean(s.argmax(axis=1) == y))
 
 
-register("protocol", "icl_fewshot")(
-    Protocol(name="icl_fewshot", requires="causal_lm", params=ICLFewShotParams, run=run_icl_fewshot,
-             data_kind="fewshot_text", budget=icl_fewshot_budget)
+register("protocol", "icl_fewshot", params=ICLFewShotParams)(
+    Protocol(
+    requires="causal_lm",
+    run=run_icl_fewshot,
+    data_kind="fewshot_text",
+    budget=icl_fewshot_budget,
+)
 )

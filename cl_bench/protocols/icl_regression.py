@@ -230,7 +230,9 @@ def run_icl_regression(model: Any, data: Any, params: ICLRegressionParams, ctx: 
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
-register("protocol", "icl_regression")(Protocol(
-    name="icl_regression", requires="sequence_model", params=ICLRegressionParams, run=run_icl_regression,
-    data_kind="icl_regression", budget=first_test("test prompts"),
+register("protocol", "icl_regression", params=ICLRegressionParams)(Protocol(
+    requires="sequence_model",
+    run=run_icl_regression,
+    data_kind="icl_regression",
+    budget=first_test("test prompts"),
 ))

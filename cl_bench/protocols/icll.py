@@ -177,7 +177,9 @@ def run_icll(model: Any, data: Any, params: ICLLParams, ctx: RunContext) -> Prot
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
-register("protocol", "icll")(Protocol(
-    name="icll", requires="sequence_model", params=ICLLParams, run=run_icll, data_kind="icl_dfa",
+register("protocol", "icll", params=ICLLParams)(Protocol(
+    requires="sequence_model",
+    run=run_icll,
+    data_kind="icl_dfa",
     budget=first_test("test instances"),
 ))

@@ -24,8 +24,8 @@ from pydantic import Field
 from cl_bench.budget import probe_budget
 from cl_bench.components import register
 from cl_bench.data.image.types import ImageClassificationData
-from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.linear_probe import classification_result
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext, chance_facts
+from cl_bench.protocols.linear_probe_solver import classification_result
 
 SIMILARITY_BUDGET = 1 << 25  # similarities held at once when chunk_size is automatic (128 MiB in float32)
 MIN_TEMPERATURE = 1.0 / 80.0  # exp(1 / T) must stay far inside float32 (exp(80) ≈ 5.5e34)
@@ -143,11 +143,11 @@ def _run(model: Any, data: ImageClassificationData, params: KnnParams, ctx: RunC
         scores = knn_predict(
             train, data.train.labels, test, params.k, params.temperature, data.num_classes, params.chunk_size
         )
-        return classification_result(scores, data.test.labels, {"k_used": k})
+        return classification_result(scores, data.test.labels, {**chance_facts(data), "k_used": k})
     scores = knn_predict_streamed(train_f, data.train.labels, test_f, params.k, params.temperature,
                                   data.num_classes, ctx.device)
-    return classification_result(scores, data.test.labels, {"k_used": k, "memory_bank": "streamed in blocks"})
+    return classification_result(scores, data.test.labels,
+                                 {**chance_facts(data), "k_used": k, "memory_bank": "streamed in blocks"})
 
 
-PROTOCOL = register("protocol", "knn")(Protocol(name="knn", requires="image_encoder", params=KnnParams, run=_run,
-                                                         budget=probe_budget))
+PROTOCOL = register("protocol", "knn", params=KnnParams)(Protocol(requires="image_encoder", run=_run, budget=probe_budget))

@@ -1,6 +1,6 @@
 """The linear probe on features that do not fit in memory: the same objective, streamed.
 
-:mod:`cl_bench.protocols.linear_probe` fits full-batch L-BFGS on standardized features held on
+:mod:`cl_bench.protocols.linear_probe_solver` fits full-batch L-BFGS on standardized features held on
 the device. When those would not fit (:func:`full_batch_bytes` against
 :func:`cl_bench.memory_budget.budget_bytes`), the probe switches to this solver, which is
 still *full-batch* L-BFGS on the *same objective* (``mean CE + λ·||W||²`` over the same fit
@@ -22,7 +22,7 @@ import torch
 
 from cl_bench.data.splits import stratified_split
 from cl_bench.errors import ClBenchError
-from cl_bench.protocols.linear_probe import (
+from cl_bench.protocols.linear_probe_solver import (
     LinearProbeParams,
     column_stats,
     initial_weights,

@@ -45,8 +45,8 @@ from cl_bench.components import register
 from cl_bench.data.subsets import take
 from cl_bench.data.image.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.linear_probe import classification_result
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext, chance_facts
+from cl_bench.protocols.linear_probe_solver import classification_result
 
 RECIPES: dict[str, dict[str, Any]] = {
     "moco": {
@@ -202,7 +202,7 @@ def _run(model: Any, data: ImageClassificationData, params: LinearSgdParams, ctx
     test = torch.from_numpy(np.ascontiguousarray(ctx.features(model, data.test))).to(ctx.device)
     with torch.no_grad():
         scores = head(test.float())
-    return classification_result(scores, data.test.labels, extras)
+    return classification_result(scores, data.test.labels, {**chance_facts(data), **extras})
 
 
 def linear_sgd_budget(params: LinearSgdParams, data: ImageClassificationData, budget: Budget) -> Budgeted:
@@ -225,6 +225,6 @@ def linear_sgd_budget(params: LinearSgdParams, data: ImageClassificationData, bu
     return reduced
 
 
-PROTOCOL = register("protocol", "linear_sgd")(
-    Protocol(name="linear_sgd", requires="image_encoder", params=LinearSgdParams, run=_run, budget=linear_sgd_budget)
+PROTOCOL = register("protocol", "linear_sgd", params=LinearSgdParams)(
+    Protocol(requires="image_encoder", run=_run, budget=linear_sgd_budget)
 )

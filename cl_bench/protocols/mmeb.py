@@ -122,7 +122,9 @@ def run_mmeb(model: Any, data: MMEBData, params: MMEBProtocolParams, ctx: RunCon
     return result
 
 
-register("protocol", "mmeb")(Protocol(
-    name="mmeb", requires="image_text", params=MMEBProtocolParams, run=run_mmeb, data_kind="mmeb",
+register("protocol", "mmeb", params=MMEBProtocolParams)(Protocol(
+    requires="image_text",
+    run=run_mmeb,
+    data_kind="mmeb",
     budget=mmeb_budget,
 ))

@@ -127,7 +127,9 @@ def _attach_predictions(result: ProtocolResult, data: MMVPData, s: dict[str, Any
                                      correct=s["pair_correct"], target=truth[:, 0] * 2 + truth[:, 1])
 
 
-register("protocol", "mmvp_vlm")(Protocol(
-    name="mmvp_vlm", requires="image_text", params=MMVPParams, run=run_mmvp_vlm, data_kind="mmvp_pairs",
+register("protocol", "mmvp_vlm", params=MMVPParams)(Protocol(
+    requires="image_text",
+    run=run_mmvp_vlm,
+    data_kind="mmvp_pairs",
     budget=mmvp_budget,
 ))

@@ -176,9 +176,11 @@ def run_multiple_choice(model: Any, data: MultipleChoiceData, params: MultipleCh
     )
 
 
-register("protocol", "multiple_choice")(
+register("protocol", "multiple_choice", params=MultipleChoiceParams)(
     Protocol(
-        name="multiple_choice", requires="causal_lm", params=MultipleChoiceParams,
-        run=run_multiple_choice, data_kind="multiple_choice", budget=multiple_choice_budget,
-    )
+    requires="causal_lm",
+    run=run_multiple_choice,
+    data_kind="multiple_choice",
+    budget=multiple_choice_budget,
+)
 )

@@ -238,6 +238,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-register("protocol", "retrieval")(Protocol(
-    "retrieval", requires="image_text", params=RetrievalParams, run=run_retrieval, data_kind="captioned_images",
-    budget=first_test("test images (with their captions)")))
+register("protocol", "retrieval", params=RetrievalParams)(Protocol(
+    requires="image_text",
+    run=run_retrieval,
+    data_kind="captioned_images",
+    budget=first_test("test images (with their captions)"),
+))

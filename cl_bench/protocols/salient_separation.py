@@ -29,8 +29,8 @@ from pydantic import Field
 from cl_bench.budget import first_test
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.linear_probe import fit_logistic
+from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext, chance_facts
+from cl_bench.protocols.linear_probe_solver import fit_logistic
 
 
 class SalientSeparationParams(ProtocolParams):
@@ -108,10 +108,9 @@ def _run(model: Any, data: Any, params: SalientSeparationParams, ctx: RunContext
     train = ctx.features(model, data.train)
     test = ctx.features(model, data.test)
     metrics, extras = separation_metrics(train, test, data.train, data.test, dims, params)
-    return ProtocolResult(metrics=metrics, extras=extras)
+    return ProtocolResult(metrics=metrics, extras={**chance_facts(data), **extras})
 
 
-PROTOCOL = register("protocol", "salient_separation")(
-    Protocol(name="salient_separation", requires="image_encoder", params=SalientSeparationParams, run=_run,
-             budget=first_test("test images"))
+PROTOCOL = register("protocol", "salient_separation", params=SalientSeparationParams)(
+    Protocol(requires="image_encoder", run=_run, budget=first_test("test images"))
 )

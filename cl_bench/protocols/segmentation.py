@@ -180,7 +180,11 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
     return ProtocolResult(metrics=metrics, extras=extras)
 
 
-register("protocol", "segmentation")(
-    Protocol("segmentation", requires="image_encoder", params=SegmentationParams, run=run_segmentation,
-             data_kind="segmentation", budget=dense_budget)
+register("protocol", "segmentation", params=SegmentationParams)(
+    Protocol(
+    requires="image_encoder",
+    run=run_segmentation,
+    data_kind="segmentation",
+    budget=dense_budget,
+)
 )

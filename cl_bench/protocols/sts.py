@@ -62,5 +62,9 @@ def sts_budget(params: STSParams, data: ScoredPairData, budget: Budget) -> Budge
     return Budgeted(params, reduced, {"pairs": of(len(idx), len(data.gold), "scored pairs")})
 
 
-register("protocol", "sts")(Protocol("sts", requires="text_encoder", params=STSParams, run=run_sts, data_kind="sts",
-                                     budget=sts_budget))
+register("protocol", "sts", params=STSParams)(Protocol(
+    requires="text_encoder",
+    run=run_sts,
+    data_kind="sts",
+    budget=sts_budget,
+))

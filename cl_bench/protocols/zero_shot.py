@@ -106,6 +106,9 @@ def run_zero_shot(model: Any, data: Any, params: ZeroShotParams, ctx: RunContext
     return result
 
 
-register("protocol", "zero_shot")(Protocol(
-    "zero_shot", requires="image_text", params=ZeroShotParams, run=run_zero_shot, data_kind="captioned_images",
-    budget=first_test("test images")))
+register("protocol", "zero_shot", params=ZeroShotParams)(Protocol(
+    requires="image_text",
+    run=run_zero_shot,
+    data_kind="captioned_images",
+    budget=first_test("test images"),
+))

@@ -10,7 +10,7 @@ from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol
 from cl_bench.registry import Registry
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 PROTOCOLS = components.names("protocol")
 

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.components import register
 from cl_bench.data.data_root import need_root
 from cl_bench.data.dense.types import IGNORE_INDEX, SegmentationData, SegmentationSplit
 from cl_bench.data.image_decode import open_image
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 CITYSCAPES_CLASSES: list[str] = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -98,8 +97,7 @@ def list_cityscapes_split(root: Path, split: str) -> tuple[list[Path], list[Path
 # ----------------------------------------------------------------------------- dataset ``cityscapes``
 
 
-class CityscapesParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CityscapesParams(Strict):
 
     root: str = "cityscapes"
     train_split: str = "train"
@@ -118,10 +116,9 @@ def cityscapes_data(name: str, root: Path, train_split: str, test_split: str, im
                             meta={**meta, "train_split": train_split, "test_split": test_split})
 
 
-@register("dataset", "cityscapes")
-def load_cityscapes(params: dict[str, Any] | None, data_root: Path | None) -> SegmentationData:
+@register("dataset", "cityscapes", params=CityscapesParams)
+def load_cityscapes(p: CityscapesParams, data_root: Path | None) -> SegmentationData:
     """Cityscapes fine annotations: labelIds mapped to the 19 trainIds (others 255)."""
-    p = validate_params(CityscapesParams, params, "dataset 'cityscapes' params")
     layout = (f"expected DATA_ROOT/{p.root}/leftImg8bit/<split>/<city>/*_leftImg8bit.png and "
               f"DATA_ROOT/{p.root}/gtFine/<split>/<city>/*_gtFine_labelIds.png")
     root = need_root(data_root, "cityscapes", layout) / p.root

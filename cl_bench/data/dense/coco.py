@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.components import register
 from cl_bench.data.data_root import need_root
 from cl_bench.data.dense.types import DetectionData, DetectionRecord, DetectionSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
 def read_coco(json_path: Path) -> Any:
@@ -106,8 +105,7 @@ def load_coco_split(
 # ----------------------------------------------------------------------------- dataset ``coco``
 
 
-class CocoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CocoParams(Strict):
 
     root: str = "coco"
     train_json: str = "annotations/instances_train2017.json"
@@ -131,10 +129,9 @@ def coco_data(name: str, root: Path, train_json: str, train_images: str, test_js
                          image_size=image_size, meta={**meta, **counters})
 
 
-@register("dataset", "coco")
-def load_coco(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+@register("dataset", "coco", params=CocoParams)
+def load_coco(p: CocoParams, data_root: Path | None) -> DetectionData:
     """COCO instances (80 categories, ids 1-90) via pycocotools; COCOeval bbox (+ segm with masks)."""
-    p = validate_params(CocoParams, params, "dataset 'coco' params")
     layout = (f"expected DATA_ROOT/{p.root}/{{{p.train_json}, {p.test_json}, {p.train_images}/, "
               f"{p.test_images}/}}")
     root = need_root(data_root, "coco", layout) / p.root

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, Val
 
 from cl_bench.data.safe_paths import SafeRelPath
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import describe_validation_error
+from cl_bench.params import describe_validation_error
 
 MAX_SIDE = 100_000  # pixels: an image side, and (x2) a box coordinate
 MAX_COORD = 2 * MAX_SIDE

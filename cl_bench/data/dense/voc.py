@@ -25,7 +25,7 @@ from cl_bench.data.data_root import need_root
 from cl_bench.data.dense.types import MAX_IMAGE_SIDE, DetectionData, DetectionRecord, DetectionSplit
 from cl_bench.data.safe_paths import safe_relpath
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 VOC_CLASSES: list[str] = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -168,8 +168,7 @@ def load_voc_split(
 # ----------------------------------------------------------------------------- dataset ``voc``
 
 
-class VocParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VocParams(Strict):
 
     root: str = "VOCdevkit"
     train_sets: list[str] = Field(default_factory=lambda: ["2007/trainval", "2012/trainval"], min_length=1)
@@ -189,10 +188,9 @@ class VocParams(BaseModel):
 VOC_LAYOUT = "expected DATA_ROOT/{root}/VOC<year>/{{Annotations/<id>.xml, ImageSets/Main/<set>.txt, JPEGImages/<id>.jpg}}"
 
 
-@register("dataset", "voc")
-def load_voc(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+@register("dataset", "voc", params=VocParams)
+def load_voc(p: VocParams, data_root: Path | None) -> DetectionData:
     """PASCAL VOC (20 classes); AP with the 11-point metric when the test set is VOC2007."""
-    p = validate_params(VocParams, params, "dataset 'voc' params")
     root = need_root(data_root, "voc", VOC_LAYOUT.format(root=p.root)) / p.root
     counters: dict[str, int] = {}
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 LETTERS = "abcdefghijklmnopqr"
 SEP = 18
@@ -151,8 +151,7 @@ def minimize(dfa: DFA) -> DFA:
     return DFA(edges)
 
 
-class ICLLParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ICLLParams(Strict):
 
     n_train: int = Field(default=5000, ge=1)
     n_test: int = Field(default=250, ge=1)
@@ -280,7 +279,7 @@ def decode(tokens: Sequence[int]) -> str:
     return "".join(VOCAB[int(t)] for t in tokens)
 
 
-@register("dataset", "icll-dfa")
-def load_icll(params: dict[str, Any], data_root: Path | None = None) -> DFAData:
+@register("dataset", "icll-dfa", params=ICLLParams)
+def load_icll(params: ICLLParams, data_root: Path | None = None) -> DFAData:
     """Generated (no files): ``data_root`` is not used."""
-    return generate(validate_params(ICLLParams, params, "dataset icll-dfa params"))
+    return generate(params)

@@ -35,7 +35,7 @@ from cl_bench.data.icl.fewshot_text import (
     records_to_examples,
 )
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 FILLER = ["the", "movie", "was", "plot", "story", "film", "scene", "music", "and", "very", "quite", "a", "it", "this"]
 POSITIVE = ["good", "great", "nice", "happy", "best", "love", "fine"]
@@ -120,9 +120,8 @@ def generate_records(rule: str, n: int, seed: int, exclude: set[str] = frozenset
     return out
 
 
-@register("dataset", "icl-fewshot-synthetic")
-def load_fewshot_synthetic(params: dict[str, Any], data_root: Any = None) -> FewShotTextData:
-    p = validate_params(SyntheticFewShotParams, params, "dataset icl-fewshot-synthetic params")
+@register("dataset", "icl-fewshot-synthetic", params=SyntheticFewShotParams)
+def load_fewshot_synthetic(p: SyntheticFewShotParams, data_root: Any = None) -> FewShotTextData:
     _, words, fmt = RULES[p.rule]
     test = generate_records(p.rule, p.n_test, 2 * p.seed + 1)
     train = generate_records(p.rule, p.n_train, 2 * p.seed, exclude={r["text"] for r in test})
@@ -169,11 +168,10 @@ def episode_documents(p: FewShotCorpusParams) -> list[str]:
     return docs
 
 
-@register("dataset", "icl-fewshot-corpus")
-def load_fewshot_corpus(params: dict[str, Any], data_root: Any = None) -> Any:
+@register("dataset", "icl-fewshot-corpus", params=FewShotCorpusParams)
+def load_fewshot_corpus(p: FewShotCorpusParams, data_root: Any = None) -> Any:
     from cl_bench.data.text.lm_corpus import TextCorpus, TextSplit
 
-    p = validate_params(FewShotCorpusParams, params, "dataset icl-fewshot-corpus params")
     if p.min_shots > p.max_shots:
         raise ClBenchError(f"icl-fewshot-corpus: min_shots {p.min_shots} > max_shots {p.max_shots}")
     return TextCorpus(name="icl-fewshot-corpus", train=TextSplit(episode_documents(p)), meta=p.model_dump())

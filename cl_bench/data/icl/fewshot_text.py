@@ -40,7 +40,7 @@ from pydantic import Field
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, loads_json, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 
 class PromptFormat(Strict):
@@ -316,9 +316,9 @@ def load_examples(folder: Path, p: FewShotTextParams) -> tuple[list[FewShotExamp
             records_to_examples(_records_from_file(test_path, layout, q), q, str(test_path)), layout)
 
 
-@register("dataset", "fewshot-text")
-def load_fewshot_text(params: dict[str, Any], data_root: Path | None = None) -> FewShotTextData:
-    p = resolve_params(validate_params(FewShotTextParams, params, "dataset fewshot-text params"))
+@register("dataset", "fewshot-text", params=FewShotTextParams)
+def load_fewshot_text(params: FewShotTextParams, data_root: Path | None = None) -> FewShotTextData:
+    p = resolve_params(params)
     if not p.folder or not p.label_words:
         raise ClBenchError("dataset fewshot-text: set a preset (sst2, agnews, trec, rte) or folder + label_words")
     if data_root is None:

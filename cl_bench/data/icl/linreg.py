@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
-from cl_bench.specs import canonical_hash, validate_params
+from cl_bench.specs import canonical_hash
+from cl_bench.params import Strict
 
 
-class LinRegParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LinRegParams(Strict):
 
     n_dims: int = Field(default=5, ge=1)
     n_points: int = Field(default=11, ge=2)
@@ -119,7 +119,7 @@ def generate(p: LinRegParams) -> LinRegData:
                       p.model_dump())
 
 
-@register("dataset", "icl-linreg")
-def load_linreg(params: dict[str, Any], data_root: Path | None = None) -> LinRegData:
+@register("dataset", "icl-linreg", params=LinRegParams)
+def load_linreg(params: LinRegParams, data_root: Path | None = None) -> LinRegData:
     """Generated (no files): ``data_root`` is not used."""
-    return generate(validate_params(LinRegParams, params, "dataset icl-linreg params"))
+    return generate(params)

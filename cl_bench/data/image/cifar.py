@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
@@ -30,7 +30,7 @@ from cl_bench.data.image.restricted_pickle import load_restricted
 from cl_bench.data.splits import split_meta
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import describe_validation_error, validate_params
+from cl_bench.params import Strict, describe_validation_error
 
 PIXELS = 3 * 32 * 32
 MAX_BINARY_BYTES = 2**30  # a CIFAR .bin batch is ~30-150 MB
@@ -75,12 +75,10 @@ CIFAR100 = CifarRelease(
 )
 
 
-class CifarParams(BaseModel):
+class CifarParams(Strict):
     """``root``: folder under the data root holding the official release folder (default: the
     data root itself). ``format``: ``auto`` takes the binary version when present.
     ``label`` (CIFAR-100 only): ``fine`` (100 classes) or ``coarse`` (20 superclasses)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str = ""
     format: Literal["auto", "binary", "python"] = "auto"
@@ -185,11 +183,8 @@ def _has(folder: Path, names: tuple[str, ...]) -> bool:
     return all((folder / n).is_file() for n in names)
 
 
-def load_cifar(
-    release: CifarRelease, params: dict[str, Any] | None, data_root: Path | None
-) -> ImageClassificationData:
+def load_cifar(release: CifarRelease, p: CifarParams, data_root: Path | None) -> ImageClassificationData:
     """Both official splits of ``release`` in the binary or (restricted) python version."""
-    p = validate_params(CifarParams, params, f"dataset '{release.name}' params")
     layout = layout_of(release, p.root)
     if release.num_classes == 10 and p.label != "fine":
         raise ClBenchError(f"dataset '{release.name}' params: 'label' applies to cifar100 only; remove it")
@@ -241,13 +236,13 @@ def load_cifar(
     )
 
 
-@register("dataset", "cifar10")
-def load_cifar10(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "cifar10", params=CifarParams)
+def load_cifar10(params: CifarParams, data_root: Path | None) -> ImageClassificationData:
     """CIFAR-10: 50,000 train / 10,000 test 32x32 RGB images, 10 classes."""
     return load_cifar(CIFAR10, params, data_root)
 
 
-@register("dataset", "cifar100")
-def load_cifar100(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "cifar100", params=CifarParams)
+def load_cifar100(params: CifarParams, data_root: Path | None) -> ImageClassificationData:
     """CIFAR-100: 50,000 train / 10,000 test 32x32 RGB images, 100 fine (or 20 coarse) classes."""
     return load_cifar(CIFAR100, params, data_root)

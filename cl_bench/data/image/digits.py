@@ -6,20 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.splits import split_meta, stratified_split
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 DIGIT_CLASS_NAMES = [str(d) for d in range(10)]
 
 
-class DigitsParams(BaseModel):
+class DigitsParams(Strict):
     """The split is a property of the task: it never depends on the run seed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
     split_seed: int = Field(default=0, ge=0)
@@ -64,9 +62,8 @@ def build_split_data(
     )
 
 
-@register("dataset", "digits")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "digits", params=DigitsParams)
+def load(p: DigitsParams, data_root: Path | None) -> ImageClassificationData:
     """The plain digits (no download; ``data_root`` is ignored)."""
-    p = validate_params(DigitsParams, params, "dataset 'digits' params")
     images, labels = load_digit_arrays()
     return build_split_data("digits", images[:, None], labels, p, {"source": "sklearn.datasets.load_digits"})

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 from cl_bench.components import register
 from cl_bench.data.image.digits import DigitsParams, build_split_data, load_digit_arrays
 from cl_bench.data.image.types import ImageClassificationData
-from cl_bench.specs import validate_params
+from cl_bench.params import validate_params
 
 
 class DigitsHardParams(DigitsParams):
@@ -145,10 +145,9 @@ def _pick_other_class(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return order[starts[other] + (rng.random(len(labels)) * counts[other]).astype(np.int64)]
 
 
-@register("dataset", "digits-hard")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "digits-hard", params=DigitsHardParams)
+def load(p: DigitsHardParams, data_root: Path | None) -> ImageClassificationData:
     """The hard twin of ``digits`` (generated in memory; ``data_root`` is ignored)."""
-    p = validate_params(DigitsHardParams, params, "dataset 'digits-hard' params")
     images, labels = render_digits_hard(p)
     meta = {"source": "sklearn.datasets.load_digits, re-rendered", "generator": p.model_dump(mode="json")}
     return build_split_data("digits-hard", images, labels, p, meta)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -28,7 +27,6 @@ from cl_bench.components import register
 from cl_bench.data.image.digits_hard import DigitsHardParams, render_digits_hard
 from cl_bench.data.splits import split_meta, stratified_split
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData, fingerprint_arrays
-from cl_bench.specs import validate_params
 
 GROUP_NAMES = ["background", "target"]
 PATTERN_NAMES = ["grating-0", "grating-45", "grating-90", "grating-135"]
@@ -93,10 +91,9 @@ def render_digits_salient(p: DigitsSalientParams) -> tuple[np.ndarray, np.ndarra
     return images, group, digits, pattern
 
 
-@register("dataset", "digits-salient")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "digits-salient", params=DigitsSalientParams)
+def load(p: DigitsSalientParams, data_root: Path | None) -> ImageClassificationData:
     """Background (plain hard digits) and target (hard digits + gratings) sets (generated; no data_root)."""
-    p = validate_params(DigitsSalientParams, params, "dataset 'digits-salient' params")
     images, group, digits, pattern = render_digits_salient(p)
     strata = group * 100 + (pattern + 1) * 10 + digits
     train_idx, test_idx = stratified_split(strata, p.test_fraction, p.split_seed)

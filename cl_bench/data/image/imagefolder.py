@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cl_bench.components import register
 from cl_bench.data.image_decode import open_image
@@ -27,15 +27,13 @@ from cl_bench.data.safe_paths import list_files
 from cl_bench.data.splits import split_meta
 from cl_bench.data.image.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageFolderParams(BaseModel):
+class ImageFolderParams(Strict):
     """``root`` is relative to the data root; ``train_dir``/``test_dir`` are inside it."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str
     train_dir: str = "train"
@@ -107,10 +105,9 @@ def scan_split(split_dir: Path, layout: str) -> tuple[list[str], list[str], np.n
     return classes, rel_paths, np.asarray(labels, dtype=np.int64)
 
 
-@register("dataset", "imagefolder")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "imagefolder", params=ImageFolderParams)
+def load(p: ImageFolderParams, data_root: Path | None) -> ImageClassificationData:
     """Both splits of the tree; nothing is decoded until an item is read."""
-    p = validate_params(ImageFolderParams, params, "dataset 'imagefolder' params")
     layout = f"expected DATA_ROOT/{p.root}/{{{p.train_dir},{p.test_dir}}}/<class>/<image>; pass --data-root"
     if data_root is None:
         raise ClBenchError(f"dataset 'imagefolder' needs a data root: {layout} (or set CLBENCH_DATA)")

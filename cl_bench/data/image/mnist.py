@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.bounded_io import gunzip, read_bytes
 from cl_bench.components import register
 from cl_bench.data.splits import split_meta, stratified_split
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -32,10 +32,8 @@ LAYOUT = (
 )
 
 
-class MnistParams(BaseModel):
+class MnistParams(Strict):
     """``allow_test_only_split``: with only the t10k files present, split t10k (stratified)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str = "mnist"
     allow_test_only_split: bool = False
@@ -111,10 +109,9 @@ def _has_pair(folder: Path, split: str) -> bool:
     return all(find_idx_file(folder, name) is not None for name in FILES[split])
 
 
-@register("dataset", "mnist")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "mnist", params=MnistParams)
+def load(p: MnistParams, data_root: Path | None) -> ImageClassificationData:
     """MNIST train (60k) / t10k (10k), or a stratified split of t10k with ``allow_test_only_split``."""
-    p = validate_params(MnistParams, params, "dataset 'mnist' params")
     layout = LAYOUT.format(root=p.root)
     if data_root is None:
         raise ClBenchError(f"dataset 'mnist' needs a data root: {layout} (or set CLBENCH_DATA)")

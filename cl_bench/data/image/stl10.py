@@ -10,17 +10,15 @@ column-major - the layout of the MATLAB arrays it was exported from), ``train_y.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.data.splits import split_meta
 from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 SIDE = 96
 PIXELS = 3 * SIDE * SIDE
@@ -31,10 +29,8 @@ FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
 MAX_SPLIT_BYTES = 2**30  # the labelled train / test image files are 138 / 221 MB
 
 
-class Stl10Params(BaseModel):
+class Stl10Params(Strict):
     """``root``: folder under the data root that holds ``stl10_binary/`` (default: the data root)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str = ""
 
@@ -73,10 +69,9 @@ def _split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@register("dataset", "stl10")
-def load(params: dict[str, Any] | None, data_root: Path | None) -> ImageClassificationData:
+@register("dataset", "stl10", params=Stl10Params)
+def load(p: Stl10Params, data_root: Path | None) -> ImageClassificationData:
     """STL-10 labelled train (5,000) / test (8,000) 96x96 RGB images, 10 classes."""
-    p = validate_params(Stl10Params, params, "dataset 'stl10' params")
     base = f"DATA_ROOT/{p.root}/" if p.root else "DATA_ROOT/"
     layout = f"expected {base}stl10_binary/{{{','.join(FILES)}}} (the binary release); pass --data-root"
     if data_root is None:

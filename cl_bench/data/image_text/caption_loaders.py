@@ -37,7 +37,7 @@ from cl_bench.data.image_text.types import CaptionedImageData, CaptionedImages, 
 from cl_bench.data.image.imagefolder import IMAGE_EXTENSIONS
 from cl_bench.data.safe_paths import SafeRelPath, check_data_file
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -95,8 +95,7 @@ def _need(path: Path, what: str, layout: str) -> Path:
     return path
 
 
-class KarpathyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KarpathyParams(Strict):
 
     root: str
     split_json: str
@@ -173,24 +172,30 @@ def load_karpathy(name: str, p: KarpathyParams, data_root: Path | None) -> Capti
     )
 
 
-@register("dataset", "coco-captions")
-def load_coco_captions(params: dict[str, Any] | None, data_root: Path | None) -> CaptionedImageData:
+class CocoCaptionsParams(KarpathyParams):
+    root: str = "coco"
+    split_json: str = "dataset_coco.json"
+
+
+class Flickr30kCaptionsParams(KarpathyParams):
+    root: str = "flickr30k"
+    split_json: str = "dataset_flickr30k.json"
+    image_dir: str | None = "flickr30k-images"
+
+
+@register("dataset", "coco-captions", params=CocoCaptionsParams)
+def load_coco_captions(p: CocoCaptionsParams, data_root: Path | None) -> CaptionedImageData:
     """MS-COCO captions, Karpathy split (test: 5k images, 5+ captions each)."""
-    p = validate_params(KarpathyParams, {"root": "coco", "split_json": "dataset_coco.json", **(params or {})},
-                        "dataset 'coco-captions' params")
     return load_karpathy("coco-captions", p, data_root)
 
 
-@register("dataset", "flickr30k-captions")
-def load_flickr30k_captions(params: dict[str, Any] | None, data_root: Path | None) -> CaptionedImageData:
+@register("dataset", "flickr30k-captions", params=Flickr30kCaptionsParams)
+def load_flickr30k_captions(p: Flickr30kCaptionsParams, data_root: Path | None) -> CaptionedImageData:
     """Flickr30k captions, Karpathy split (test: 1k images, 5 captions each)."""
-    defaults = {"root": "flickr30k", "split_json": "dataset_flickr30k.json", "image_dir": "flickr30k-images"}
-    p = validate_params(KarpathyParams, {**defaults, **(params or {})}, "dataset 'flickr30k-captions' params")
     return load_karpathy("flickr30k-captions", p, data_root)
 
 
-class ZeroShotFolderParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ZeroShotFolderParams(Strict):
 
     root: str = "imagenet"
     split_dir: str = "val"
@@ -198,10 +203,9 @@ class ZeroShotFolderParams(BaseModel):
     image_size: int = Field(default=224, ge=8, le=1024)
 
 
-@register("dataset", "imagenet-zeroshot")
-def load_imagenet_zeroshot(params: dict[str, Any] | None, data_root: Path | None) -> CaptionedImageData:
+@register("dataset", "imagenet-zeroshot", params=ZeroShotFolderParams)
+def load_imagenet_zeroshot(p: ZeroShotFolderParams, data_root: Path | None) -> CaptionedImageData:
     """An ImageFolder val tree + a class-names file, for zero-shot classification."""
-    p = validate_params(ZeroShotFolderParams, params, "dataset 'imagenet-zeroshot' params")
     layout = (f"expected DATA_ROOT/{p.root}/{p.split_dir}/<class folder>/<image> and "
               f"DATA_ROOT/{p.root}/{p.class_names_file} (one class name per line, in sorted-folder order)")
     root = _need(need_root(data_root, "imagenet-zeroshot", layout) / p.root, "folder", layout)

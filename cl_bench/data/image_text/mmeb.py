@@ -48,7 +48,7 @@ from cl_bench.data.image_text.mmvp import training_split
 from cl_bench.data.safe_paths import OptionalRelPath, safe_relpath
 from cl_bench.data.text.types import fingerprint_texts
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 from cl_bench.suggest import did_you_mean
 
 META_TASKS: tuple[str, ...] = ("classification", "vqa", "retrieval", "grounding")
@@ -366,8 +366,7 @@ def read_mmeb_tree(root: Path, table: dict[str, tuple[str, str]], *, name: str, 
                     train_ref=train_ref)
 
 
-class MMEBParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MMEBParams(Strict):
 
     root: str = "MMEB-eval"
     datasets: Literal["all"] | list[str] = "all"
@@ -377,10 +376,9 @@ class MMEBParams(BaseModel):
     image_size: int | None = Field(default=None, ge=8, le=2048)
 
 
-@register("dataset", "mmeb")
-def load_mmeb(params: dict[str, Any] | None, data_root: Path | None) -> MMEBData:
+@register("dataset", "mmeb", params=MMEBParams)
+def load_mmeb(p: MMEBParams, data_root: Path | None) -> MMEBData:
     """MMEB-eval: the 36 datasets (or the ``datasets`` named) with their meta-task and IND/OOD split."""
-    p = validate_params(MMEBParams, params, "dataset 'mmeb' params")
     layout = LAYOUT.format(root=p.root, image_dir=p.image_dir)
     if data_root is None:
         raise ClBenchError(f"dataset 'mmeb' needs real data: pass --data-root (or set CLBENCH_DATA); {layout}")

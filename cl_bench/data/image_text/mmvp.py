@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench import components
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_text
@@ -40,7 +40,7 @@ from cl_bench.data.image_text.types import ImageList
 from cl_bench.data.safe_paths import SafeRelPath
 from cl_bench.data.text.types import fingerprint_texts
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 # The nine visual patterns, in the order of scripts/evaluate_vlm.py.
 PATTERNS: tuple[str, ...] = (
@@ -137,10 +137,9 @@ def _read_image(path: Path, size: int | None) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-class MMVPRow(BaseModel):
+class MMVPRow(Strict):
     """One statement row: ``type`` names an image folder inside the image root (never ``../x``)."""
 
-    model_config = ConfigDict(extra="forbid")
     qid: int = Field(ge=0, le=10**9)
     type: SafeRelPath
     statement: str
@@ -211,8 +210,7 @@ def read_mmvp_vlm(root: Path, *, name: str, image_size: int | None, images_dir: 
     )
 
 
-class MMVPVLMParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MMVPVLMParams(Strict):
 
     root: str = "MMVP_VLM"
     images_dir: str | None = None  # default: 'MLLM_VLM Images', else 'MMVP_VLM_Images'
@@ -222,10 +220,9 @@ class MMVPVLMParams(BaseModel):
     image_size: int | None = Field(default=None, ge=8, le=1024)
 
 
-@register("dataset", "mmvp-vlm")
-def load_mmvp_vlm(params: dict[str, Any] | None, data_root: Path | None) -> MMVPData:
+@register("dataset", "mmvp-vlm", params=MMVPVLMParams)
+def load_mmvp_vlm(p: MMVPVLMParams, data_root: Path | None) -> MMVPData:
     """The released MMVP-VLM benchmark (9 patterns x 15 pairs) in its own layout."""
-    p = validate_params(MMVPVLMParams, params, "dataset 'mmvp-vlm' params")
     layout = LAYOUT.format(root=p.root)
     if data_root is None:
         raise ClBenchError(f"dataset 'mmvp-vlm' needs real data: pass --data-root (or set CLBENCH_DATA); {layout}")

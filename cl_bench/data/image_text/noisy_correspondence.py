@@ -30,7 +30,8 @@ from cl_bench.components import register
 from cl_bench.data.image_text.types import CaptionedImages
 from cl_bench.data.safe_paths import SafeRelPath
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import DatasetRef, Strict, validate_params
+from cl_bench.specs import DatasetRef
+from cl_bench.params import Strict
 
 MAX_NOISE_FILE_BYTES = 64 * 1024 * 1024
 
@@ -91,11 +92,10 @@ class NoisyCaptionParams(Strict):
     noise_file: SafeRelPath | None = None  # a .npy noise index under the data root (overrides ratio/seed)
 
 
-@register("dataset", "noisy-captions")
-def load_noisy_captions(params: dict[str, Any], data_root: Path | None = None) -> Any:
+@register("dataset", "noisy-captions", params=NoisyCaptionParams)
+def load_noisy_captions(p: NoisyCaptionParams, data_root: Path | None = None) -> Any:
     from cl_bench import components
 
-    p = validate_params(NoisyCaptionParams, params, "dataset noisy-captions params")
     if p.base.name == "noisy-captions":
         raise ClBenchError("dataset noisy-captions: base must be a clean captioned-image dataset")
     data = components.get("dataset", p.base.name)(p.base.params, data_root)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from cl_bench.atomic import write_atomic
 from cl_bench.cache import default_cache_dir
@@ -32,7 +32,8 @@ from cl_bench.components import register
 from cl_bench.data.scenes.captions import hard_negatives, largest_object, long_caption, short_captions
 from cl_bench.data.image_text.types import CaptionedImageData, CaptionedImages, ImageList
 from cl_bench.data.scenes.world import SHAPES, generate_scene, render
-from cl_bench.specs import canonical_hash, validate_params
+from cl_bench.specs import canonical_hash
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "scenes-captions-v1"  # bump when scenes, captions or rendering change output
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -44,10 +45,8 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 
-class CaptionedScenesParams(BaseModel):
+class CaptionedScenesParams(Strict):
     """The world is a property of the task: no field here depends on the run seed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n_train: int = Field(default=2000, ge=0)
     n_test: int = Field(default=500, ge=1)
@@ -115,9 +114,8 @@ def _split(images: np.ndarray, texts: dict[str, Any], sl: slice) -> CaptionedIma
     )
 
 
-def build_captioned_scenes(params: dict[str, Any] | None, name: str = "scenes-captions") -> CaptionedImageData:
-    """The ``scenes-captions`` data for ``params`` (see :class:`CaptionedScenesParams`)."""
-    p = validate_params(CaptionedScenesParams, params, f"dataset '{name}' params")
+def build_captioned_scenes(p: CaptionedScenesParams, name: str = "scenes-captions") -> CaptionedImageData:
+    """The ``scenes-captions`` data for ``p``."""
     images, texts, root = _load_or_generate(p)
     train = _split(images, texts, slice(0, p.n_train)) if p.n_train else None
     test = _split(images, texts, slice(p.n_train, p.n_train + p.n_test))
@@ -130,8 +128,8 @@ def build_captioned_scenes(params: dict[str, Any] | None, name: str = "scenes-ca
     )
 
 
-@register("dataset", "scenes-captions")
-def load_scenes_captions(params: dict[str, Any] | None, data_root: Path | None) -> CaptionedImageData:
+@register("dataset", "scenes-captions", params=CaptionedScenesParams)
+def load_scenes_captions(params: CaptionedScenesParams, data_root: Path | None) -> CaptionedImageData:
     """Rendered scenes, 5 short captions, a long caption and hard negatives each; label = shape
     of the largest visible object. No download (``data_root`` is not used)."""
     return build_captioned_scenes(params)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from cl_bench.cache import default_cache_dir
 from cl_bench.components import register
@@ -25,15 +25,14 @@ from cl_bench.data.dense.types import DetectionData, DetectionSplit, Segmentatio
 from cl_bench.data.scenes.writers import write_cityscapes, write_coco, write_voc
 from cl_bench.data.scenes.world import SHAPES, generate_scenes
 from cl_bench.data.dense.voc import load_voc_split
-from cl_bench.specs import canonical_hash, validate_params
+from cl_bench.specs import canonical_hash
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "scenes-v1"  # bump when the generator or a writer changes its output
 
 
-class ScenesParams(BaseModel):
+class ScenesParams(Strict):
     """The world is a property of the task: ``seed`` here never depends on the run seed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n_train: int = Field(default=300, ge=1)
     n_test: int = Field(default=100, ge=1)
@@ -95,10 +94,9 @@ def _meta(kind: str, p: ScenesParams, root: Path) -> dict[str, Any]:
             "generator": GENERATOR_VERSION, **p.model_dump(mode="json")}
 
 
-@register("dataset", "scenes-voc")
-def load_scenes_voc(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+@register("dataset", "scenes-voc", params=ScenesParams)
+def load_scenes_voc(p: ScenesParams, data_root: Path | None) -> DetectionData:
     """Scenes as a VOC2007 tree (trainval / test), read by the VOC loader; VOC07 11-point metric."""
-    p = validate_params(ScenesParams, params, "dataset 'scenes-voc' params")
     voc = ensure_generated("voc", p) / "VOCdevkit" / "VOC2007"
     counters: dict[str, int] = {}
     train = DetectionSplit(load_voc_split(voc, "trainval", SHAPES, counters), cache_images=True)
@@ -107,20 +105,18 @@ def load_scenes_voc(params: dict[str, Any] | None, data_root: Path | None) -> De
                          image_size=tuple(p.image_size), meta={**_meta("voc", p, voc), **counters})
 
 
-@register("dataset", "scenes-coco")
-def load_scenes_coco(params: dict[str, Any] | None, data_root: Path | None) -> DetectionData:
+@register("dataset", "scenes-coco", params=ScenesParams)
+def load_scenes_coco(p: ScenesParams, data_root: Path | None) -> DetectionData:
     """Scenes as COCO instances (boxes + masks, crowds), read with pycocotools; COCOeval bbox/segm."""
-    p = validate_params(ScenesParams, params, "dataset 'scenes-coco' params")
     root = ensure_generated("coco", p)
     return coco_data("scenes-coco", root, "annotations/instances_train2017.json", "train2017",
                       "annotations/instances_val2017.json", "val2017", tuple(p.image_size), True,
                       _meta("coco", p, root))
 
 
-@register("dataset", "scenes-cityscapes")
-def load_scenes_cityscapes(params: dict[str, Any] | None, data_root: Path | None) -> SegmentationData:
+@register("dataset", "scenes-cityscapes", params=ScenesParams)
+def load_scenes_cityscapes(p: ScenesParams, data_root: Path | None) -> SegmentationData:
     """Scenes as a Cityscapes tree (labelIds PNGs), mapped to the 19 trainIds by the Cityscapes loader."""
-    p = validate_params(ScenesParams, params, "dataset 'scenes-cityscapes' params")
     root = ensure_generated("cityscapes", p)
     return cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
                             _meta("cityscapes", p, root))

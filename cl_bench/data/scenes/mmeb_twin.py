@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from cl_bench.components import register
 from cl_bench.data.scenes.captions import NUMBER_WORDS, PLURALS, largest_object, short_captions
 from cl_bench.data.generated_tree import ensure_tree
 from cl_bench.data.image_text.mmeb import MMEBData, read_mmeb_tree
 from cl_bench.data.scenes.world import COLOURS, SHAPES, Scene, generate_scene, render
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "mmeb-scenes-v1"
 IMAGE_DIR = "eval_images"
@@ -66,10 +66,8 @@ INSTRUCTIONS = {
 }
 
 
-class ScenesMMEBParams(BaseModel):
+class ScenesMMEBParams(Strict):
     """The world is a property of the task (``seed`` never depends on the run seed)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n_queries: int = Field(default=100, ge=2, le=5000)  # rows per dataset
     n_candidates: int = Field(default=16, ge=2, le=1000)  # retrieval / grounding candidates per row
@@ -240,10 +238,9 @@ def write_scenes_mmeb(root: Path, p: ScenesMMEBParams) -> None:
             write_dataset(zf, root, name, p)
 
 
-@register("dataset", "scenes-mmeb-mini")
-def load_scenes_mmeb_mini(params: dict[str, Any] | None, data_root: Path | None) -> MMEBData:
+@register("dataset", "scenes-mmeb-mini", params=ScenesMMEBParams)
+def load_scenes_mmeb_mini(p: ScenesMMEBParams, data_root: Path | None) -> MMEBData:
     """MMEB-style classification, VQA, retrieval and grounding sets from the scenes (IND + OOD)."""
-    p = validate_params(ScenesMMEBParams, params, "dataset 'scenes-mmeb-mini' params")
     gen = p.model_dump(mode="json", exclude={"train"})
     root = ensure_tree("mmeb", gen, GENERATOR_VERSION, lambda tmp: write_scenes_mmeb(tmp, p))
     train_ref = None if p.train is None else ("scenes-captions", {"image_size": p.image_size, **p.train})

@@ -38,14 +38,14 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from cl_bench.components import register
 from cl_bench.data.scenes.captions import DIRECTIONS, NUMBER_WORDS, OPPOSITE, PLURALS, Phrase
 from cl_bench.data.generated_tree import ensure_tree
 from cl_bench.data.image_text.mmvp import IMAGE_DIRS, MMVPData, read_mmvp_vlm
 from cl_bench.data.scenes.world import COLOURS, SHAPES, SIZE_RANGES, Scene, SceneObject, generate_scene, render
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "mmvp-scenes-v1"
 COVERED_TYPES: tuple[str, ...] = ("Orientation", "Presence", "Quantity", "Spatial", "Color", "Structural Character")
@@ -58,10 +58,8 @@ INDEX_OFFSET = 2_000_000  # scene indices far from those the captions datasets t
 _OPPOSITE_REL = {"left of": "right of", "above": "below"}
 
 
-class ScenesMMVPParams(BaseModel):
+class ScenesMMVPParams(Strict):
     """The world is a property of the task (``seed`` never depends on the run seed)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     pairs_per_pattern: int = Field(default=30, ge=1, le=5000)
     image_size: int = Field(default=64, ge=32, le=256)
@@ -201,10 +199,9 @@ def write_scenes_mmvp(root: Path, p: ScenesMMVPParams) -> None:
         writer.writerows(rows)
 
 
-@register("dataset", "scenes-mmvp")
-def load_scenes_mmvp(params: dict[str, Any] | None, data_root: Path | None) -> MMVPData:
+@register("dataset", "scenes-mmvp", params=ScenesMMVPParams)
+def load_scenes_mmvp(p: ScenesMMVPParams, data_root: Path | None) -> MMVPData:
     """MMVP-VLM-style pairs from the scenes (6 of the 9 patterns), via the real MMVP-VLM reader."""
-    p = validate_params(ScenesMMVPParams, params, "dataset 'scenes-mmvp' params")
     gen = p.model_dump(mode="json", exclude={"train"})
     root = ensure_tree("mmvp", gen, GENERATOR_VERSION, lambda tmp: write_scenes_mmvp(tmp, p))
     train_ref = None if p.train is None else ("scenes-captions", {"image_size": p.image_size, **p.train})

@@ -28,14 +28,13 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.text.lm_corpus import TextCorpus, TextSplit
 from cl_bench.data.text.text_corpus import GENERATOR_VERSION, PATIENTS, SLOTS, Fact, random_fact, render
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 PROMPTS_VERSION = "multicsr-prompts-v1"
 
@@ -155,8 +154,7 @@ class FactInstructionParams(Strict):
     seed: int = 0
 
 
-@register("dataset", "fact-instructions")
-def load_fact_instructions(params: dict[str, Any], data_root: Path | None = None) -> TextCorpus:
-    p = validate_params(FactInstructionParams, params, "dataset fact-instructions params")
+@register("dataset", "fact-instructions", params=FactInstructionParams)
+def load_fact_instructions(p: FactInstructionParams, data_root: Path | None = None) -> TextCorpus:
     return TextCorpus(name=f"fact-instructions/{PROMPTS_VERSION}", train=TextSplit(instruction_documents(p.n, p.seed)),
                       meta=p.model_dump())

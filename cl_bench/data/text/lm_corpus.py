@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cl_bench.components import register
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict, validate_params
 
 CAPITALS = {
     "France": "Paris", "Spain": "Madrid", "Italy": "Rome", "Germany": "Berlin", "Japan": "Tokyo",
@@ -168,7 +168,7 @@ def build_corpus(p: LMCorpusParams) -> TextCorpus:
     return TextCorpus(name="lm-corpus", train=TextSplit(docs), meta=p.model_dump())
 
 
-@register("dataset", "lm-corpus")
-def load_lm_corpus(params: dict[str, Any], data_root: Any = None) -> TextCorpus:
+@register("dataset", "lm-corpus", params=LMCorpusParams)
+def load_lm_corpus(params: LMCorpusParams, data_root: Any = None) -> TextCorpus:
     """The generated pretraining corpus (no data root needed)."""
-    return build_corpus(validate_params(LMCorpusParams, params, "dataset lm-corpus params"))
+    return build_corpus(params)

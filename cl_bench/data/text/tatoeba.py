@@ -24,7 +24,7 @@ from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, decode_utf8, gunzip, loads_
 from cl_bench.components import register
 from cl_bench.data.text.types import BitextData, BitextPair, TextSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 LAYOUT = (
     "DIR/tatoeba/tatoeba.xxx-eng.xxx + tatoeba.xxx-eng.eng (LASER), or DIR/tatoeba/xxx-eng/ with the "
@@ -34,8 +34,7 @@ _PAIR = re.compile(r"^[a-z]{2,3}(-eng)?$")
 _LASER_FILE = re.compile(r"^tatoeba\.([a-z]{2,3})-eng\.\1$")
 
 
-class TatoebaParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TatoebaParams(Strict):
 
     pairs: list[str] | Literal["all"] = "all"
     layout: Literal["auto", "laser", "mteb"] = "auto"
@@ -177,9 +176,8 @@ def _truncate(pair: BitextPair, limit: int | None) -> BitextPair:
                       meta={**pair.meta, "limit": limit})
 
 
-@register("dataset", "tatoeba")
-def load_tatoeba(params: dict[str, Any], data_root: Path | None) -> BitextData:
-    p = validate_params(TatoebaParams, params, "dataset tatoeba params")
+@register("dataset", "tatoeba", params=TatoebaParams)
+def load_tatoeba(p: TatoebaParams, data_root: Path | None) -> BitextData:
     folder = tatoeba_folder(p.path, data_root)
     if p.pairs == "all":
         langs = present_pairs(folder)

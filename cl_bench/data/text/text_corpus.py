@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.text.types import BitextData, BitextPair, ScoredPairData, TextCorpus, TextSplit
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "facts-v1"
 
@@ -140,8 +139,7 @@ def generate_sts(n: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
     return first, second, np.asarray(gold)
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Params(Strict):
     seed: int = 0
 
 
@@ -155,26 +153,31 @@ class PairSetParams(_Params):
     n: int = Field(default=500, ge=2, le=20000)
 
 
-@register("dataset", "text-corpus")
-def load_text_corpus(params: dict[str, Any], data_root: Path | None = None) -> TextCorpus:
-    p = validate_params(CorpusParams, params, "dataset text-corpus params")
+class ParaphraseMiningParams(PairSetParams):
+    seed: int = 1
+
+
+class StsSyntheticParams(PairSetParams):
+    seed: int = 2
+
+
+@register("dataset", "text-corpus", params=CorpusParams)
+def load_text_corpus(p: CorpusParams, data_root: Path | None = None) -> TextCorpus:
     lo, hi = sorted((p.min_sentences, p.max_sentences))
     texts, doc_ids = generate_documents(p.n_docs, lo, hi, p.seed)
     return TextCorpus(f"text-corpus/{GENERATOR_VERSION}", TextSplit(texts, np.asarray(doc_ids)),
                       meta={"generator": GENERATOR_VERSION, "n_docs": p.n_docs, "seed": p.seed})
 
 
-@register("dataset", "paraphrase-mining")
-def load_paraphrase_mining(params: dict[str, Any], data_root: Path | None = None) -> BitextData:
-    p = validate_params(PairSetParams, {"seed": 1, **(params or {})}, "dataset paraphrase-mining params")
+@register("dataset", "paraphrase-mining", params=ParaphraseMiningParams)
+def load_paraphrase_mining(p: ParaphraseMiningParams, data_root: Path | None = None) -> BitextData:
     source, target = generate_paraphrases(p.n, p.seed)
     pair = BitextPair("active-paraphrase", TextSplit(source), TextSplit(target), meta={"generator": GENERATOR_VERSION})
     return BitextData(f"paraphrase-mining/{GENERATOR_VERSION}", [pair], meta={"seed": p.seed, "n": p.n})
 
 
-@register("dataset", "sts-synthetic")
-def load_sts_synthetic(params: dict[str, Any], data_root: Path | None = None) -> ScoredPairData:
-    p = validate_params(PairSetParams, {"seed": 2, **(params or {})}, "dataset sts-synthetic params")
+@register("dataset", "sts-synthetic", params=StsSyntheticParams)
+def load_sts_synthetic(p: StsSyntheticParams, data_root: Path | None = None) -> ScoredPairData:
     first, second, gold = generate_sts(p.n, p.seed)
     return ScoredPairData(f"sts-synthetic/{GENERATOR_VERSION}", TextSplit(first), TextSplit(second), gold,
                           meta={"seed": p.seed, "n": p.n, "gold": "number of shared fact slots, 0-5"})

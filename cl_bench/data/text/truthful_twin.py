@@ -38,7 +38,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.data.generated_tree import ensure_tree
 from cl_bench.data.text.truthfulqa import MultipleChoiceData, load_truthfulqa
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 GENERATOR_VERSION = "truthful-twin-v3"
 # relation: (question template, answer template, values; the first value is the popular misconception)
@@ -143,10 +143,9 @@ def write_twin(root: Path, p: TruthfulTwinParams) -> None:
     (root / "truthfulqa" / "data" / "mc_task.json").write_text(text, encoding="utf-8")
 
 
-@register("dataset", "truthfulqa-twin")
-def load_truthfulqa_twin(params: dict[str, Any] | None, data_root: Path | None) -> MultipleChoiceData:
+@register("dataset", "truthfulqa-twin", params=TruthfulTwinParams)
+def load_truthfulqa_twin(p: TruthfulTwinParams, data_root: Path | None) -> MultipleChoiceData:
     """The twin's MC items, written in the official mc_task.json layout and read by the real loader."""
-    p = validate_params(TruthfulTwinParams, params, "dataset 'truthfulqa-twin' params")
     root = ensure_tree("truthfulqa-twin", p.model_dump(mode="json"), GENERATOR_VERSION, lambda tmp: write_twin(tmp, p))
     data = load_truthfulqa({"source": "mc_json"}, root)
     data.name = "truthfulqa-twin"

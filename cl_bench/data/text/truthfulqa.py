@@ -33,7 +33,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from cl_bench.bounded_io import MAX_DATA_TEXT_BYTES, read_bytes, read_text
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import Strict, describe_validation_error, validate_params
+from cl_bench.params import Strict, describe_validation_error
 
 LAYOUT_HINT = (
     "expected DATA_ROOT/truthfulqa/data/mc_task.json (official repo) or "
@@ -229,9 +229,8 @@ def _locate(folder: Path, source: str) -> tuple[str, list[Path]]:
     raise ClBenchError(f"no TruthfulQA {'files' if source == 'auto' else source} in {folder}: {LAYOUT_HINT}")
 
 
-@register("dataset", "truthfulqa")
-def load_truthfulqa(params: dict[str, Any], data_root: Path | None) -> MultipleChoiceData:
-    p = validate_params(TruthfulQAParams, params, "dataset truthfulqa params")
+@register("dataset", "truthfulqa", params=TruthfulQAParams)
+def load_truthfulqa(p: TruthfulQAParams, data_root: Path | None) -> MultipleChoiceData:
     if data_root is None:
         raise ClBenchError(f"TruthfulQA needs real data: {LAYOUT_HINT} (or set CLBENCH_DATA)")
     folder = Path(data_root) / "truthfulqa"

@@ -15,15 +15,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict, validate_params
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(Strict):
     """The ``train.augment`` block of a method (all keys optional)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     crop_scale: tuple[float, float] = (0.5, 1.0)  # area fraction of the crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio (w/h) of the crop

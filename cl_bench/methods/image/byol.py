@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ProjectionHead
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -34,8 +34,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
-class BYOLParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BYOLParams(Strict):
 
     momentum: float = Field(default=0.99, ge=0, le=1)  # τ_base (the paper: 0.996 for 1000 epochs)
     proj_hidden: int = Field(default=512, ge=1)
@@ -43,13 +42,12 @@ class BYOLParams(BaseModel):
     pred_hidden: int = Field(default=512, ge=1)
 
 
-@register("objective", "byol")
+@register("objective", "byol", params=BYOLParams)
 class BYOL(Objective):
     n_views = 2
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(BYOLParams, params, "train.params (objective byol)")
+        super().__init__(embed_dim, num_classes, **params)
         p = self.params
         self.projector = ProjectionHead(embed_dim, p.proj_hidden, p.proj_dim)
         self.predictor = ProjectionHead(p.proj_dim, p.pred_hidden, p.proj_dim)

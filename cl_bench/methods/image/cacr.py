@@ -34,13 +34,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
 def _normalised_views(zs: list[torch.Tensor]) -> torch.Tensor:
@@ -124,8 +124,7 @@ def cacr_rbf_loss(zs: list[torch.Tensor], temperature: float, t_pos: float) -> t
     return 2 * temperature * total / v
 
 
-class CACRParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CACRParams(Strict):
 
     positives: int = Field(default=4, ge=1, le=15)  # views per image = positives + 1
     cost: Literal["euclidean", "rbf"] = "euclidean"
@@ -139,13 +138,12 @@ class CACRParams(BaseModel):
     proj_dim: int = Field(default=128, ge=1)
 
 
-@register("objective", "cacr")
+@register("objective", "cacr", params=CACRParams)
 class CACR(Objective):
     """CACR with a SimCLR projection head; all 1 + ``positives`` views encoded in one pass."""
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(CACRParams, params, where="train.params (objective cacr)")
+        super().__init__(embed_dim, num_classes, **params)
         self.n_views = self.params.positives + 1  # the trainer reads the instance attribute
         self.head = ProjectionHead(embed_dim, self.params.proj_hidden, self.params.proj_dim)
 

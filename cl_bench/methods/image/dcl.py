@@ -65,23 +65,19 @@ class DCLWParams(DCLParams):
     sigma: float = Field(default=0.5, gt=0)
 
 
-@register("objective", "dcl")
+@register("objective", "dcl", params=DCLParams)
 class DCL(TwoViewContrastive):
     """DCL: decoupled InfoNCE between the projections of two augmented views."""
 
-    objective_name = "dcl"
-    params_model = DCLParams
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return dcl_loss(z1, z2, self.params.temperature)
 
 
-@register("objective", "dclw")
+@register("objective", "dclw", params=DCLWParams)
 class DCLW(TwoViewContrastive):
     """DCLW: DCL with the von Mises-Fisher weighting of the positive term."""
 
-    objective_name = "dclw"
-    params_model = DCLWParams
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         sigma = self.params.sigma

@@ -18,14 +18,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from cl_bench.params import Strict
 from torchvision.ops import roi_align
 
 
-class DenseAugmentConfig(BaseModel):
+class DenseAugmentConfig(Strict):
     """The ``train.augment`` block of the pixel-level methods."""
-
-    model_config = ConfigDict(extra="forbid")
 
     out_size: int = Field(default=64, ge=8)
     crop_scale: tuple[float, float] = (0.2, 1.0)

@@ -38,7 +38,8 @@ from cl_bench.methods.image.augment import Augmenter
 from cl_bench.methods.image.simclr import nt_xent
 from cl_bench.methods.image.two_view import ContrastiveParams, TwoViewContrastive
 from cl_bench.methods.trainer import build_objective, build_optimizer, epoch_mean, fit, lr_at_step
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class MCLParams(ContrastiveParams):
@@ -112,12 +113,10 @@ def _split_images(split: ImageSplit) -> torch.Tensor:
     return torch.stack([split[i][0] for i in range(len(split))])
 
 
-@register("objective", "mcl")
+@register("objective", "mcl", params=MCLParams)
 class MCL(TwoViewContrastive):
     """The per-stage loss (NT-Xent with a projection head) and the multistage trainer."""
 
-    objective_name = "mcl"
-    params_model = MCLParams
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return nt_xent(z1, z2, self.params.temperature)

@@ -38,7 +38,6 @@ from cl_bench.components import register
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.image.two_view import ContrastiveParams, ProjectionHead
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
 
 
 def _check_views(zs: list[torch.Tensor]) -> torch.Tensor:
@@ -84,14 +83,9 @@ class MultiViewParams(ContrastiveParams):
 class MultiViewContrastive(Objective):
     """Encode all V views in one pass (BN statistics over every view), project, apply the loss."""
 
-    params_model: type[MultiViewParams] = MultiViewParams
-    objective_name = "multiview"
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(
-            self.params_model, params, where=f"train.params (objective {self.objective_name})"
-        )
+        super().__init__(embed_dim, num_classes, **params)
         self.n_views = self.params.views  # the trainer reads the instance attribute
         self.head = ProjectionHead(embed_dim, self.params.proj_hidden, self.params.proj_dim)
 
@@ -107,21 +101,19 @@ class MultiViewContrastive(Objective):
         return self.loss(list(z.chunk(self.n_views)))
 
 
-@register("objective", "mv-infonce")
+@register("objective", "mv-infonce", params=MultiViewParams)
 class MVInfoNCE(MultiViewContrastive):
     """MV-InfoNCE: every view interaction of an instance in one InfoNCE term."""
 
-    objective_name = "mv-infonce"
 
     def loss(self, zs: list[torch.Tensor]) -> torch.Tensor:
         return mv_infonce_loss(zs, self.params.temperature)
 
 
-@register("objective", "mv-dhel")
+@register("objective", "mv-dhel", params=MultiViewParams)
 class MVDHEL(MultiViewContrastive):
     """MV-DHEL: multi-view alignment decoupled from per-view uniformity."""
 
-    objective_name = "mv-dhel"
 
     def loss(self, zs: list[torch.Tensor]) -> torch.Tensor:
         return mv_dhel_loss(zs, self.params.temperature)

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
@@ -48,11 +48,11 @@ from cl_bench.methods.image.dense_augment import DenseAugmentConfig, make_views,
 from cl_bench.methods.momentum import momentum_copy
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import EpochLog, TrainCard, build_optimizer, fit, lr_at_step, momentum_hooks
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 
-class PixelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PixelParams(Strict):
 
     proj_hidden: int = Field(default=512, ge=1)
     proj_dim: int = Field(default=128, ge=1)
@@ -166,8 +166,7 @@ class PixelObjective(Objective):
     def __init__(self, embed_dim: int, num_classes: int, instance_dim: int | None = None, **params: Any) -> None:
         """``embed_dim``: channels of the maps the pixel task runs on; ``instance_dim``: of the
         backbone's last map (the instance branch's input), when it differs (a pretrained FPN)."""
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(PixelParams, params, f"train.params (objective {self.mode})")
+        super().__init__(embed_dim, num_classes, **params)
         p = self.params
         self.projector = conv_projector(embed_dim, p.proj_hidden, p.proj_dim)
         self.transform = ppm_transform(p.proj_dim, p.transform_layers) if self.mode == "pixpro" else nn.Identity()
@@ -309,7 +308,7 @@ def _python_mean(epoch: EpochLog, steps: int, mode: str) -> float:
     return mean
 
 
-@register("objective", "pixpro")
+@register("objective", "pixpro", params=PixelParams)
 class PixPro(PixelObjective):
     mode = "pixpro"
     # 2: as the official code: featprop's unit value vectors, regression_loss's averaging, the
@@ -317,7 +316,7 @@ class PixPro(PixelObjective):
     version = 2
 
 
-@register("objective", "pixcontrast")
+@register("objective", "pixcontrast", params=PixelParams)
 class PixContrast(PixelObjective):
     mode = "pixcontrast"
     views_apart = False  # not in the official code: both views in one batch, as its committed results

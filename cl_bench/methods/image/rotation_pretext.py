@@ -65,12 +65,10 @@ def rotated_batch(views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return images, labels
 
 
-@register("objective", "simclr-rotation")
+@register("objective", "simclr-rotation", params=RotationPretextParams)
 class SimCLRRotation(SimCLR):
     """NT-Xent on views 0 and 1 + λ · rotation cross-entropy on views 2-5 (rotated 0/90/180/270° clockwise)."""
 
-    objective_name = "simclr-rotation"
-    params_model = RotationPretextParams
     n_views = 2 + N_ROTATIONS
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:

@@ -32,13 +32,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
 def align_term(x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
@@ -93,8 +93,7 @@ def sepclr_loss(
     return terms
 
 
-class SepCLRParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SepCLRParams(Strict):
 
     tau: float = Field(default=0.5, gt=0)
     uniform_weight: float = Field(default=2.0, ge=0)
@@ -109,7 +108,7 @@ def _head(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
 
-@register("objective", "sepclr")
+@register("objective", "sepclr", params=SepCLRParams)
 class SepCLR(Objective):
     """SepCLR on an ``sepclr-pair`` encoder; labels are 0 (background) / 1 (target)."""
 
@@ -117,8 +116,7 @@ class SepCLR(Objective):
     needs_labels = True
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(SepCLRParams, params, where="train.params (objective sepclr)")
+        super().__init__(embed_dim, num_classes, **params)
         common = self.params.common_dim if self.params.common_dim is not None else embed_dim // 2
         if not 0 < common < embed_dim:
             raise ClBenchError(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_bench.components import register
-from cl_bench.methods.image.two_view import TwoViewContrastive
+from cl_bench.methods.image.two_view import ContrastiveParams, TwoViewContrastive
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -31,11 +31,10 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, targets)
 
 
-@register("objective", "simclr")
+@register("objective", "simclr", params=ContrastiveParams)
 class SimCLR(TwoViewContrastive):
     """SimCLR: NT-Xent between the projections of two augmented views."""
 
-    objective_name = "simclr"
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return nt_xent(z1, z2, self.params.temperature)

@@ -10,23 +10,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class SupervisedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SupervisedParams(Strict):
 
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
 
 
-@register("objective", "supervised")
+@register("objective", "supervised", params=SupervisedParams)
 class Supervised(Objective):
     """Cross-entropy of a linear classifier on the encoder's embedding."""
 
@@ -34,8 +33,7 @@ class Supervised(Objective):
     needs_labels = True
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(SupervisedParams, params, where="train.params (objective supervised)")
+        super().__init__(embed_dim, num_classes, **params)
         if num_classes < 2:
             raise ClBenchError(
                 f"objective supervised needs labelled training data with >= 2 classes, got {num_classes}; "

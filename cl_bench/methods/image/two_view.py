@@ -8,18 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.methods.objective import Objective
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class ContrastiveParams(BaseModel):
+class ContrastiveParams(Strict):
     """Params of a two-view contrastive objective with a projection head."""
-
-    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.5, gt=0)
     proj_hidden: int = Field(default=512, ge=1)
@@ -42,12 +40,9 @@ class TwoViewContrastive(Objective):
     """Base of the two-view objectives: ``loss(z1, z2)`` on projections of the two views."""
 
     n_views = 2
-    params_model: type[ContrastiveParams] = ContrastiveParams
 
     def __init__(self, embed_dim: int, num_classes: int, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        name = getattr(type(self), "objective_name", type(self).__name__)
-        self.params = validate_params(self.params_model, params, where=f"train.params (objective {name})")
+        super().__init__(embed_dim, num_classes, **params)
         self.head = ProjectionHead(embed_dim, self.params.proj_hidden, self.params.proj_dim)
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:  # pragma: no cover

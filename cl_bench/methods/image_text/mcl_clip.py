@@ -42,7 +42,8 @@ from cl_bench.methods.image_text.trainer import (
     train_image_text,
 )
 from cl_bench.methods.image.mcl import combine_pseudo_labels, group_batches, kmeans_labels
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import validate_params
 
 
 class MclClipParams(ImageTextParams):
@@ -51,10 +52,8 @@ class MclClipParams(ImageTextParams):
     min_group: int = Field(default=8, ge=2)
 
 
-@register("objective", "mcl-clip")
+@register("objective", "mcl-clip", params=MclClipParams)
 class MclClip(ImageTextObjective):
-    objective_name = "mcl-clip"
-    params_model = MclClipParams
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Parts]:
         img, txt = encode_pairs(model, batch)

@@ -58,18 +58,16 @@ def encode_pairs(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Te
     return img, txt
 
 
-@register("objective", "clip")
+@register("objective", "clip", params=ImageTextParams)
 class Clip(ImageTextObjective):
-    objective_name = "clip"
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Parts]:
         img, txt = encode_pairs(model, batch)
         return clip_loss(img, txt, model.logit_scale.exp()), {}
 
 
-@register("objective", "dcl-clip")
+@register("objective", "dcl-clip", params=ImageTextParams)
 class DclClip(ImageTextObjective):
-    objective_name = "dcl-clip"
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, Parts]:
         img, txt = encode_pairs(model, batch)
@@ -99,10 +97,8 @@ def sample_subcaptions(long_caption: str, k: int, max_sentences: int, gen: torch
     return out
 
 
-@register("objective", "dreamlip")
+@register("objective", "dreamlip", params=DreamLipParams)
 class DreamLip(ImageTextObjective):
-    objective_name = "dreamlip"
-    params_model = DreamLipParams
     needs_long_captions = True
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
@@ -133,10 +129,8 @@ class TclParams(ImageTextParams):
     augment_anchor: bool = False  # also augment the anchor image view
 
 
-@register("objective", "tcl")
+@register("objective", "tcl", params=TclParams)
 class Tcl(ImageTextObjective):
-    objective_name = "tcl"
-    params_model = TclParams
 
     momentum_schedule = "constant"
     momentum_copy_buffers = False

@@ -114,10 +114,8 @@ class PC2Params(ImageTextParams):
     caption_epoch: int = Field(default=0, ge=0)  # the authors' warmup_epoch_2: noisy pairs train (pseudo-captions) from this epoch on
 
 
-@register("objective", "pc2")
+@register("objective", "pc2", params=PC2Params)
 class PC2(ImageTextObjective):
-    objective_name = "pc2"
-    params_model = PC2Params
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
         super().__init__(embed_dim, num_classes, **params)

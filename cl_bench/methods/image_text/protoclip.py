@@ -67,10 +67,8 @@ def kmeans(features: np.ndarray, k: int, restarts: int, max_iter: int, seed: int
     return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 
-@register("objective", "protoclip")
+@register("objective", "protoclip", params=ProtoClipParams)
 class ProtoClip(ImageTextObjective):
-    objective_name = "protoclip"
-    params_model = ProtoClipParams
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
         super().__init__(embed_dim, num_classes, **params)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.data.image_text.types import CaptionedImages
@@ -41,15 +41,14 @@ from cl_bench.methods.trainer import (
     lr_at_step,
     momentum_hooks,
 )
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict
 
 LOG_MAX_SCALE = math.log(100.0)
 
 
-class ImageTextParams(BaseModel):
+class ImageTextParams(Strict):
     """``train.params`` every image–text objective accepts (each adds its own)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_steps: int | None = Field(default=None, ge=1)  # cap on optimizer steps (per stage for mcl-clip)
     grad_clip: float | None = Field(default=None, gt=0)  # max global gradient norm
@@ -91,13 +90,10 @@ class ImageTextObjective(Objective):
     """Base of the image–text objectives: validates ``train.params`` with ``params_model`` and
     trains through :func:`train_image_text` (``obtain.trainer_for`` finds ``train_model``)."""
 
-    objective_name = "image-text"
-    params_model: type[ImageTextParams] = ImageTextParams
     needs_long_captions = False
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(self.params_model, params, f"train.params (objective {self.objective_name})")
+        super().__init__(embed_dim, num_classes, **params)
 
     def start_epoch(self, model: nn.Module, images: torch.Tensor, captions: list[str], epoch: int) -> None:
         """Called before each epoch with all training images (on the device) and their captions."""

@@ -33,7 +33,7 @@ from pydantic import Field
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import FitLog, fit
 from cl_bench.models.interfaces.causal_lm import TokenPair
-from cl_bench.specs import Strict
+from cl_bench.params import Strict
 
 FORMAT, INPUT, LABEL = 0, 1, 2
 

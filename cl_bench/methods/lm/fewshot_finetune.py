@@ -21,13 +21,11 @@ Here, for one draw of k demonstrations in one order (the few-shot suite's draws 
   log p_gd - log p_0), the cosine of the two changes of the output log-distribution (each
   centred over the labels, so a constant shift of all labels is no change).
 
-The optimizer steps are :func:`sgd_steps`, kept small and separate: #17's one training loop
-(``methods/trainer.fit``) is not on main yet, and this is the hunk to move onto it when it lands.
+The optimizer steps run through the one training loop (:func:`cl_bench.methods.trainer.fit`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,8 +35,9 @@ from pydantic import Field
 
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.lm.cpt import _continuation_logprobs, hf_of, score_pairs
+from cl_bench.methods.trainer import fit
 from cl_bench.models.interfaces.causal_lm import TokenPair
-from cl_bench.specs import Strict
+from cl_bench.params import Strict
 
 
 class FinetuneParams(Strict):
@@ -78,17 +77,12 @@ def finetune_and_score(
 
 
 def sgd_steps(opt: torch.optim.Optimizer, batches: Sequence[Any], loss: Callable[[Any], torch.Tensor]) -> list[float]:
-    """One optimizer step per batch, in order; a non-finite loss is a one-line error. Returns the losses."""
-    out: list[float] = []
-    for step, batch in enumerate(batches):
-        value = loss(batch)
-        if not math.isfinite(float(value.detach())):
-            raise ClBenchError(f"few-shot fine-tuning: the loss became {float(value.detach())} at step {step}; lower finetune.lr")
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        out.append(float(value.detach()))
-    return out
+    """One optimizer step per batch, in order, through the one training loop (:func:`fit`, one
+    epoch); a non-finite loss is a one-line error. Returns the losses."""
+    log = fit(opt, total=len(batches), batches=lambda epoch: batches, loss=loss, epochs=1,
+              check_step=lambda step, value: (f"few-shot fine-tuning: the loss became {value} at step {step}; "
+                                              "lower finetune.lr"))
+    return [float(v) for epoch in log.epochs for v in epoch.losses]
 
 
 def label_log_distribution(scores: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.data.icl.dfa import IGNORE, DFASplit
@@ -32,11 +32,11 @@ from cl_bench.data.icl.linreg import LinRegSampler
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import FitLog, build_optimizer, clip_gradients, fit, lr_at_step
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 
-class Curriculum(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Curriculum(Strict):
 
     dims_start: int = Field(default=2, ge=1)
     dims_inc: int = Field(default=1, ge=0)
@@ -50,8 +50,7 @@ class Curriculum(BaseModel):
                 min(n_points, self.points_start + k * self.points_inc))
 
 
-class ICLPretrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ICLPretrainParams(Strict):
 
     max_steps: int | None = Field(default=None, ge=1)  # caps either kind of run
     grad_clip: float = Field(default=1.0, gt=0)
@@ -140,7 +139,7 @@ def train_regression(model: Any, recipe: TrainRecipe, sampler: LinRegSampler, p:
                         round(log.wall_s, 3), round(log.wall_s / max(1, log.steps), 4), dict(shape))
 
 
-@register("objective", "icl-pretrain")
+@register("objective", "icl-pretrain", params=ICLPretrainParams)
 class ICLPretrain(Objective):
     """Trains through its own ``train_model`` (not the image trainer); see the module docstring."""
 

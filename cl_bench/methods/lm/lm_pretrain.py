@@ -25,7 +25,8 @@ from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.trainer import build_optimizer, clip_gradients, fit, lr_at_step
-from cl_bench.specs import Strict, TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict, validate_params
 
 
 class LMPretrainParams(Strict):
@@ -65,7 +66,7 @@ def cut_blocks(encoded: list[list[int]], block_size: int) -> torch.Tensor:
     return torch.tensor(stream[: n * (block_size + 1)], dtype=torch.long).view(n, block_size + 1)
 
 
-@register("objective", "lm-pretrain")
+@register("objective", "lm-pretrain", params=LMPretrainParams)
 class LMPretrain(Objective):
     """Next-token cross-entropy; trains through its own ``train_model`` (not the image trainer)."""
 

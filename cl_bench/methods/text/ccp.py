@@ -33,7 +33,7 @@ from cl_bench.methods.text.trainer import (
     train_text_encoder,
 )
 from cl_bench.models.interfaces.text_encoder import TextEncoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
 
 
 class CCPParams(TextTrainParams):
@@ -52,13 +52,12 @@ def context_candidates(doc_ids: np.ndarray, window: int) -> list[np.ndarray]:
     return out
 
 
-@register("objective", "ccp")
+@register("objective", "ccp", params=CCPParams)
 class CCP(Objective):
     name = "ccp"
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(CCPParams, params, "train.params of objective ccp")
+        super().__init__(embed_dim, num_classes, **params)
         self.bn = nn.BatchNorm1d(embed_dim, affine=False) if self.params.asymmetric_bn and embed_dim else None
         self.register_buffer("bank", torch.zeros(0, max(embed_dim, 1)), persistent=False)
         self._cands: list[np.ndarray] | None = None

@@ -24,7 +24,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.text.simcse import SimCSE
 from cl_bench.methods.text.trainer import TextTrainCard, TextTrainParams, check_text_training, train_text_encoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
 
 
 class MLMParams(TextTrainParams):
@@ -44,13 +44,12 @@ class MLMHead(nn.Module):
         return F.linear(self.norm(F.gelu(self.dense(states))), embeddings, self.bias)
 
 
-@register("objective", "mlm")
+@register("objective", "mlm", params=MLMParams)
 class MaskedLM(Objective):
     name = "mlm"
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(MLMParams, params, "train.params of objective mlm")
+        super().__init__(embed_dim, num_classes, **params)
         self.head: MLMHead | None = None
         self.collator: Any = None
 

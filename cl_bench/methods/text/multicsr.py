@@ -51,7 +51,7 @@ from cl_bench.methods.text import multicsr_data as stages
 from cl_bench.methods.objective import Objective
 from cl_bench.methods.text.trainer import TextTrainCard, TextTrainParams, check_text_training, train_text_encoder
 from cl_bench.models.members import MemberRef, obtain_member
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
 
 
 def multicsr_loss(
@@ -114,13 +114,12 @@ def pick_premises(texts: list[str], n: int, seed: int) -> list[str]:
     return random.Random(f"multicsr-premises:{seed}").sample(unique, n)
 
 
-@register("objective", "multicsr")
+@register("objective", "multicsr", params=MultiCSRParams)
 class MultiCSR(Objective):
     name = "multicsr"
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(MultiCSRParams, params, "train.params of objective multicsr")
+        super().__init__(embed_dim, num_classes, **params)
         self.rows: list[stages.Triplet] = []
         self.mask: np.ndarray | None = None  # [n, 3, D] frozen mask-model embeddings of each triplet
 

@@ -25,7 +25,7 @@ from cl_bench.methods.text.trainer import (
     train_text_encoder,
 )
 from cl_bench.models.interfaces.text_encoder import TextEncoder
-from cl_bench.specs import TrainRecipe, validate_params
+from cl_bench.specs import TrainRecipe
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,13 +36,12 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float)
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
-@register("objective", "simcse")
+@register("objective", "simcse", params=TextTrainParams)
 class SimCSE(Objective):
     name = "simcse"
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
-        super().__init__(embed_dim, num_classes)
-        self.params = validate_params(TextTrainParams, params, "train.params of objective simcse")
+        super().__init__(embed_dim, num_classes, **params)
 
     def steps_per_epoch(self, split: Any, batch_size: int) -> int:
         return len(split.texts) // batch_size

@@ -15,19 +15,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import build_optimizer, fit, lr_at_step
 from cl_bench.models.interfaces.text_encoder import TextEncoder
 from cl_bench.specs import TrainRecipe
+from cl_bench.params import Strict
 
 
-class TextTrainParams(BaseModel):
+class TextTrainParams(Strict):
     """``train.params`` common to text objectives (each objective adds its own)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.05, gt=0)
     max_steps: int | None = Field(default=None, ge=1)  # cap on optimizer steps over all epochs

@@ -15,17 +15,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import ArchRef, validate_params
+from cl_bench.specs import ArchRef
+from cl_bench.params import Strict
 
 
-class MCLStackParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MCLStackParams(Strict):
 
     base: ArchRef = Field(default_factory=lambda: ArchRef(name="small-resnet", params={"width": 32}))
     stages: int = Field(default=2, ge=1, le=8)
@@ -64,10 +64,9 @@ class MCLStack(ImageEncoder):
         return torch.cat([F.normalize(s(images), dim=-1) for s in self.stages], dim=-1)
 
 
-@components.register("arch", "mcl-stack")
-def build(params: dict, **arch_inputs: Any) -> MCLStack:
+@components.register("arch", "mcl-stack", params=MCLStackParams)
+def build(p: MCLStackParams, **arch_inputs: Any) -> MCLStack:
     """Build ``stages`` independently initialised copies of the base arch."""
-    p: MCLStackParams = validate_params(MCLStackParams, params, where="arch mcl-stack")
     if p.base.name == "mcl-stack":
         raise ClBenchError("arch mcl-stack: 'base' cannot itself be mcl-stack")
     builder = components.get("arch", p.base.name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -25,11 +25,11 @@ from cl_bench import components
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import ArchRef, validate_params
+from cl_bench.specs import ArchRef
+from cl_bench.params import Strict
 
 
-class PyramidParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PyramidParams(Strict):
 
     base: ArchRef
     levels: int = Field(default=3, ge=1)  # how many of the last stages feed the FPN (the task's fpn_levels)
@@ -68,9 +68,8 @@ class PyramidEncoder(ImageEncoder):
         return out
 
 
-@register("arch", "with-fpn")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> PyramidEncoder:
-    p: PyramidParams = validate_params(PyramidParams, params, where="arch with-fpn")
+@register("arch", "with-fpn", params=PyramidParams)
+def build(p: PyramidParams, in_channels: int, image_size: tuple[int, int]) -> PyramidEncoder:
     if p.base.name == "with-fpn":
         raise ClBenchError("arch with-fpn: base must be a residual encoder (small-resnet, resnet18, resnet50)")
     body = components.get("arch", p.base.name)(p.base.params, in_channels=in_channels, image_size=image_size)

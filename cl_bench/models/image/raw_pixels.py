@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.components import register
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class RawPixelsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RawPixelsParams(Strict):
+    """``raw-pixels`` takes no params."""
 
 
 class RawPixels(ImageEncoder):
@@ -33,8 +32,7 @@ class RawPixels(ImageEncoder):
         return {"pixels": images.float()}
 
 
-@register("arch", "raw-pixels")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> RawPixels:
+@register("arch", "raw-pixels", params=RawPixelsParams)
+def build(params: RawPixelsParams, in_channels: int, image_size: tuple[int, int]) -> RawPixels:
     """Build ``raw-pixels`` (it takes no params)."""
-    validate_params(RawPixelsParams, params, where="arch raw-pixels")
     return RawPixels(in_channels, image_size)

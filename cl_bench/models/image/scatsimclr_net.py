@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -28,7 +28,7 @@ from cl_bench.components import register
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.models.image.scattering import Scattering2D, coefficients_per_channel
 from cl_bench.models.image.small_resnet import InputNormalization, per_channel
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 # (planes, blocks) of each residual stage, per res_blocks (the authors' _create_adapter_network)
 STAGES: dict[int, list[tuple[int, int]]] = {
@@ -41,8 +41,7 @@ STAGES: dict[int, list[tuple[int, int]]] = {
 POOL = 4
 
 
-class ScatSimCLRNetParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ScatSimCLRNetParams(Strict):
 
     J: int = Field(default=2, ge=1, le=6)
     L: int = Field(default=16, ge=1, le=16)
@@ -82,8 +81,7 @@ class ScatSimCLRNet(ImageEncoder):
         return torch.flatten(self._adapter_network(s), 1)
 
 
-@register("arch", "scatsimclr-net")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> ScatSimCLRNet:
+@register("arch", "scatsimclr-net", params=ScatSimCLRNetParams)
+def build(p: ScatSimCLRNetParams, in_channels: int, image_size: tuple[int, int]) -> ScatSimCLRNet:
     """Build the authors' ScatSimCLR network (``J``, ``L``, ``res_blocks``, input normalisation)."""
-    p: ScatSimCLRNetParams = validate_params(ScatSimCLRNetParams, params, where="arch scatsimclr-net")
     return ScatSimCLRNet(in_channels, tuple(image_size), p)

@@ -29,14 +29,14 @@ import math
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.models.image.small_resnet import BasicBlock
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 # ------------------------------------------------------------------------------- filter bank
 
@@ -217,8 +217,7 @@ class Scattering2D(nn.Module):
 # ------------------------------------------------------------------------------- encoder
 
 
-class ScatSimCLRParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ScatSimCLRParams(Strict):
 
     J: int = Field(default=2, ge=1, le=6)
     L: int = Field(default=8, ge=1, le=16)
@@ -261,8 +260,7 @@ class ScatSimCLREncoder(ImageEncoder):
         return self.adapter(self.scattering(images)).mean(dim=(2, 3))
 
 
-@register("arch", "scatsimclr")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> ScatSimCLREncoder:
+@register("arch", "scatsimclr", params=ScatSimCLRParams)
+def build(p: ScatSimCLRParams, in_channels: int, image_size: tuple[int, int]) -> ScatSimCLREncoder:
     """Build ``scatsimclr`` (scattering J, L + adapter width/blocks) from its YAML params."""
-    p: ScatSimCLRParams = validate_params(ScatSimCLRParams, params, where="arch scatsimclr")
     return ScatSimCLREncoder(in_channels, tuple(image_size), p)

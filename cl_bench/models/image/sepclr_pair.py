@@ -11,18 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.models.image.mcl_stack import probe_embed_dim
-from cl_bench.specs import ArchRef, validate_params
+from cl_bench.specs import ArchRef
+from cl_bench.params import Strict
 
 
-class SepCLRPairParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SepCLRPairParams(Strict):
 
     base: ArchRef = Field(default_factory=lambda: ArchRef(name="small-resnet", params={"width": 32}))
     common_dim: int = Field(default=32, ge=1)
@@ -49,9 +49,8 @@ class SepCLRPair(ImageEncoder):
         return torch.cat(self.parts(images), dim=-1)
 
 
-@components.register("arch", "sepclr-pair")
-def build(params: dict, **arch_inputs: Any) -> SepCLRPair:
-    p: SepCLRPairParams = validate_params(SepCLRPairParams, params, where="arch sepclr-pair")
+@components.register("arch", "sepclr-pair", params=SepCLRPairParams)
+def build(p: SepCLRPairParams, **arch_inputs: Any) -> SepCLRPair:
     if p.base.name == "sepclr-pair":
         raise ClBenchError("arch sepclr-pair: 'base' cannot itself be sepclr-pair")
     builder = components.get("arch", p.base.name)

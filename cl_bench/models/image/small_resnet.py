@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
 def init_resnet(net: nn.Module, block: type[nn.Module], zero_init_residual: bool) -> None:
@@ -75,8 +75,7 @@ def per_channel(value: float | list[float], channels: int, name: str, where: str
     return values
 
 
-class SmallResNetParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SmallResNetParams(Strict):
 
     width: int = Field(default=32, ge=1, le=1024)
     blocks: list[int] = Field(default_factory=lambda: [1, 1, 1], min_length=1, max_length=6)
@@ -156,10 +155,9 @@ class SmallResNet(ImageEncoder):
         return x.mean(dim=(2, 3))
 
 
-@register("arch", "small-resnet")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> SmallResNet:
+@register("arch", "small-resnet", params=SmallResNetParams)
+def build(p: SmallResNetParams, in_channels: int, image_size: tuple[int, int]) -> SmallResNet:
     """Build ``small-resnet`` from its YAML params (see ``SmallResNetParams``)."""
-    p: SmallResNetParams = validate_params(SmallResNetParams, params, where="arch small-resnet")
     if any(n < 1 for n in p.blocks):
         raise ClBenchError(f"arch small-resnet: every entry of 'blocks' must be >= 1, got {p.blocks}")
     stride = p.stem_stride if p.stem_stride != "auto" else (2 if min(image_size) >= 32 else 1)

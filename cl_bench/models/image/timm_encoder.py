@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.image.small_resnet import per_channel
-from cl_bench.specs import validate_params
 from cl_bench.suggest import did_you_mean
+from cl_bench.params import Strict
 
 
-class TimmParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TimmParams(Strict):
 
     model: str | None = Field(default=None, min_length=1)  # else: from a hub folder's config.json
     mean: float | list[float] | None = None  # default: the model's pretrained_cfg
@@ -61,10 +60,9 @@ def as_image_encoder(model_name: str, net: nn.Module, mean: list[float], std: li
     return net
 
 
-@register("arch", "timm")
-def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
+@register("arch", "timm", params=TimmParams)
+def build(p: TimmParams, in_channels: int, image_size: tuple[int, int]) -> nn.Module:
     """Build the timm model named by ``params['model']`` without pretrained weights."""
-    p: TimmParams = validate_params(TimmParams, params, where="arch timm")
     if p.model is None:
         raise ClBenchError("arch timm needs a model name: --arch-param model=resnet50 (see timm.list_models()), "
                            "or --checkpoint a timm hub folder whose config.json names the architecture")

@@ -21,21 +21,20 @@ from typing import Annotated, Literal
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.models.image.small_resnet import InputNormalization, init_resnet, per_channel
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-class TorchvisionResNetParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TorchvisionResNetParams(Strict):
 
     mean: float | list[float] = IMAGENET_MEAN
     std: float | list[float] = IMAGENET_STD
@@ -123,9 +122,8 @@ def reduced_resnet(net: torchvision.models.ResNet, blocks: Sequence[int], width:
 def _builder(
     name: str, factory: Callable[..., torchvision.models.ResNet]
 ) -> Callable[..., TorchvisionResNet]:
-    def build(params: dict, in_channels: int, image_size: tuple[int, int]) -> TorchvisionResNet:
-        where = f"arch {name}"
-        p: TorchvisionResNetParams = validate_params(TorchvisionResNetParams, params, where=where)
+    def build(p: TorchvisionResNetParams, in_channels: int, image_size: tuple[int, int]) -> TorchvisionResNet:
+        where = f"arch '{name}' params"
         return TorchvisionResNet(
             name,
             factory,
@@ -142,5 +140,5 @@ def _builder(
     return build
 
 
-build_resnet18 = register("arch", "resnet18")(_builder("resnet18", torchvision.models.resnet18))
-build_resnet50 = register("arch", "resnet50")(_builder("resnet50", torchvision.models.resnet50))
+build_resnet18 = register("arch", "resnet18", params=TorchvisionResNetParams)(_builder("resnet18", torchvision.models.resnet18))
+build_resnet50 = register("arch", "resnet50", params=TorchvisionResNetParams)(_builder("resnet50", torchvision.models.resnet50))

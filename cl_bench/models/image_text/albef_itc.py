@@ -32,21 +32,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.image_text.clip_preprocess import normalize, resize_center_crop
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
-from cl_bench.specs import ReleasedWeights, validate_params
+from cl_bench.specs import ReleasedWeights
+from cl_bench.params import Strict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class AlbefITCParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AlbefITCParams(Strict):
 
     image_size: int = Field(default=384, ge=16)
     patch_size: int = 16
@@ -157,7 +157,6 @@ class AlbefITC(ImageTextEncoder):
                 "dropped": dropped, "tokenizer": str(folder)}
 
 
-@register("arch", "albef-itc")
-def build_albef_itc(params: dict[str, Any], **_: Any) -> AlbefITC:
-    p: AlbefITCParams = validate_params(AlbefITCParams, params, where="arch albef-itc")
+@register("arch", "albef-itc", params=AlbefITCParams)
+def build_albef_itc(p: AlbefITCParams, **_: Any) -> AlbefITC:
     return AlbefITC(p)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
@@ -28,11 +28,11 @@ from cl_bench.errors import ClBenchError
 from cl_bench.models.image_text.open_clip_adapter import OpenClipEncoder
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
 from cl_bench.models.weights.released_formats import check_declared_layout
-from cl_bench.specs import ReleasedWeights, validate_params
+from cl_bench.specs import ReleasedWeights
+from cl_bench.params import Strict
 
 
-class OpenClipStackParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OpenClipStackParams(Strict):
 
     model: str
     files: list[str] = Field(min_length=1)
@@ -79,7 +79,6 @@ class OpenClipStack(ImageTextEncoder):
                 "n_loaded": sum(r["n_loaded"] for r in reports), "dropped": [d for r in reports for d in r["dropped"]]}
 
 
-@register("arch", "open-clip-stack")
-def build_open_clip_stack(params: dict[str, Any], **_: Any) -> OpenClipStack:
-    p: OpenClipStackParams = validate_params(OpenClipStackParams, params, where="arch open-clip-stack")
+@register("arch", "open-clip-stack", params=OpenClipStackParams)
+def build_open_clip_stack(p: OpenClipStackParams, **_: Any) -> OpenClipStack:
     return OpenClipStack(p)

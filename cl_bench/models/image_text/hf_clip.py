@@ -20,17 +20,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.image_text.clip_preprocess import normalize, resize_center_crop
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class HFClipParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HFClipParams(Strict):
 
     path: str | None = None  # a local HF CLIP directory (else: --checkpoint DIR)
     batch_size: int = Field(default=64, ge=1)
@@ -115,9 +114,8 @@ class HFClip(ImageTextEncoder):
         return F.normalize(pooled(hf.get_text_features(**enc)), dim=-1)
 
 
-@register("arch", "hf-clip")
-def build_hf_clip(params: dict[str, Any], **_: Any) -> HFClip:
-    p: HFClipParams = validate_params(HFClipParams, params, where="arch hf-clip")
+@register("arch", "hf-clip", params=HFClipParams)
+def build_hf_clip(p: HFClipParams, **_: Any) -> HFClip:
     model = HFClip(p.batch_size)
     if p.path is not None:
         model.checkpoint_report = model.load_checkpoint(Path(p.path))

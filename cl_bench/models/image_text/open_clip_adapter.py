@@ -24,17 +24,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.image_text.clip_preprocess import normalize, resize_center_crop
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
-from cl_bench.specs import ReleasedWeights, validate_params
+from cl_bench.specs import ReleasedWeights
+from cl_bench.params import Strict
 
 
-class OpenClipParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OpenClipParams(Strict):
 
     model: str | None = None  # an open_clip architecture name, or local-dir:/path (an open_clip hub folder)
     batch_size: int = Field(default=64, ge=1)
@@ -158,9 +158,8 @@ def open_clip_from_checkpoint(path: Path, params: dict[str, Any]) -> tuple[dict[
     raise ClBenchError(f"{path} holds no open_clip weights (looked for {', '.join(OPEN_CLIP_WEIGHT_FILES[:3])} ...)")
 
 
-@register("arch", "open-clip")
-def build_open_clip(params: dict[str, Any], **_: Any) -> OpenClipEncoder:
-    p: OpenClipParams = validate_params(OpenClipParams, params, where="arch open-clip")
+@register("arch", "open-clip", params=OpenClipParams)
+def build_open_clip(p: OpenClipParams, **_: Any) -> OpenClipEncoder:
     if p.model is None:
         raise ClBenchError("arch open-clip needs an architecture: --arch-param model=ViT-B-32 (see "
                            "open_clip.list_models()), or --checkpoint an open_clip hub folder (open_clip_config.json)")

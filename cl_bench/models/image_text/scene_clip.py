@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
@@ -47,7 +47,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.models.image.small_resnet import SmallResNet
 from cl_bench.models.image_text.frozen_sentence_tower import FrozenSentenceTower
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 PROMPT_WORDS: tuple[str, ...] = (
     "a", "an", "the", "this", "that", "photo", "picture", "image", "of", "is", "there", "it", "with",
@@ -96,8 +96,7 @@ class WordTokenizer:
         return hashlib.sha256(("\n".join(self.vocabulary) + f"\0{self.max_tokens}").encode()).digest()
 
 
-class SceneClipParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SceneClipParams(Strict):
 
     embed_dim: int = Field(default=64, ge=2, le=2048)
     image_width: int = Field(default=16, ge=1, le=256)  # small-resnet width
@@ -224,10 +223,9 @@ class SceneClipStack(ImageTextEncoder):
         return self._join([s.embed_texts(texts) for s in self.stages])
 
 
-@register("arch", "scene-clip")
-def build_scene_clip(params: dict[str, Any], **arch_inputs: Any) -> ImageTextEncoder:
+@register("arch", "scene-clip", params=SceneClipParams)
+def build_scene_clip(p: SceneClipParams, **arch_inputs: Any) -> ImageTextEncoder:
     """Build ``scene-clip`` from its YAML params (see :class:`SceneClipParams`)."""
-    p: SceneClipParams = validate_params(SceneClipParams, params, where="arch scene-clip")
     channels = int(arch_inputs.get("in_channels", 3))
     if channels != 3:
         raise ClBenchError(f"arch scene-clip embeds RGB images; the task's data has {channels} channel(s)")

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
@@ -50,11 +50,10 @@ from cl_bench.models.image_text.vlm_prompts import (
     with_suffixes,
 )
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class VLMEmbedderParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VLMEmbedderParams(Strict):
 
     path: str | None = None
     pooling: Literal["last", "mean"] = "last"
@@ -186,9 +185,8 @@ class VLMEmbedder(ImageTextEncoder):
         return self.embed_pairs([self.p.text_prompt.replace("{}", t) for t in texts], [None] * len(texts), role="query")
 
 
-@register("arch", "hf-vlm-embedder")
-def build_vlm_embedder(params: dict[str, Any], **_: Any) -> VLMEmbedder:
-    p: VLMEmbedderParams = validate_params(VLMEmbedderParams, params, where="arch hf-vlm-embedder")
+@register("arch", "hf-vlm-embedder", params=VLMEmbedderParams)
+def build_vlm_embedder(p: VLMEmbedderParams, **_: Any) -> VLMEmbedder:
     model = VLMEmbedder(p)
     if p.path is not None:
         model.checkpoint_report = model.load_checkpoint(Path(p.path))

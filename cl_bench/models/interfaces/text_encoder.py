@@ -26,17 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.errors import ClBenchError
 from cl_bench.extract import EmbedPlan, collect
+from cl_bench.params import Strict
 
 
-class TextEncoderParams(BaseModel):
+class TextEncoderParams(Strict):
     """Settings shared by every text-encoder arch (unknown fields are errors)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prefix: str = ""  # an instruction prepended to every text (e5 / instructor style)
     max_length: int | None = Field(default=None, ge=1)  # tokens; None: the model's own limit

@@ -43,7 +43,8 @@ from pydantic import Field, model_validator
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.causal_lm import CausalLM, TokenPair
-from cl_bench.specs import ArchRef, MethodSpec, Strict, TrainRecipe, validate_params
+from cl_bench.specs import ArchRef, MethodSpec, TrainRecipe
+from cl_bench.params import Strict
 
 if TYPE_CHECKING:
     from cl_bench.obtain import MemberSource
@@ -262,24 +263,21 @@ class LOLParams(ContrastiveDecodingParams):
     lower_weight: float = Field(default=1.0, ge=0)
 
 
-@components.register("arch", "contrastive-decoding")
-def build_contrastive_decoding(params: dict[str, Any], *, members: MemberSource, **_: Any) -> ContrastiveDecoding:
-    p = validate_params(ContrastiveDecodingParams, params, "arch contrastive-decoding params")
+@components.register("arch", "contrastive-decoding", params=ContrastiveDecodingParams)
+def build_contrastive_decoding(p: ContrastiveDecodingParams, *, members: MemberSource, **_: Any) -> ContrastiveDecoding:
     return ContrastiveDecoding(
         resolve_member(p.expert, "expert", members), resolve_member(p.amateur, "amateur", members),
         p.amateur_weight, p.plausibility, p.mask_value,
     )
 
 
-@components.register("arch", "dola")
-def build_dola(params: dict[str, Any], *, members: MemberSource, **_: Any) -> DoLa:
-    p = validate_params(DoLaParams, params, "arch dola params")
+@components.register("arch", "dola", params=DoLaParams)
+def build_dola(p: DoLaParams, *, members: MemberSource, **_: Any) -> DoLa:
     return DoLa(resolve_member(p.expert, "expert", members), p.candidate_layers, p.post_softmax, p.plausibility, p.mask_value)
 
 
-@components.register("arch", "lol")
-def build_lol(params: dict[str, Any], *, members: MemberSource, **_: Any) -> LOL:
-    p = validate_params(LOLParams, params, "arch lol params")
+@components.register("arch", "lol", params=LOLParams)
+def build_lol(p: LOLParams, *, members: MemberSource, **_: Any) -> LOL:
     return LOL(
         resolve_member(p.expert, "expert", members), resolve_member(p.amateur, "amateur", members), p.amateur_weight,
         p.expert_lower_layer, p.amateur_lower_layer, p.lower_weight, p.plausibility, p.mask_value,

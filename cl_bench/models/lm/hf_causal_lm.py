@@ -24,7 +24,7 @@ from pydantic import Field
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.interfaces.causal_lm import CausalLM, TokenPair
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 _FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm")
 
@@ -195,9 +195,8 @@ class HFCausalLMParams(Strict):
     batch_size: int = Field(default=32, ge=1)
 
 
-@register("arch", "hf-causal-lm")
-def build_hf_causal_lm(params: dict[str, Any], **_: Any) -> HFCausalLM:
-    p = validate_params(HFCausalLMParams, params, "arch hf-causal-lm params")
+@register("arch", "hf-causal-lm", params=HFCausalLMParams)
+def build_hf_causal_lm(p: HFCausalLMParams, **_: Any) -> HFCausalLM:
     if p.path is None:
         raise ClBenchError("arch hf-causal-lm needs a model: --checkpoint DIR (a local Hugging Face model folder) "
                            "or params.path")

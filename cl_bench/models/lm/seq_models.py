@@ -31,17 +31,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
 from cl_bench.models.lm.ngram_heads import NgramBlock
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class SeqModelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SeqModelParams(Strict):
 
     n_layer: int = Field(default=2, ge=1)
     n_embd: int = Field(default=64, ge=4)
@@ -207,8 +206,7 @@ class ICLSequenceModel(nn.Module):
 
 
 def _builder(arch: str) -> Any:
-    def build(params: dict[str, Any], **inputs: Any) -> ICLSequenceModel:
-        p = validate_params(SeqModelParams, params, f"arch {arch} params")
+    def build(p: SeqModelParams, **inputs: Any) -> ICLSequenceModel:
         kind = inputs.get("input_kind")
         if kind not in ("tokens", "vectors"):
             raise ClBenchError(f"arch {arch} is built for an ICL dataset (icll-dfa or icl-linreg); this task's data is not one")
@@ -222,4 +220,4 @@ def _builder(arch: str) -> Any:
 
 
 for _arch in BACKBONES:
-    register("arch", _arch)(_builder(_arch))
+    register("arch", _arch, params=SeqModelParams)(_builder(_arch))

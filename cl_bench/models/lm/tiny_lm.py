@@ -23,7 +23,7 @@ from cl_bench.components import register
 from cl_bench.data.text.lm_corpus import LMCorpusParams, build_corpus
 from cl_bench.errors import ClBenchError
 from cl_bench.models.lm.hf_causal_lm import HFCausalLM
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 EOT = "<|endoftext|>"
 
@@ -107,6 +107,6 @@ def _check_tokenizer(module: TinyGPT2, incompatible: Any) -> None:
         )
 
 
-@register("arch", "tiny-gpt2")
-def build_tiny_gpt2(params: dict[str, Any], **_: Any) -> TinyGPT2:
-    return TinyGPT2(validate_params(TinyGPT2Params, params, "arch tiny-gpt2 params"))
+@register("arch", "tiny-gpt2", params=TinyGPT2Params)
+def build_tiny_gpt2(params: TinyGPT2Params, **_: Any) -> TinyGPT2:
+    return TinyGPT2(params)

@@ -28,7 +28,6 @@ from cl_bench.errors import ClBenchError
 from cl_bench.models.weights.fingerprint import file_sha256
 from cl_bench.models.lm.hf_causal_lm import directory_as_path
 from cl_bench.models.interfaces.text_encoder import TextEncoder, TextEncoderParams
-from cl_bench.specs import validate_params
 
 Pooling = Literal["mean", "cls", "last", "pooler"]  # pooler: the model's own pooler_output (BERT's dense+tanh on [CLS])
 
@@ -245,9 +244,8 @@ def _existing_dir(path: str | None, arch: str) -> Path:
     return folder
 
 
-@register("arch", "hf-text-encoder")
-def build_hf_text_encoder(params: dict[str, Any], **_: Any) -> HFTextEncoder:
-    p = validate_params(HFTextEncoderParams, params, "arch hf-text-encoder params")
+@register("arch", "hf-text-encoder", params=HFTextEncoderParams)
+def build_hf_text_encoder(p: HFTextEncoderParams, **_: Any) -> HFTextEncoder:
     folder = _existing_dir(p.path, "hf-text-encoder")
     model, tok = load_hf_text_model(folder)
     enc = HFTextEncoder(
@@ -258,9 +256,8 @@ def build_hf_text_encoder(params: dict[str, Any], **_: Any) -> HFTextEncoder:
     return enc
 
 
-@register("arch", "sentence-transformer")
-def build_sentence_transformer(params: dict[str, Any], **_: Any) -> SentenceTransformerEncoder:
-    p = validate_params(SentenceTransformerParams, params, "arch sentence-transformer params")
+@register("arch", "sentence-transformer", params=SentenceTransformerParams)
+def build_sentence_transformer(p: SentenceTransformerParams, **_: Any) -> SentenceTransformerEncoder:
     folder = _existing_dir(p.path, "sentence-transformer")
     enc = SentenceTransformerEncoder(
         folder, prefix=p.prefix, max_length=p.max_length, normalize=p.normalize, batch_size=p.batch_size
@@ -285,10 +282,9 @@ def minilm_dir() -> Path:
     return folder
 
 
-@register("arch", "minilm")
-def build_minilm(params: dict[str, Any], **_: Any) -> HFTextEncoder:
+@register("arch", "minilm", params=MiniLMParams)
+def build_minilm(p: MiniLMParams, **_: Any) -> HFTextEncoder:
     """all-MiniLM-L6-v2: mean pooling, L2-normalised, 256 tokens unless the params say otherwise."""
-    p = validate_params(MiniLMParams, params, "arch minilm params")
     folder = minilm_dir()
     model, tok = load_hf_text_model(folder)
     enc = HFTextEncoder(

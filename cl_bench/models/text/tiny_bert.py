@@ -34,7 +34,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.models.members import MemberRef, init_from_member
 from cl_bench.models.interfaces.text_encoder import TextEncoderParams
 from cl_bench.models.text.text_encoders import HFTextEncoder, Pooling
-from cl_bench.specs import Strict, validate_params
+from cl_bench.params import Strict
 
 
 class WordPieceParams(Strict):
@@ -114,11 +114,10 @@ def _check_tokenizer(module: nn.Module, incompatible: Any) -> None:
         raise ClBenchError("these tiny-bert weights were trained with a different tokenizer; clear the cache entry or retrain")
 
 
-@register("arch", "tiny-bert")
-def build_tiny_bert(params: dict[str, Any], members: Any = None, **_: Any) -> HFTextEncoder:
+@register("arch", "tiny-bert", params=TinyBertParams)
+def build_tiny_bert(p: TinyBertParams, members: Any = None, **_: Any) -> HFTextEncoder:
     from transformers import BertConfig, BertModel
 
-    p = validate_params(TinyBertParams, params, "arch tiny-bert params")
     if p.hidden % p.n_head:
         raise ClBenchError(f"arch tiny-bert: hidden ({p.hidden}) must be divisible by n_head ({p.n_head})")
     tok = build_tokenizer(p.tokenizer)
