@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cl_bench.cache import default_cache_dir
 from cl_bench.components import register
+from cl_bench.data.captions import BACKGROUND_WORDS
 from cl_bench.data.cityscapes import (
     CITYSCAPES_CLASSES,
+    LABEL_TO_TRAIN,
     THING_TRAIN_IDS,
     list_cityscapes_split,
     read_train_ids,
@@ -31,7 +33,7 @@ from cl_bench.data.cityscapes import (
 from cl_bench.data.coco import load_coco_split
 from cl_bench.data.dense_types import DetectionData, DetectionSplit, SegmentationData, SegmentationSplit
 from cl_bench.data.scene_writers import write_cityscapes, write_coco, write_voc
-from cl_bench.data.scenes import SHAPES, generate_scenes
+from cl_bench.data.scenes import CLUTTER, REGIONS, SHAPE_LABEL_IDS, SHAPES, generate_scenes
 from cl_bench.data.voc import VOC_CLASSES, load_voc_split
 from cl_bench.errors import ClBenchError
 from cl_bench.specs import canonical_hash, validate_params
@@ -131,8 +133,24 @@ def load_scenes_cityscapes(params: dict[str, Any] | None, data_root: Path | None
     """Scenes as a Cityscapes tree (labelIds PNGs), mapped to the 19 trainIds by the Cityscapes loader."""
     p = validate_params(ScenesParams, params, "dataset 'scenes-cityscapes' params")
     root = ensure_generated("cityscapes", p)
-    return _cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
+    data = _cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
                             _meta("cityscapes", p, root))
+    data.prompt_names = scene_class_words()
+    return data
+
+
+def scene_class_words() -> list[str]:
+    """Per Cityscapes trainId, the word the scenes' captions use for what is painted with it (the shape
+    for an object class, the caption word for a background region, the clutter kind for pole);
+    a class the scenes never paint keeps its Cityscapes name. Language-guided heads prompt with these."""
+    words = list(CITYSCAPES_CLASSES)
+    painted = {**{lid: shape for shape, lid in SHAPE_LABEL_IDS.items()},
+               **{lid: BACKGROUND_WORDS.get(name, name) for name, (lid, _) in REGIONS.items()},
+               **{lid: kind for kind, (lid, _) in CLUTTER.items()}}
+    for lid, word in painted.items():
+        if lid in LABEL_TO_TRAIN:
+            words[LABEL_TO_TRAIN[lid]] = word
+    return words
 
 
 # ----------------------------------------------------------------------------- real data
