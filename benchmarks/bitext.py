@@ -31,8 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from cl_bench.data.tatoeba import load_tatoeba
-from cl_bench.models.text_encoders import build_minilm, minilm_dir
+from cl_bench.data.text.tatoeba import load_tatoeba
+from cl_bench.models.text.text_encoders import build_minilm, minilm_dir
 from cl_bench.protocols.bitext import BitextParams, l2_normalize, mteb_scores, nearest, score_pair
 
 ROOT = Path(__file__).resolve().parent.parent

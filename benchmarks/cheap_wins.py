@@ -63,8 +63,8 @@ def denormals(n: int, dim: int, classes: int = 100) -> None:
 
 def truthfulqa(data_root: Path, limit: int) -> None:
     import cl_bench.protocols.multiple_choice as mc
-    from cl_bench.data.truthfulqa import load_truthfulqa
-    from cl_bench.models.tiny_lm import build_tiny_gpt2
+    from cl_bench.data.text.truthfulqa import load_truthfulqa
+    from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 
     data = load_truthfulqa({"empty_choices": "drop", **({"limit": limit} if limit else {})}, data_root)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@
 Timed: forward + backward + SGD step on random images with 1-3 random boxes each (after one
 warm-up pass), best of ``--repeat`` runs of ``--iters`` iterations:
 
-- ``ours fpn resnet18``: cl_bench's detector (``cl_bench.models.detectors``) around a resnet18
+- ``ours fpn resnet18``: cl_bench's detector (``cl_bench.protocols.dense.detectors``) around a resnet18
   encoder, FPN over res2..res5, Faster R-CNN;
 - ``torchvision fpn resnet18`` (the peer): ``FasterRCNN(resnet_fpn_backbone("resnet18"))`` with
   the same sizes, BN fine-tuned, all layers trainable — the ratio shows the adapter's overhead;
@@ -31,9 +31,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 from cl_bench import components
-from cl_bench.models.dense_trunk import trunk_of
-from cl_bench.models.detectors import DetectorConfig, build_detector
-from cl_bench.models.seg_heads import build_segmenter
+from cl_bench.models.image.dense_trunk import trunk_of
+from cl_bench.protocols.dense.detectors import DetectorConfig, build_detector
+from cl_bench.protocols.dense.seg_heads import build_segmenter
 
 SMALL = {"rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300, "rpn_batch_size_per_image": 128,
          "box_batch_size_per_image": 64}

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cl_bench.cache import Cache  # noqa: E402
-from cl_bench.data.imagefolder import load as load_imagefolder  # noqa: E402
+from cl_bench.data.image.imagefolder import load as load_imagefolder  # noqa: E402
 from cl_bench.extract import extract_entry, image_plan  # noqa: E402
 from cl_bench.feed import Feeder  # noqa: E402
 

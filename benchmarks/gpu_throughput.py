@@ -37,7 +37,7 @@ from benchmarks.extraction import write_tree  # noqa: E402
 from cl_bench import components  # noqa: E402
 from cl_bench.budget import Budget, apply_budget  # noqa: E402
 from cl_bench.cache import Cache  # noqa: E402
-from cl_bench.data.imagefolder import load as load_imagefolder  # noqa: E402
+from cl_bench.data.image.imagefolder import load as load_imagefolder  # noqa: E402
 from cl_bench.extract import extract_entry, image_plan  # noqa: E402
 from cl_bench.feed import Feeder  # noqa: E402
 from cl_bench.protocols.base import RunContext  # noqa: E402

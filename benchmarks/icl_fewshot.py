@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cl_bench.data.fewshot_synthetic import load_fewshot_synthetic
-from cl_bench.models.tiny_lm import build_tiny_gpt2
+from cl_bench.data.icl.fewshot_synthetic import load_fewshot_synthetic
+from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.icl_fewshot import fixed_subsample, pairs_for
 

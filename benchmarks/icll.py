@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from cl_bench.data.dfa import VOCAB, ICLLParams, generate
+from cl_bench.data.icl.dfa import VOCAB, ICLLParams, generate
 from cl_bench.protocols.icll import ngram_predictions, score_positions
 
 

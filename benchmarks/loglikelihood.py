@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cl_bench.cache import Cache
-from cl_bench.data.truthfulqa import load_truthfulqa
+from cl_bench.data.text.truthfulqa import load_truthfulqa
 from cl_bench.obtain import obtain_model
 from cl_bench.protocols.multiple_choice import QA_PREAMBLE, score_questions
 from cl_bench.registry import Registry

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cl_bench.models.scattering import Scattering2D
+from cl_bench.models.image.scattering import Scattering2D
 
 
 def best_time(fn, repeat: int) -> float:

@@ -4,7 +4,7 @@ framework's key layout and file format, for running the papers' own detection co
 Input: any checkpoint cl_bench can load into a torchvision-layout ResNet (an encoder
 ``encoder.safetensors`` from the cache, a ``torch.save`` file, a released MoCo/PixPro/...
 checkpoint: container keys and prefixes such as ``module.encoder_q.`` are undone by
-:func:`cl_bench.models.checkpoint.read_state_dict` / :func:`choose_prefix`). Only backbone
+:func:`cl_bench.models.weights.checkpoint.read_state_dict` / :func:`choose_prefix`). Only backbone
 keys (``conv1``, ``bn1``, ``layer1`` ... ``layer4``) are exported; heads, ``fc`` and momentum
 copies are dropped and counted.
 
@@ -33,7 +33,7 @@ import torch
 
 from cl_bench.atomic import write_atomic
 from cl_bench.errors import ClBenchError
-from cl_bench.models.checkpoint import choose_prefix, read_state_dict
+from cl_bench.models.weights.checkpoint import choose_prefix, read_state_dict
 
 TARGETS = ("detectron2", "mmdet", "mmseg")
 _BACKBONE = re.compile(r"^(conv1\.weight|bn1\.(weight|bias|running_mean|running_var)|layer[1-4]\..+)$")

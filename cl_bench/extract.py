@@ -27,7 +27,7 @@ import torch
 from cl_bench.errors import ClBenchError
 from cl_bench.feature_store import CHUNK_ROWS, EntryWriter, StoredFeatures, chunk_rows_for
 from cl_bench.feed import Feeder
-from cl_bench.model_api import embed_planner, split_embedder
+from cl_bench.models.interfaces.hooks import embed_planner, split_embedder
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_PRECISION = "fp32"

@@ -20,10 +20,10 @@ from torch import nn
 from cl_bench import components
 from cl_bench.atomic import write_atomic
 from cl_bench.cache import Cache
-from cl_bench.data.types import ImageClassificationData
+from cl_bench.data.image.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.finite import check_module
-from cl_bench.model_api import (
+from cl_bench.models.interfaces.hooks import (
     check_provides,
     checkpoint_hook,
     data_arch_inputs,
@@ -132,7 +132,7 @@ def resolve_checkpoint(method: MethodSpec, path: Path) -> tuple[MethodSpec, Path
 
 def _load_checkpoint(encoder: nn.Module, path: Path, method: MethodSpec) -> dict[str, Any]:
     """Weights from ``path`` through the model's own loader (HF / open_clip formats) or the generic one."""
-    from cl_bench.models.checkpoint import load_into
+    from cl_bench.models.weights.checkpoint import load_into
 
     own_loader = own_checkpoint_loader(encoder)
     if own_loader is None:
@@ -197,7 +197,7 @@ def obtain_model(
     """The method's model: ``checkpoint`` (else the method's own) loaded, else trained fresh by its
     recipe (cached by recipe, arch, training data and seed), else built as is. ``smoke``
     (``--smoke``): a fresh recipe trains for one epoch without warmup — its own cache entry."""
-    from cl_bench.models.fingerprint import model_fingerprint
+    from cl_bench.models.weights.fingerprint import model_fingerprint
 
     seed_everything(seed)
     ckpt = checkpoint or (Path(method.checkpoint) if method.checkpoint else None)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cl_bench import components
-from cl_bench.data.ade20k import ADE20K_CLASSES
+from cl_bench.data.dense.ade20k import ADE20K_CLASSES
 from cl_bench.errors import ClBenchError
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.augment import AugmentConfig, Augmenter
+from cl_bench.methods.image.augment import AugmentConfig, Augmenter
 
 IDENTITY = {
     "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "rotation_deg": 0.0, "translate": 0.0, "hflip": 0.0,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from cl_bench.data.tatoeba import load_tatoeba, read_lines
-from cl_bench.data.text_types import BitextData, BitextPair, TextSplit
+from cl_bench.data.text.tatoeba import load_tatoeba, read_lines
+from cl_bench.data.text.types import BitextData, BitextPair, TextSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.bitext import (
@@ -197,7 +197,7 @@ def test_real_tatoeba_pairs_load_aligned() -> None:
 # --- the protocol end to end on real data ----------------------------------------------------
 
 def test_minilm_on_real_tatoeba_equals_independent_computation() -> None:
-    from cl_bench.models.text_encoders import build_minilm
+    from cl_bench.models.text.text_encoders import build_minilm
 
     data = load_tatoeba({"path": str(SHARED_DATA / "tatoeba"), "pairs": ["deu", "jpn"], "limit": 100}, None)
     model = build_minilm({})

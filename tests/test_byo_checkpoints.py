@@ -84,7 +84,7 @@ def test_resnet50_with_a_moco_v2_file_end_to_end(tmp_path: Path, capsys: pytest.
 
 
 def test_hf_causal_lm_from_params_or_directory_is_a_checkpoint(tmp_path: Path) -> None:
-    from cl_bench.models.tiny_lm import build_tiny_gpt2
+    from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 
     build_tiny_gpt2({}).save_pretrained(tmp_path / "lm")
     got = obtain("hf-causal-lm", tmp_path / "lm", tmp_path)
@@ -103,7 +103,7 @@ def test_minilm_is_a_released_checkpoint_not_untrained(tmp_path: Path) -> None:
 
 
 def test_text_encoders_from_a_directory(tmp_path: Path) -> None:
-    from cl_bench.models.text_encoders import minilm_dir
+    from cl_bench.models.text.text_encoders import minilm_dir
 
     folder = minilm_dir()
     got = obtain("hf-text-encoder", folder, tmp_path, pooling="cls")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.byol import BYOL, byol_loss
+from cl_bench.methods.image.byol import BYOL, byol_loss
 from cl_bench.methods.trainer import train_encoder
 from cl_bench.specs import TrainRecipe
 from tests.test_trainer import TinyEncoder, random_split

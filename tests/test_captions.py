@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cl_bench.data.captions import (
+from cl_bench.data.scenes.captions import (
     CAPTION_WORDS,
     HARD_NEGATIVE_KINDS,
     hard_negatives,
@@ -18,7 +18,7 @@ from cl_bench.data.captions import (
     short_captions,
     split_sentences,
 )
-from cl_bench.data.scenes import COLOURS, SHAPES, SIZE_RANGES, SceneObject, generate_scenes, shape_polygon
+from cl_bench.data.scenes.world import COLOURS, SHAPES, SIZE_RANGES, SceneObject, generate_scenes, shape_polygon
 
 NUMS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 PLURAL = {"circles": "circle", "squares": "square", "triangles": "triangle", "stars": "star",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cl_bench import components
-from cl_bench.data.captions import hard_negatives, long_caption, short_captions
-from cl_bench.data.scenes import SHAPES, generate_scene, render
+from cl_bench.data.scenes.captions import hard_negatives, long_caption, short_captions
+from cl_bench.data.scenes.world import SHAPES, generate_scene, render
 from cl_bench.errors import ClBenchError
 
 PARAMS = {"n_train": 12, "n_test": 8, "image_size": 48, "captions_per_image": 3}

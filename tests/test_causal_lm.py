@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import common_prefix
-from cl_bench.models.hf_causal_lm import build_hf_causal_lm
-from cl_bench.models.tiny_lm import build_tiny_gpt2
+from cl_bench.models.interfaces.causal_lm import common_prefix
+from cl_bench.models.lm.hf_causal_lm import build_hf_causal_lm
+from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 
 TOKENIZER = {"vocab_size": 300, "corpus": {"sources": ["qa"], "n_qa": 300}}
 
@@ -132,7 +132,7 @@ def test_hf_directory_round_trip(tmp_path: Path) -> None:
 
 
 def test_tokenizer_is_deterministic_and_guards_cached_weights() -> None:
-    from cl_bench.models import tiny_lm
+    from cl_bench.models.lm import tiny_lm
 
     a = tiny_model()
     tiny_lm._tokenizer_json.cache_clear()
@@ -148,8 +148,8 @@ def test_tokenizer_is_deterministic_and_guards_cached_weights() -> None:
 
 
 def test_lm_pretrain_lowers_the_loss() -> None:
-    from cl_bench.data.lm_corpus import load_lm_corpus
-    from cl_bench.methods.lm_pretrain import LMPretrain
+    from cl_bench.data.text.lm_corpus import load_lm_corpus
+    from cl_bench.methods.lm.lm_pretrain import LMPretrain
     from cl_bench.specs import TrainRecipe
 
     corpus = load_lm_corpus({"sources": ["qa"], "n_qa": 300, "seed": 1}, None)
@@ -164,7 +164,7 @@ def test_lm_pretrain_lowers_the_loss() -> None:
 
 
 def test_cut_blocks_hand_worked() -> None:
-    from cl_bench.methods.lm_pretrain import cut_blocks
+    from cl_bench.methods.lm.lm_pretrain import cut_blocks
 
     blocks = cut_blocks([[1, 2, 0], [3, 0], [4, 5, 6, 0]], block_size=2)  # stream 1 2 0 3 0 4 5 6 0
     assert blocks.tolist() == [[1, 2, 0], [3, 0, 4], [5, 6, 0]]
@@ -175,8 +175,8 @@ def test_cut_blocks_hand_worked() -> None:
 def test_lm_pretrain_reshuffles_documents_every_epoch_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """reshuffle_documents: each epoch after the first cuts a new seeded order of the documents
     (so a small corpus is not learned as one fixed stream); off (the default) the stream is cut once."""
-    from cl_bench.data.lm_corpus import load_lm_corpus
-    from cl_bench.methods import lm_pretrain
+    from cl_bench.data.text.lm_corpus import load_lm_corpus
+    from cl_bench.methods.lm import lm_pretrain
     from cl_bench.specs import TrainRecipe
 
     corpus = load_lm_corpus({"sources": ["qa"], "n_qa": 60, "seed": 1}, None)

@@ -14,7 +14,7 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.checkpoint import choose_prefix, load_into, read_state_dict, remap_keys
+from cl_bench.models.weights.checkpoint import choose_prefix, load_into, read_state_dict, remap_keys
 
 
 def build(name: str, params: dict | None = None, seed: int = 0, channels: int = 3) -> nn.Module:

@@ -13,9 +13,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cl_bench.data.coco import load_coco_split
-from cl_bench.data.scene_writers import write_coco
-from cl_bench.data.scenes import generate_scenes
+from cl_bench.data.dense.coco import load_coco_split
+from cl_bench.data.scenes.writers import write_coco
+from cl_bench.data.scenes.world import generate_scenes
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections

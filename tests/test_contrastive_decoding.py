@@ -15,7 +15,7 @@ import torch
 from cl_bench import components
 from cl_bench.cache import Cache
 from cl_bench.errors import ClBenchError
-from cl_bench.models.contrastive_scoring import (
+from cl_bench.models.lm.contrastive_scoring import (
     LOL,
     ContrastiveDecoding,
     DoLa,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.fewshot_synthetic import load_fewshot_synthetic
+from cl_bench.data.icl.fewshot_synthetic import load_fewshot_synthetic
 from cl_bench.errors import ClBenchError
-from cl_bench.methods import cpt
+from cl_bench.methods.lm import cpt
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.icl_fewshot import (

@@ -13,9 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from cl_bench import components
-from cl_bench.data.digits_hard import DigitsHardParams, render_digits_hard
+from cl_bench.data.image.digits_hard import DigitsHardParams, render_digits_hard
 from cl_bench.data.splits import stratified_split
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
 
 N_DIGITS = 1797

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cl_bench import components
-from cl_bench.data.mnist import read_idx
+from cl_bench.data.image.mnist import read_idx
 from cl_bench.errors import ClBenchError
 
 from tests.conftest import SHARED_DATA

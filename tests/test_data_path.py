@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from cl_bench.cache import Cache
-from cl_bench.data.imagefolder import load as load_imagefolder
+from cl_bench.data.image.imagefolder import load as load_imagefolder
 from cl_bench.engine import RunOptions, run
 from cl_bench.extract import autocast, extract_entry, extract_features, image_plan, writer_for
 from cl_bench.feature_store import open_entry
@@ -129,7 +129,7 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     from cl_bench.cache import Cache
-    from cl_bench.data.imagefolder import load
+    from cl_bench.data.image.imagefolder import load
     from cl_bench.extract import extract_entry, image_plan
     from cl_bench.feature_store import EntryWriter
     from cl_bench.feed import Feeder
@@ -270,7 +270,7 @@ def test_zip_image_source_pickles_without_its_handle_and_reopens(tmp_path: Path)
     import io
     import zipfile
 
-    from cl_bench.data.mmeb import ImageSource
+    from cl_bench.data.image_text.mmeb import ImageSource
 
     buf = io.BytesIO()
     Image.new("RGB", (4, 3), (10, 20, 30)).save(buf, format="PNG")

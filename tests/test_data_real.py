@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from cl_bench import components
-from cl_bench.data.cifar import load_cifar10, load_cifar100
-from cl_bench.data.restricted_pickle import loads_restricted
-from cl_bench.data.stl10 import load as load_stl10
+from cl_bench.data.image.cifar import load_cifar10, load_cifar100
+from cl_bench.data.image.restricted_pickle import loads_restricted
+from cl_bench.data.image.stl10 import load as load_stl10
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import PROJECT_ROOT, Registry
 from cl_bench.specs import load_task, validate_params

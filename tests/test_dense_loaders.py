@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from cl_bench import components
-from cl_bench.data.cityscapes import CITYSCAPES_CLASSES, list_cityscapes_split, read_train_ids
-from cl_bench.data.coco import load_coco_split
-from cl_bench.data.dense_types import DetectionData, SegmentationData
-from cl_bench.data.voc import VOC_CLASSES, load_voc_split
+from cl_bench.data.dense.cityscapes import CITYSCAPES_CLASSES, list_cityscapes_split, read_train_ids
+from cl_bench.data.dense.coco import load_coco_split
+from cl_bench.data.dense.types import DetectionData, SegmentationData
+from cl_bench.data.dense.voc import VOC_CLASSES, load_voc_split
 from cl_bench.errors import ClBenchError
 from tests.conftest import SHARED_DATA
 

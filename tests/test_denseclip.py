@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from cl_bench import components
-from cl_bench.errors import ClBenchError
-from cl_bench.models.context_decoder import Attention, ContextDecoder, pixel_text_score_map
-from cl_bench.models.dense_trunk import trunk_of
-from cl_bench.models.denseclip import DenseClip, DenseClipParams
-from cl_bench.models.scene_clip import SceneClip, SceneClipParams
-from cl_bench.models.seg_heads import AuxiliaryLogits, build_head
-from cl_bench.obtain import MemberSource
 from cl_bench.cache import Cache
+from cl_bench.errors import ClBenchError
+from cl_bench.models.image.dense_trunk import trunk_of
+from cl_bench.models.image_text.context_decoder import Attention, ContextDecoder, pixel_text_score_map
+from cl_bench.models.image_text.denseclip import DenseClip, DenseClipParams
+from cl_bench.models.image_text.scene_clip import SceneClip, SceneClipParams
+from cl_bench.obtain import MemberSource
 from cl_bench.protocols.base import RunContext
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, build_head
 from cl_bench.protocols.segmentation import SegmentationParams, run_segmentation, segmentation_loss
 
 TINY_CLIP = SceneClipParams(embed_dim=8, image_width=4, text_width=16, text_layers=1, text_heads=2)

@@ -16,10 +16,10 @@ from torchvision.ops import FrozenBatchNorm2d
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.voc_ap import ImageDetections
-from cl_bench.models.dense_trunk import freeze_at, set_batchnorm, trunk_of
-from cl_bench.models.detectors import build_detector
+from cl_bench.models.image.dense_trunk import freeze_at, set_batchnorm, trunk_of
+from cl_bench.protocols.dense.detectors import build_detector
 from cl_bench.protocols.base import RunContext
-from cl_bench.protocols.dense_schedule import index_stream, multistep_lr, poly_lr, sgd
+from cl_bench.protocols.dense.schedule import index_stream, multistep_lr, poly_lr, sgd
 from cl_bench.protocols.detection import (
     DetectionParams,
     TrainTargets,
@@ -282,7 +282,7 @@ def test_pixpro_pretrains_the_fpn_and_the_detector_starts_from_it(coco) -> None:
     assert card.steps == 2
     assert any(not torch.equal(fpn_before[k], v) for k, v in enc.fpn.state_dict().items())  # the FPN learned
 
-    from cl_bench.models.detectors import pretrained_fpn
+    from cl_bench.protocols.dense.detectors import pretrained_fpn
 
     cfg = detector_config(DetectionParams(head="fpn", **TINY), coco)
     trunk = trunk_of(enc)

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from cl_bench.models.dense_trunk import trunk_of
-from cl_bench.models.detectors import AlignedMultiScaleRoIAlign, build_detector
+from cl_bench.models.image.dense_trunk import trunk_of
+from cl_bench.protocols.dense.detectors import AlignedMultiScaleRoIAlign, build_detector
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.detection import DetectionParams, detector_config, run_detection
-from cl_bench.protocols.precise_bn import update_bn_stats
+from cl_bench.protocols.dense.precise_bn import update_bn_stats
 from tests.test_detection import TINY, small, voc  # noqa: F401  (fixture)
 from tests.test_detection import cache  # noqa: F401  (fixture)
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cl_bench.data.dfa import (
+from cl_bench.data.icl.dfa import (
     DFA,
     IGNORE,
     PAD,
@@ -132,7 +132,7 @@ def test_batch_targets_ignore_separator_and_pad(data):
 
 
 def test_bad_ranges_are_one_line_errors():
-    from cl_bench.data.dfa import load_icll
+    from cl_bench.data.icl.dfa import load_icll
 
     with pytest.raises(ClBenchError, match="min_states"):
         load_icll({"min_states": 9, "max_states": 5})

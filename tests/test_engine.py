@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from cl_bench.engine import RunOptions, run
-from cl_bench.models.fingerprint import model_fingerprint
+from cl_bench.models.weights.fingerprint import model_fingerprint
 from cl_bench.specs import ResultRecord
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.export import cli_export, detectron2_name, export
-from cl_bench.models.checkpoint import load_into
+from cl_bench.models.weights.checkpoint import load_into
 
 
 def _encoder(name: str) -> torch.nn.Module:

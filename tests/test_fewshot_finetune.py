@@ -14,7 +14,7 @@ from scipy.special import softmax
 from scipy.stats import entropy, pearsonr
 
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.fewshot_finetune import (
+from cl_bench.methods.lm.fewshot_finetune import (
     FinetuneParams,
     compare_outputs,
     finetune_and_score,

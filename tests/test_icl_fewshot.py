@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.fewshot_synthetic import (
+from cl_bench.data.icl.fewshot_synthetic import (
     FewShotCorpusParams,
     episode_documents,
     generate_records,
     load_fewshot_corpus,
     load_fewshot_synthetic,
 )
-from cl_bench.data.fewshot_text import FewShotExample, FewShotSplit, FewShotTextData, PromptFormat
+from cl_bench.data.icl.fewshot_text import FewShotExample, FewShotSplit, FewShotTextData, PromptFormat
 from cl_bench.errors import ClBenchError
-from cl_bench.models.tiny_lm import build_tiny_gpt2
+from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.icl_fewshot import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_bench.data.fewshot_text import load_fewshot_text
+from cl_bench.data.icl.fewshot_text import load_fewshot_text
 from cl_bench.errors import ClBenchError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.dfa import DFA, PAD, SEP, VOCAB, ICLLParams, generate
+from cl_bench.data.icl.dfa import DFA, PAD, SEP, VOCAB, ICLLParams, generate
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.icll import ICLLParams as ProtoParams

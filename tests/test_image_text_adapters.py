@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.clip_preprocess import resize_center_crop
+from cl_bench.models.image_text.clip_preprocess import resize_center_crop
 
 TINY_OPEN_CLIP = {
     "embed_dim": 16,

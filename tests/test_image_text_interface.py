@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cl_bench.data.image_text_types import CaptionedImages, ImageList
-from cl_bench.data.text_types import TextSplit
-from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.data.image_text.types import CaptionedImages, ImageList
+from cl_bench.data.text.types import TextSplit
+from cl_bench.models.interfaces.image_text import ImageTextEncoder
 
 
 class Towers(ImageTextEncoder):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_bench.methods.image_text_losses import (
+from cl_bench.methods.image_text.losses import (
     back_translate,
     clip_loss,
     dcl_clip_loss,

@@ -10,10 +10,10 @@ import torch
 
 from cl_bench import components
 from cl_bench.cache import Cache
-from cl_bench.data.captions import split_sentences
-from cl_bench.data.image_text_types import CaptionedImages, ImageList
+from cl_bench.data.scenes.captions import split_sentences
+from cl_bench.data.image_text.types import CaptionedImages, ImageList
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.image_text_objectives import sample_subcaptions
+from cl_bench.methods.image_text.objectives import sample_subcaptions
 from cl_bench.obtain import obtain_model
 from cl_bench.specs import MethodSpec, TrainRecipe
 

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from cl_bench import components
 from cl_bench.data.splits import stratified_split
-from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
+from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.knn import KnnParams, auto_chunk_size, knn_predict

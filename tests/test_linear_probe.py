@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from cl_bench import components
 from cl_bench.data.splits import stratified_split
-from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
+from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.linear_probe import (

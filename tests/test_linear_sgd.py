@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
+from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols import linear_sgd
 from cl_bench.protocols.linear_sgd import LinearSgdParams, learning_rate, train_head

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.linreg import LinRegParams, generate, load_linreg
+from cl_bench.data.icl.linreg import LinRegParams, generate, load_linreg
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.icl_regression import (
@@ -172,7 +172,7 @@ def test_order_correlation_is_one_for_an_online_sgd_model():
 
 
 def _calib(data, params):
-    from cl_bench.data.linreg import sample_prompts
+    from cl_bench.data.icl.linreg import sample_prompts
 
     x, y, _ = sample_prompts(torch.Generator().manual_seed(10_000), params.calibration_prompts, data.n_points,
                              data.n_dims, None, data.noise_std)

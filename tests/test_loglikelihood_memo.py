@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cl_bench.data.truthfulqa import load_truthfulqa
+from cl_bench.data.text.truthfulqa import load_truthfulqa
 from cl_bench.protocols.multiple_choice import _LL_MEMO, score_questions_with_predictions, truthfulqa_context
 from tests.conftest import SHARED_DATA
 from tests.test_causal_lm import tiny_model

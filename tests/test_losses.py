@@ -11,8 +11,8 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.dcl import dcl_loss, vmf_weights
-from cl_bench.methods.simclr import nt_xent
+from cl_bench.methods.image.dcl import dcl_loss, vmf_weights
+from cl_bench.methods.image.simclr import nt_xent
 
 
 def _pairs(n: int = 6, d: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.cacr import cacr_euclidean_loss, cacr_rbf_loss
-from cl_bench.methods.multiview import mv_dhel_loss, mv_infonce_loss
-from cl_bench.methods.simclr import nt_xent
+from cl_bench.methods.image.cacr import cacr_euclidean_loss, cacr_rbf_loss
+from cl_bench.methods.image.multiview import mv_dhel_loss, mv_infonce_loss
+from cl_bench.methods.image.simclr import nt_xent
 from cl_bench.methods.trainer import train_encoder
 from cl_bench.specs import TrainRecipe
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods import mcl
-from cl_bench.methods.mcl import combine_pseudo_labels, embed_images, group_batches, kmeans_labels
+from cl_bench.methods.image import mcl
+from cl_bench.methods.image.mcl import combine_pseudo_labels, embed_images, group_batches, kmeans_labels
 from cl_bench.obtain import trainer_for
 from cl_bench.specs import TrainRecipe
 

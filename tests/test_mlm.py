@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cl_bench.data.text_corpus import load_text_corpus
+from cl_bench.data.text.text_corpus import load_text_corpus
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.mlm import MaskedLM
-from cl_bench.models.tiny_bert import build_tiny_bert, tokenizer_digest
+from cl_bench.methods.text.mlm import MaskedLM
+from cl_bench.models.text.tiny_bert import build_tiny_bert, tokenizer_digest
 
 SMALL = {"n_layer": 1, "hidden": 16, "n_head": 2, "intermediate": 32, "tokenizer": {"corpus_docs": 50}}
 
@@ -97,7 +97,7 @@ def test_bad_shapes_and_non_bert_encoders_are_one_line_errors() -> None:
 
 
 def test_init_member_weights_land_in_the_new_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cl_bench.models.tiny_bert as tb
+    import cl_bench.models.text.tiny_bert as tb
 
     trained = build_tiny_bert(SMALL)
     torch.nn.init.normal_(trained.model.embeddings.word_embeddings.weight)

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cl_bench.data.mmeb import MMEB_DATASETS, MMEBData, PairItems, load_mmeb
-from cl_bench.data.mmeb_scenes import MINI_DATASETS, load_scenes_mmeb_mini
-from cl_bench.data.scenes import SHAPES
+from cl_bench.data.image_text.mmeb import MMEB_DATASETS, MMEBData, PairItems, load_mmeb
+from cl_bench.data.scenes.mmeb_twin import MINI_DATASETS, load_scenes_mmeb_mini
+from cl_bench.data.scenes.world import SHAPES
 from cl_bench.errors import ClBenchError
-from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.models.interfaces.image_text import ImageTextEncoder
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.mmeb import MMEBProtocolParams, get_pred, run_mmeb
 

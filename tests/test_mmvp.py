@@ -15,11 +15,11 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from cl_bench.data.captions import triangle_direction
-from cl_bench.data.mmvp import PATTERNS, load_mmvp_vlm, pattern_of
-from cl_bench.data.mmvp_scenes import COVERED_TYPES, load_scenes_mmvp, make_pair
+from cl_bench.data.scenes.captions import triangle_direction
+from cl_bench.data.image_text.mmvp import PATTERNS, load_mmvp_vlm, pattern_of
+from cl_bench.data.scenes.mmvp_twin import COVERED_TYPES, load_scenes_mmvp, make_pair
 from cl_bench.errors import ClBenchError
-from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.models.interfaces.image_text import ImageTextEncoder
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.mmvp_vlm import MMVPParams, mmvp_scores, model_logit_scale, run_mmvp_vlm
 

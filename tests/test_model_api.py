@@ -1,4 +1,4 @@
-"""The declared model / objective / data interfaces (cl_bench.model_api) and obtain's check that a
+"""The declared model / objective / data interfaces (cl_bench.models.interfaces.hooks) and obtain's check that a
 built model implements what its method provides."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.model_api import (
+from cl_bench.models.interfaces.hooks import (
     CAPABILITY_INTERFACES,
     check_provides,
     checkpoint_hook,
@@ -120,7 +120,7 @@ HOOKS = ("embed_split", "embed_plan", "load_checkpoint", "train_model", "images_
 def test_no_hook_is_discovered_by_getattr_any_more(module: str) -> None:
     text = (PROJECT_ROOT / "cl_bench" / module).read_text()
     found = re.findall(r"getattr\([^,]+,\s*\"(\w+)\"", text)
-    assert not set(found) & set(HOOKS), f"{module} discovers {set(found) & set(HOOKS)} by getattr: declare it in model_api"
+    assert not set(found) & set(HOOKS), f"{module} discovers {set(found) & set(HOOKS)} by getattr: declare it in models/interfaces/hooks.py"
 
 
 def test_every_protocol_requires_a_declared_capability() -> None:

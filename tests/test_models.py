@@ -13,7 +13,7 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.fingerprint import file_sha256, model_fingerprint
+from cl_bench.models.weights.fingerprint import file_sha256, model_fingerprint
 
 
 def build(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.fact_instructions import (
+from cl_bench.data.text.fact_instructions import (
     generation_prompt,
     instruction_documents,
     parse_fact,
@@ -21,10 +21,10 @@ from cl_bench.data.fact_instructions import (
     scoring_prompt,
     shared_slots,
 )
-from cl_bench.data.text_corpus import random_fact, render
+from cl_bench.data.text.text_corpus import random_fact, render
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.multicsr import multicsr_loss, pick_premises
-from cl_bench.methods.multicsr_data import Generated, Triplet, curate, generate_greedy, stage1_rows, unrefined_rows
+from cl_bench.methods.text.multicsr import multicsr_loss, pick_premises
+from cl_bench.methods.text.multicsr_data import Generated, Triplet, curate, generate_greedy, stage1_rows, unrefined_rows
 from tests.conftest import write_tree
 
 
@@ -187,7 +187,7 @@ def test_premises_are_distinct_and_fixed_by_their_seed() -> None:
 # --- generation -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from cl_bench.models.tiny_lm import build_tiny_gpt2
+    from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 
     torch.manual_seed(0)
     lm = build_tiny_gpt2({"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 256,

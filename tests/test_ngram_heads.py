@@ -9,7 +9,7 @@ import torch
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.ngram_heads import induction_average, ngram_match_mask
+from cl_bench.models.lm.ngram_heads import induction_average, ngram_match_mask
 from cl_bench.registry import Registry
 
 

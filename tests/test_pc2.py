@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.image_text_types import CaptionedImages, ImageList
-from cl_bench.data.noisy_correspondence import apply_noise_index, ncr_noise_index, read_noise_index
+from cl_bench.data.image_text.types import CaptionedImages, ImageList
+from cl_bench.data.image_text.noisy_correspondence import apply_noise_index, ncr_noise_index, read_noise_index
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.pc2 import (
+from cl_bench.methods.image_text.pc2 import (
     gmm_clean_probability,
     hardest_negative_loss,
     per_sample_loss,
@@ -133,7 +133,7 @@ def test_noise_file_reader(tmp_path: Path) -> None:
 
 
 def test_noisy_captions_dataset_reads_a_noise_file_under_the_data_root(tmp_path: Path) -> None:
-    from cl_bench.data.noisy_correspondence import load_noisy_captions
+    from cl_bench.data.image_text.noisy_correspondence import load_noisy_captions
 
     base = {"name": "scenes-captions", "params": {"n_train": 12, "n_test": 4, "image_size": 32, "captions_per_image": 5}}
     t2i = ncr_noise_index([5] * 12, 0.5, 9)
@@ -224,8 +224,8 @@ def test_real_noisy_specs_load_their_official_layout(tmp_path: Path) -> None:
 def test_noisy_pairs_wait_for_caption_epoch() -> None:
     """The authors' warmup_epoch_2: before it only clean pairs train (no pseudo-caption term);
     from it on the noisy pairs add their pseudo-caption ranking loss."""
-    from cl_bench.methods.image_text_trainer import Batch
-    from cl_bench.methods.pc2 import PC2
+    from cl_bench.methods.image_text.trainer import Batch
+    from cl_bench.methods.image_text.pc2 import PC2
 
     class Towers(torch.nn.Module):
         embed_dim = 6

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.dense_augment import (
+from cl_bench.methods.image.dense_augment import (
     DenseAugmentConfig,
     Views,
     crop_views,
@@ -24,7 +24,7 @@ from cl_bench.methods.dense_augment import (
     positive_mask,
 )
 from cl_bench.methods.momentum import momentum_at
-from cl_bench.methods.pixpro import pixcontrast_loss, pixpro_loss
+from cl_bench.methods.image.pixpro import pixcontrast_loss, pixpro_loss
 from cl_bench.specs import TrainRecipe
 
 

@@ -1,6 +1,6 @@
 """PixPro against an independent rewrite of the official code (zdaxie/PixPro, contrast/models/PixPro.py).
 
-The reference below is written from the official source, not from cl_bench/methods/pixpro.py:
+The reference below is written from the official source, not from cl_bench/methods/image/pixpro.py:
 
 - ``featprop``: ``value = normalize(value_transform(feat))``, ``att = clamp(cos(feat_i, feat_j),
   min=clamp_value)`` (+1e-6 when p < 1) ``** p``, ``out_i = Σ_j att_ij value_j``;
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from cl_bench import components
-from cl_bench.methods.dense_augment import Views, positive_mask
-from cl_bench.methods.pixpro import pixpro_loss, ppm
+from cl_bench.methods.image.dense_augment import Views, positive_mask
+from cl_bench.methods.image.pixpro import pixpro_loss, ppm
 
 SOURCE = 100.0  # square source images: the official coordinates are fractions of the image side
 

@@ -24,8 +24,8 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models import checkpoint
-from cl_bench.models.released_formats import (
+from cl_bench.models.weights import checkpoint
+from cl_bench.models.weights.released_formats import (
     InertObject,
     flatten_tensors,
     is_dangerous,
@@ -459,7 +459,7 @@ def test_placeholders_keep_data_and_numpy_reads_exactly(tmp_path: Path) -> None:
     save_with_foreign_classes(
         ckpt, path, {"mmengine.logging.history_buffer": {"HistoryBuffer": HistoryBuffer}}
     )
-    from cl_bench.models.released_formats import load_with_placeholders
+    from cl_bench.models.weights.released_formats import load_with_placeholders
 
     obj, names = load_with_placeholders(path)
     buf = obj["meta"]["buf"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_bench.models.vlm_prompts import IMAGE, item_pieces, render_plain, with_suffixes
+from cl_bench.models.image_text.vlm_prompts import IMAGE, item_pieces, render_plain, with_suffixes
 from tests.test_released_methods import obtain
 from tests.vlm_helpers import save_tiny_llava_next, save_tiny_omni_thinker, save_tiny_qwen2_vl
 
@@ -132,7 +132,7 @@ def test_hierarchical_prompting_switches_on_for_any_embedder(qwen_dir: Path, tmp
 def test_mmeb_sides_are_roles(tmp_path: Path) -> None:
     """Query items are queries; candidates are candidates except in matching datasets (Gen2Embed:
     'matching' in the subset name makes the target side 'Q' too)."""
-    from cl_bench.data.mmeb import load_mmeb
+    from cl_bench.data.image_text.mmeb import load_mmeb
     from cl_bench.protocols.mmeb import MMEBProtocolParams, run_mmeb
     from tests.test_mmeb import TableModel, plain_ctx, png, write_mmeb
 

@@ -86,7 +86,7 @@ def albef_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def test_pre_caption_by_hand() -> None:
-    from cl_bench.models.albef_itc import pre_caption
+    from cl_bench.models.image_text.albef_itc import pre_caption
 
     assert pre_caption("A Dog's  ball-game, on the (green) grass!", 30) == "a dogs ball game on the green grass"
     assert pre_caption("one two three four", 2) == "one two"

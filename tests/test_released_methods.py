@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cl_bench.models import checkpoint, released_formats
+from cl_bench.models.weights import checkpoint, released_formats
 
 PACKAGE = Path(checkpoint.__file__).resolve().parents[1]
 
@@ -29,8 +29,8 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_released_formats_does_not_import_the_checkpoint_loader() -> None:
     """One direction only: checkpoint -> released_formats, never back (no import circle)."""
-    assert "cl_bench.models.released_formats" in imported_modules(PACKAGE / "models" / "checkpoint.py")
-    assert "cl_bench.models.checkpoint" not in imported_modules(PACKAGE / "models" / "released_formats.py")
+    assert "cl_bench.models.weights.released_formats" in imported_modules(PACKAGE / "models" / "checkpoint.py")
+    assert "cl_bench.models.weights.checkpoint" not in imported_modules(PACKAGE / "models" / "released_formats.py")
 
 
 def test_one_container_list_for_both_readers(tmp_path: Path) -> None:

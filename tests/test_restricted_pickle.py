@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from cl_bench.data.restricted_pickle import ArraySketch, RestrictedUnpickler, loads_restricted
+from cl_bench.data.image.restricted_pickle import ArraySketch, RestrictedUnpickler, loads_restricted
 from cl_bench.errors import ClBenchError
 from tests.hostile.formats import pickle_array_claiming
 

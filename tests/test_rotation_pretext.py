@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit
+from cl_bench.data.image.types import ArrayImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.rotation_pretext import rotated_batch
+from cl_bench.methods.image.rotation_pretext import rotated_batch
 from cl_bench.methods.trainer import train_encoder
 from cl_bench.specs import TrainRecipe
 

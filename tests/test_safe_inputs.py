@@ -11,7 +11,7 @@ import pytest
 from cl_bench.data.image_decode import MAX_IMAGE_PIXELS, open_image
 from cl_bench.data.safe_paths import list_files, relpath_problem
 from cl_bench.errors import ClBenchError
-from cl_bench.models.unpickle_policy import refusal
+from cl_bench.models.weights.unpickle_policy import refusal
 from tests.hostile.formats import bomb_png, png
 
 

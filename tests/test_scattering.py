@@ -12,7 +12,7 @@ import torch
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.scattering import (
+from cl_bench.models.image.scattering import (
     Scattering2D,
     coefficients_per_channel,
     filter_bank,
@@ -182,7 +182,7 @@ def test_encoder_counts_only_the_adapter_and_keeps_filters_out_of_the_state_dict
 
 def test_scattering_is_stable_to_a_one_pixel_shift_where_pixels_are_not() -> None:
     """The property the front end is chosen for: small translations barely move the coefficients."""
-    from cl_bench.data.digits import load_digit_arrays
+    from cl_bench.data.image.digits import load_digit_arrays
 
     images, _ = load_digit_arrays()
     x = torch.tensor(images[:64], dtype=torch.float32)[:, None] / 16.0

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from cl_bench import components
-from cl_bench.data.captions import CAPTION_WORDS
-from cl_bench.data.image_text_types import ImageList
-from cl_bench.data.text_types import TextSplit
+from cl_bench.data.scenes.captions import CAPTION_WORDS
+from cl_bench.data.image_text.types import ImageList
+from cl_bench.data.text.types import TextSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.models.fingerprint import model_fingerprint
-from cl_bench.models.scene_clip import PROMPT_WORDS, WordTokenizer, scene_vocabulary
+from cl_bench.models.weights.fingerprint import model_fingerprint
+from cl_bench.models.image_text.scene_clip import PROMPT_WORDS, WordTokenizer, scene_vocabulary
 
 TINY = {"embed_dim": 8, "image_width": 4, "text_width": 16, "text_heads": 2, "text_layers": 1}
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from cl_bench.data.cityscapes import LABEL_TO_TRAIN, list_cityscapes_split, read_label_ids, read_train_ids
-from cl_bench.data.coco import load_coco_split
-from cl_bench.data.scene_writers import (
+from cl_bench.data.dense.cityscapes import LABEL_TO_TRAIN, list_cityscapes_split, read_label_ids, read_train_ids
+from cl_bench.data.dense.coco import load_coco_split
+from cl_bench.data.scenes.writers import (
     compressed_rle,
     uncompressed_rle,
     voc_difficult,
@@ -20,7 +20,7 @@ from cl_bench.data.scene_writers import (
     write_coco,
     write_voc,
 )
-from cl_bench.data.scenes import (
+from cl_bench.data.scenes.world import (
     SHAPE_LABEL_IDS,
     SHAPES,
     generate_scenes,
@@ -29,7 +29,7 @@ from cl_bench.data.scenes import (
     render_label_ids,
     scene_from_json,
 )
-from cl_bench.data.voc import load_voc_split
+from cl_bench.data.dense.voc import load_voc_split
 
 
 @pytest.fixture(scope="module")

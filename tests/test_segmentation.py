@@ -12,8 +12,8 @@ from torch import nn
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.dense_trunk import dilate_to_output_stride, trunk_of
-from cl_bench.models.seg_heads import DeepLabV3Head, FCNHead, build_segmenter
+from cl_bench.models.image.dense_trunk import dilate_to_output_stride, trunk_of
+from cl_bench.protocols.dense.seg_heads import DeepLabV3Head, FCNHead, build_segmenter
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.segmentation import SegmentationParams, augment_pair, infer, run_segmentation
 

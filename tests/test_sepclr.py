@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cl_bench import components
-from cl_bench.data.digits_hard import render_digits_hard
-from cl_bench.data.digits_salient import DigitsSalientParams, grating, render_digits_salient
+from cl_bench.data.image.digits_hard import render_digits_hard
+from cl_bench.data.image.digits_salient import DigitsSalientParams, grating, render_digits_salient
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.sepclr import sepclr_loss
+from cl_bench.methods.image.sepclr import sepclr_loss
 from cl_bench.methods.trainer import train_encoder
 from cl_bench.protocols.salient_separation import (
     SalientSeparationParams,
@@ -212,7 +212,7 @@ def _pair(width: int = 4):
 
 
 def test_sepclr_trains_on_the_pair_and_exposes_its_spaces(salient_data) -> None:  # type: ignore[no-untyped-def]
-    from cl_bench.data.digits_salient import SalientSplit
+    from cl_bench.data.image.digits_salient import SalientSplit
 
     tr = salient_data.train
     sub = SalientSplit(tr.images[:96], tr.labels[:96], tr.common_labels[:96], tr.salient_labels[:96])

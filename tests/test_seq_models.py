@@ -9,7 +9,7 @@ import torch
 
 from cl_bench import components
 from cl_bench.errors import ClBenchError
-from cl_bench.models.seq_models import ICLSequenceModel, causal_decay_conv, linear_recurrence_reference
+from cl_bench.models.lm.seq_models import ICLSequenceModel, causal_decay_conv, linear_recurrence_reference
 from tests.conftest import write_tree
 
 ARCHS = ["icl-gpt2", "icl-lstm", "icl-linear-rnn"]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.text_corpus import load_text_corpus
-from cl_bench.data.text_types import TextSplit
+from cl_bench.data.text.text_corpus import load_text_corpus
+from cl_bench.data.text.types import TextSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.ccp import CCP, context_candidates
-from cl_bench.methods.simcse import SimCSE, info_nce
-from cl_bench.models.fingerprint import model_fingerprint
-from cl_bench.models.text_encoders import build_hf_text_encoder
+from cl_bench.methods.text.ccp import CCP, context_candidates
+from cl_bench.methods.text.simcse import SimCSE, info_nce
+from cl_bench.models.weights.fingerprint import model_fingerprint
+from cl_bench.models.text.text_encoders import build_hf_text_encoder
 from cl_bench.specs import TrainRecipe
 from tests.conftest import write_tree
 from tests.text_helpers import save_tiny_bert

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench.data.text_corpus import (
+from cl_bench.data.text.text_corpus import (
     SLOTS,
     load_paraphrase_mining,
     load_sts_synthetic,

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from cl_bench.errors import ClBenchError
-from cl_bench.models.fingerprint import model_fingerprint
-from cl_bench.models.text_encoders import (
+from cl_bench.models.weights.fingerprint import model_fingerprint
+from cl_bench.models.text.text_encoders import (
     build_hf_text_encoder,
     build_minilm,
     build_sentence_transformer,
@@ -95,7 +95,7 @@ def test_settings_enter_the_fingerprint_weights_alone_do_not(tiny_dir: Path) -> 
 
 
 def test_embed_split_keeps_order_and_rejects_empty(tiny_dir: Path) -> None:
-    from cl_bench.data.text_types import TextSplit
+    from cl_bench.data.text.types import TextSplit
 
     enc = build_hf_text_encoder({"path": str(tiny_dir), "batch_size": 2})
     texts = ["bb", "a longer one here", "c", "mid size"]

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from cl_bench.data.types import ArrayImageSplit, ImageSplit
+from cl_bench.data.image.types import ArrayImageSplit, ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import TrainCard, lr_at_step, train_encoder
-from cl_bench.models.interfaces import ImageEncoder
+from cl_bench.models.interfaces.image_encoder import ImageEncoder
 from cl_bench.specs import TrainRecipe
 
 CPU = torch.device("cpu")

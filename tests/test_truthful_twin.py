@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cl_bench import components
-from cl_bench.data.lm_corpus import LMCorpusParams, build_corpus
-from cl_bench.data.truthful_twin import RELATIONS, TruthfulTwinParams, corpus_documents, entity_names, mc_items, world
+from cl_bench.data.text.lm_corpus import LMCorpusParams, build_corpus
+from cl_bench.data.text.truthful_twin import RELATIONS, TruthfulTwinParams, corpus_documents, entity_names, mc_items, world
 from cl_bench.errors import ClBenchError
 
 

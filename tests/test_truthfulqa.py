@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cl_bench.data.truthfulqa import load_truthfulqa
+from cl_bench.data.text.truthfulqa import load_truthfulqa
 from cl_bench.errors import ClBenchError
-from cl_bench.models.causal_lm import CausalLM
+from cl_bench.models.interfaces.causal_lm import CausalLM
 from cl_bench.protocols.multiple_choice import (
     QA_PREAMBLE,
     MultipleChoiceParams,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cl_bench.data.truthfulqa import load_truthfulqa
+from cl_bench.data.text.truthfulqa import load_truthfulqa
 from cl_bench.protocols.multiple_choice import score_questions, truthfulqa_context
 from tests.conftest import SHARED_DATA
 from tests.test_causal_lm import tiny_model

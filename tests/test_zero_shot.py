@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cl_bench import components
-from cl_bench.data.image_text_types import CaptionedImageData, CaptionedImages, ImageList
+from cl_bench.data.image_text.types import CaptionedImageData, CaptionedImages, ImageList
 from cl_bench.errors import ClBenchError
-from cl_bench.models.image_text import ImageTextEncoder
+from cl_bench.models.interfaces.image_text import ImageTextEncoder
 from cl_bench.protocols.base import RunContext
 from cl_bench.protocols.zero_shot import ZeroShotParams, label_ranks, zero_shot_scores
 

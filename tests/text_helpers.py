@@ -11,7 +11,7 @@ def save_tiny_bert(folder: Path, seed: int = 0, padding_side: str = "right") -> 
     """A 2-layer, 32-wide BERT with random weights and all-MiniLM-L6-v2's real tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from cl_bench.models.text_encoders import minilm_dir
+    from cl_bench.models.text.text_encoders import minilm_dir
 
     tok = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
     tok.padding_side = padding_side

@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_bench.data.caption_loaders import FileImageList
-from cl_bench.data.dense_types import DetectionSplit, SegmentationSplit
-from cl_bench.data.dfa import DFASplit
-from cl_bench.data.digits_salient import SalientSplit
-from cl_bench.data.fewshot_text import FewShotSplit
-from cl_bench.data.image_text_types import CaptionedImages, ImageList
-from cl_bench.data.linreg import LinRegSplit
-from cl_bench.data.mmeb import MMEBDataset
-from cl_bench.data.mmvp import MMVPData
-from cl_bench.data.text_types import TextSplit
-from cl_bench.data.types import ArrayImageSplit, ImageSplit
+from cl_bench.data.image_text.caption_loaders import FileImageList
+from cl_bench.data.dense.types import DetectionSplit, SegmentationSplit
+from cl_bench.data.icl.dfa import DFASplit
+from cl_bench.data.image.digits_salient import SalientSplit
+from cl_bench.data.icl.fewshot_text import FewShotSplit
+from cl_bench.data.image_text.types import CaptionedImages, ImageList
+from cl_bench.data.icl.linreg import LinRegSplit
+from cl_bench.data.image_text.mmeb import MMEBDataset
+from cl_bench.data.image_text.mmvp import MMVPData
+from cl_bench.data.text.types import TextSplit
+from cl_bench.data.image.types import ArrayImageSplit, ImageSplit
 from cl_bench.errors import ClBenchError
 
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from cl_bench.models.interfaces import ImageEncoder
+from cl_bench.models.interfaces.image_encoder import ImageEncoder
 
 
 class Objective(nn.Module):

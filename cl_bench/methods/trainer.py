@@ -37,9 +37,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit, ImageSplit
+from cl_bench.data.image.types import ArrayImageSplit, ImageSplit
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.augment import Augmenter
+from cl_bench.methods.image.augment import Augmenter
 from cl_bench.methods.momentum import MomentumPairs
 from cl_bench.methods.objective import Objective
 from cl_bench.specs import TrainRecipe

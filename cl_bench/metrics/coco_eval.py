@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_bench.data.coco import read_coco
+from cl_bench.data.dense.coco import read_coco
 from cl_bench.errors import ClBenchError
 from cl_bench.metrics.voc_ap import ImageDetections
 

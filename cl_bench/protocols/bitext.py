@@ -30,7 +30,7 @@ from pydantic import Field
 from cl_bench.budget import Budget, Budgeted, first
 from cl_bench.components import register
 from cl_bench.data.subsets import take
-from cl_bench.data.text_types import BitextData, BitextPair
+from cl_bench.data.text.types import BitextData, BitextPair
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

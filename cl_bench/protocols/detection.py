@@ -1,7 +1,7 @@
 """``detection``: fine-tune a torchvision Faster / Mask R-CNN whose backbone is the method's encoder.
 
-The encoder (resnet18/50 or small-resnet) is wrapped stage by stage (:mod:`cl_bench.models.dense_trunk`)
-into an FPN or C4 detector (:mod:`cl_bench.models.detectors`); BN is frozen, fine-tuned or
+The encoder (resnet18/50 or small-resnet) is wrapped stage by stage (:mod:`cl_bench.models.image.dense_trunk`)
+into an FPN or C4 detector (:mod:`cl_bench.protocols.dense.detectors`); BN is frozen, fine-tuned or
 synchronised as the task says (several processes under ``torchrun``: :mod:`cl_bench.distributed`);
 the first ``freeze_at`` parts are frozen (detectron2 ``FREEZE_AT``; ``all``: a frozen-feature probe).
 Training: SGD (momentum, weight decay, none on norm layers), detectron2's warmup + multi-step
@@ -13,9 +13,9 @@ are not training targets; VOC ``difficult`` objects are (detectron2 keeps them);
 narrower than one pixel after loading are dropped and counted.
 
 ``pooler``: torchvision's RoIAlign or detectron2's ROIAlignV2 (aligned, adaptive sampling; the
-real tasks' setting, see :mod:`cl_bench.models.detectors`). ``precise_bn_iters`` > 0 recomputes
+real tasks' setting, see :mod:`cl_bench.protocols.dense.detectors`). ``precise_bn_iters`` > 0 recomputes
 the BatchNorm statistics over that many training batches after training (PreciseBN, as MoCo's
-Base-RCNN-C4-BN; :mod:`cl_bench.protocols.precise_bn`).
+Base-RCNN-C4-BN; :mod:`cl_bench.protocols.dense.precise_bn`).
 
 Test: shortest side ``test_min_size``, score threshold 0.05, NMS 0.5, 100 detections per
 image (detectron2's test defaults); then the dataset's metric:
@@ -38,16 +38,16 @@ import torch
 from pydantic import Field, model_validator
 
 from cl_bench.components import register
-from cl_bench.data.dense_types import DetectionData, DetectionSplit
+from cl_bench.data.dense.types import DetectionData, DetectionSplit
 from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import fit
 from cl_bench.metrics.coco_eval import coco_evaluate, detections_to_results, records_to_coco
 from cl_bench.metrics.voc_ap import ImageDetections, evaluate_voc
-from cl_bench.models.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
-from cl_bench.models.detectors import DetectorConfig, build_detector, pretrained_fpn
+from cl_bench.models.image.dense_trunk import FreezeAt, freeze_at, set_batchnorm, trunk_of
+from cl_bench.protocols.dense.detectors import DetectorConfig, build_detector, pretrained_fpn
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import (
+from cl_bench.protocols.dense.schedule import (
     dense_budget,
     index_stream,
     multistep_lr,
@@ -55,7 +55,7 @@ from cl_bench.protocols.dense_schedule import (
     sgd,
     window_means,
 )
-from cl_bench.protocols.precise_bn import update_bn_stats
+from cl_bench.protocols.dense.precise_bn import update_bn_stats
 
 
 class DetectionParams(ProtocolParams):

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from cl_bench.budget import first_test
 from cl_bench.components import register
-from cl_bench.data.types import ImageClassificationData
+from cl_bench.data.image.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

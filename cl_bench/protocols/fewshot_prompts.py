@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cl_bench.data.fewshot_text import FewShotExample, FewShotTextData
+from cl_bench.data.icl.fewshot_text import FewShotExample, FewShotTextData
 from cl_bench.errors import ClBenchError
 
 

@@ -35,11 +35,11 @@ from pydantic import Field, model_validator
 
 from cl_bench.budget import Budget, Budgeted
 from cl_bench.components import register
-from cl_bench.data.fewshot_text import FewShotExample, FewShotTextData
+from cl_bench.data.icl.fewshot_text import FewShotExample, FewShotTextData
 from cl_bench.data.subsets import replace_test
 from cl_bench.errors import ClBenchError
-from cl_bench.methods.cpt import FORMAT, INPUT, LABEL, CPTParams, PromptTuningParams
-from cl_bench.methods.fewshot_finetune import FinetuneParams
+from cl_bench.methods.lm.cpt import FORMAT, INPUT, LABEL, CPTParams, PromptTuningParams
+from cl_bench.methods.lm.fewshot_finetune import FinetuneParams
 from cl_bench.predictions import Predictions
 from cl_bench.protocols import fewshot_prompts as fp
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
@@ -150,7 +150,7 @@ def run_icl_fewshot(model: Any, data: FewShotTextData, params: ICLFewShotParams,
         raise ClBenchError(f"{type(model).__name__} is not a causal LM (it has no loglikelihood)")
     if not isinstance(data, FewShotTextData):
         raise ClBenchError(f"protocol icl_fewshot needs few-shot text data, got {type(data).__name__}")
-    from cl_bench.methods import cpt as cpt_mod
+    from cl_bench.methods.lm import cpt as cpt_mod
 
     test_index = fixed_subsample_indices(len(data.test.examples), params.n_test)
     evaluated = [data.test.examples[i] for i in test_index]
@@ -288,7 +288,7 @@ class IclVsGd:
     """ICL vs few-shot fine-tuning on the same draws and orders (``adapt: finetune``)."""
 
     def __init__(self, model: Any, data: FewShotTextData, evaluated: list[FewShotExample], params: ICLFewShotParams) -> None:
-        from cl_bench.methods.cpt import score_pairs
+        from cl_bench.methods.lm.cpt import score_pairs
 
         self.model, self.data, self.params = model, data, params
         self.test_pairs = pairs_for(model, data, data.format.instruction, evaluated)
@@ -298,7 +298,7 @@ class IclVsGd:
 
     def run(self, k: int, draw: int, order: int, demos: list[FewShotExample], icl: np.ndarray, y: np.ndarray,
             cards: list[Any]) -> float:
-        from cl_bench.methods import fewshot_finetune as ft
+        from cl_bench.methods.lm import fewshot_finetune as ft
 
         instr = self.data.format.instruction
         train = [self.model.encode_pair(instr + self.data.query_text(d), self.data.continuation(d.label)) for d in demos]
@@ -309,7 +309,7 @@ class IclVsGd:
         return 100.0 * float(np.mean(gd.argmax(axis=1) == y))
 
     def summary(self, k: int, runs: list[list[float]], runs_ft: list[list[float]]) -> dict[str, float]:
-        from cl_bench.methods.fewshot_finetune import order_correlation
+        from cl_bench.methods.lm.fewshot_finetune import order_correlation
 
         out: dict[str, float] = {}
         out[f"ft_acc_k{k}"], out[f"ft_std_k{k}"], out[f"ft_spread_k{k}"] = _summary(runs_ft)
@@ -325,7 +325,7 @@ def _prompt_tuning_acc(
     model: Any, data: FewShotTextData, demos: list[FewShotExample], evaluated: list[FewShotExample],
     y: np.ndarray, p: PromptTuningParams, seed: int, cards: dict[str, list[Any]],
 ) -> float:
-    from cl_bench.methods import cpt as cpt_mod
+    from cl_bench.methods.lm import cpt as cpt_mod
 
     instr = data.format.instruction
     train_pairs = [model.encode_pair(instr + data.query_text(d), data.continuation(d.label)) for d in demos]

@@ -40,7 +40,7 @@ from pydantic import Field
 
 from cl_bench.budget import first_test
 from cl_bench.components import register
-from cl_bench.data.linreg import LinRegData, sample_prompts
+from cl_bench.data.icl.linreg import LinRegData, sample_prompts
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from cl_bench.budget import first_test
 from cl_bench.components import register
-from cl_bench.data.dfa import DFA, PAD, SEP, DFAData
+from cl_bench.data.icl.dfa import DFA, PAD, SEP, DFAData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from cl_bench.budget import probe_budget
 from cl_bench.components import register
-from cl_bench.data.types import ImageClassificationData
+from cl_bench.data.image.types import ImageClassificationData
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.linear_probe import classification_result
 

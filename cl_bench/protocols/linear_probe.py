@@ -38,7 +38,7 @@ from pydantic import Field
 from cl_bench.budget import probe_budget
 from cl_bench.components import register
 from cl_bench.data.splits import stratified_split
-from cl_bench.data.types import ImageClassificationData
+from cl_bench.data.image.types import ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

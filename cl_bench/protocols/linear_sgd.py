@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 from cl_bench.budget import Budget, Budgeted, first, probe_budget
 from cl_bench.components import register
 from cl_bench.data.subsets import take
-from cl_bench.data.types import ImageClassificationData, ImageSplit
+from cl_bench.data.image.types import ImageClassificationData, ImageSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.linear_probe import classification_result

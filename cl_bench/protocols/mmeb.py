@@ -26,7 +26,7 @@ from pydantic import Field
 
 from cl_bench.budget import Budget, Budgeted, first
 from cl_bench.components import register
-from cl_bench.data.mmeb import META_TASKS, SPLITS, MMEBData, MMEBDataset, PairItems
+from cl_bench.data.image_text.mmeb import META_TASKS, SPLITS, MMEBData, MMEBDataset, PairItems
 from cl_bench.data.subsets import take
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions

@@ -27,9 +27,9 @@ from pydantic import Field
 
 from cl_bench.budget import Budget, Budgeted
 from cl_bench.components import register
-from cl_bench.data.mmvp import MMVPData, own_image
+from cl_bench.data.image_text.mmvp import MMVPData, own_image
 from cl_bench.data.subsets import take
-from cl_bench.data.text_types import TextSplit
+from cl_bench.data.text.types import TextSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

@@ -26,7 +26,7 @@ import numpy as np
 
 from cl_bench.budget import Budget, Budgeted, of
 from cl_bench.components import register
-from cl_bench.data.truthfulqa import MCQuestion, MultipleChoiceData
+from cl_bench.data.text.truthfulqa import MCQuestion, MultipleChoiceData
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

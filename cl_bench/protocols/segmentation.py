@@ -1,7 +1,7 @@
 """``segmentation``: fine-tune the method's encoder + an FCN / DeepLabV3 head; mIoU as mmseg computes it.
 
 The encoder is deep-copied, its last stages dilated to ``output_stride`` (8), BN handled as
-the task says, and a head put on the last stage (:mod:`cl_bench.models.seg_heads`).
+the task says, and a head put on the last stage (:mod:`cl_bench.protocols.dense.seg_heads`).
 Training (mmseg's recipe): per iteration ``batch_size`` images from seeded per-epoch
 permutations; each is rescaled by a factor uniform in ``scale_range`` (bilinear image,
 nearest labels), randomly cropped to ``crop_size`` (padded with 0 / 255 where smaller) and
@@ -27,16 +27,16 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from cl_bench.components import register
-from cl_bench.data.dense_types import SegmentationData, SegmentationSplit
+from cl_bench.data.dense.types import SegmentationData, SegmentationSplit
 from cl_bench.distributed import is_main, shard, unwrap_after_training, wrap_ddp
 from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import fit
 from cl_bench.metrics.miou import IoUAccumulator
-from cl_bench.model_api import language_guidance
-from cl_bench.models.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
-from cl_bench.models.seg_heads import AuxiliaryLogits, build_head, build_segmenter
+from cl_bench.models.image.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
+from cl_bench.models.interfaces.hooks import language_guidance
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, build_head, build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense_schedule import dense_budget, index_stream, nonfinite_message, poly_lr, sgd, window_means
+from cl_bench.protocols.dense.schedule import dense_budget, index_stream, nonfinite_message, poly_lr, sgd, window_means
 
 
 class SegmentationParams(ProtocolParams):

@@ -16,7 +16,7 @@ from scipy.stats import pearsonr, spearmanr
 from cl_bench.budget import Budget, Budgeted, first, of
 from cl_bench.components import register
 from cl_bench.data.subsets import take
-from cl_bench.data.text_types import ScoredPairData
+from cl_bench.data.text.types import ScoredPairData
 from cl_bench.errors import ClBenchError
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 

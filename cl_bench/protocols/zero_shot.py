@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 
 from cl_bench.budget import first_test
 from cl_bench.components import register
-from cl_bench.data.image_text_types import CaptionedImageData
-from cl_bench.data.text_types import TextSplit
+from cl_bench.data.image_text.types import CaptionedImageData
+from cl_bench.data.text.types import TextSplit
 from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cl_bench import components
-from cl_bench.data.types import ArrayImageSplit, ImageClassificationData
+from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.obtain import build_encoder, trainer_for
 from cl_bench.specs import ArchRef, MethodSpec, TrainRecipe

@@ -115,7 +115,7 @@ def retrieval(n_images: int) -> Check:
 
 
 def mmeb(r: ResultRecord) -> None:
-    from cl_bench.data.mmeb import MMEB_DATASETS
+    from cl_bench.data.image_text.mmeb import MMEB_DATASETS
 
     assert set(r.extras["per_dataset"]) == set(MMEB_DATASETS)  # the 36, aggregated as VLM2Vec does
     assert {"overall", "classification", "vqa", "retrieval", "grounding", "ind", "ood"} <= set(r.metrics)

@@ -81,7 +81,7 @@ def qwen2_vl_folder(folder: Path) -> Path:
 
 
 def gpt2_folder(folder: Path) -> Path:
-    from cl_bench.models.tiny_lm import build_tiny_gpt2
+    from cl_bench.models.lm.tiny_lm import build_tiny_gpt2
 
     torch.manual_seed(7)
     out = folder / "tiny-gpt2"

@@ -167,7 +167,7 @@ def write_mmeb_all(folder: Path, rows: int = 3, n_cand: int = 3) -> None:
     """All 36 MMEB-eval datasets (``<Dataset>/test-00000-of-00001.parquet``) and ``images.zip``:
     classification / VQA rows score an image + instruction against text candidates, retrieval and
     grounding rows against image candidates."""
-    from cl_bench.data.mmeb import MMEB_DATASETS
+    from cl_bench.data.image_text.mmeb import MMEB_DATASETS
 
     datasets, images = {}, {}
     for d, (name, (meta_task, _)) in enumerate(MMEB_DATASETS.items()):
@@ -208,7 +208,7 @@ def build_truthfulqa_parquet_root(root: Path) -> Path:
     """``truthfulqa/multiple_choice/validation-00000-of-00001.parquet`` with the Hugging Face
     columns (question, mc1_targets, mc2_targets as {choices, labels}), 817 rows like the original:
     the 790 real questions of the official ``mc_task.json``, then its first 27 again."""
-    from cl_bench.data.truthfulqa import load_truthfulqa
+    from cl_bench.data.text.truthfulqa import load_truthfulqa
     from tests.test_truthfulqa import _hf_rows
 
     questions = load_truthfulqa({"source": "mc_json", "empty_choices": "drop"}, SHARED_DATA).questions

@@ -1,0 +1,1 @@
+"""Dense-prediction datasets: VOC / COCO / Cityscapes readers and their registrations, the in-memory views."""

@@ -1,0 +1,1 @@
+"""In-context-learning datasets: random DFAs, linear regression, few-shot text classification."""

@@ -1,0 +1,1 @@
+"""Image-classification datasets: real-format readers and their registrations, and the embedded digits."""

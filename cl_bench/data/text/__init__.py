@@ -1,0 +1,1 @@
+"""Text datasets: corpora, bitext, STS, TruthfulQA, and the in-memory views."""

@@ -1,0 +1,1 @@
+"""Image objectives (SimCLR family, BYOL, MCL, SepCLR, PixPro, ...) and image augmentations."""

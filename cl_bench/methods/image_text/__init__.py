@@ -1,0 +1,1 @@
+"""Image-text objectives and their trainer."""

@@ -1,0 +1,1 @@
+"""Language-model and sequence-model training and adaptation."""

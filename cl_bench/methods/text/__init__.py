@@ -1,0 +1,1 @@
+"""Text-encoder objectives and their trainer."""

@@ -1,0 +1,1 @@
+"""Image-encoder archs (torchvision, timm, small ResNets, scattering) and their compositions."""

@@ -1,0 +1,1 @@
+"""Causal and sequence language models, and contrastive scoring over them."""

@@ -1,0 +1,1 @@
+"""Text-encoder archs (Hugging Face, sentence-transformers, the tiny BERT)."""

@@ -1,0 +1,1 @@
+"""Checkpoint readers, released layouts, weight fingerprints, the unpickling policy."""

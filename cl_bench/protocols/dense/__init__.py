@@ -1,0 +1,1 @@
+"""Machinery of the dense protocols: detectors, segmentation heads, schedules, PreciseBN."""
