@@ -5,7 +5,8 @@ results).
 
 Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
 loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14); new: the truthfulness twin's tasks and
-methods (#18); PC², MultiCSR and ICL-vs-fine-tuning tasks and methods (#19)."""
+methods (#18); PC², MultiCSR and ICL-vs-fine-tuning tasks and methods (#19); DenseCLIP's
+methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from cl_bench.registry import Registry
 
 TASKS = {
+    "ade20k-seg-fcn": "d6374512bbb7d16a3e287d8c44a5c20d709f9de26441b1b00d0f2ed38210d082",
     "cifar10-knn": "21347d5673d760b5eb4f8208ef1c0a321cfd8d929277ef510362244f4fe09bcf",
     "cifar10-linear": "0caf03d448c6c986384841c2d70824507e1a2f84b6aa114df06443fd437c9c0a",
     "cifar100-knn": "3f2fed1adf18ce1260004c572d0097d0de6ec5b85715fb29472c7403e164ad6e",
@@ -92,9 +94,11 @@ METHODS = {
     "cacr-vit-b16": "64467c48c6e1431a103c090a58c030824467e1c472afc6d0408996cf92a831d0",
     "ccp": "ec48becab7a724552a4b5af689fda7b22aae5813d47dbf313d9d0b4de6a4be72",
     "clip": "fec6553f67c3fa533cc2a1fc5ed26e58c567d5d58b4be6a99fd8bda74b4ec466",
+    "clip-image-tower": "0cdd83bece95316f75a7eec74ecfac3f17a426dfc32be85440a1396c7baee32e",
     "clip-nc": "cf4bdee8c1306cdcb866444f6dffa8c988686da064da1e7ce042566083bf0f32",
     "contrastive-decoding": "3c3273bb9b5034b2734c40081354a5362ca28fd0bcec6978d0309445e266173c",
     "dcl": "e8e60e3dc69f8ee7431bcb8f0367b61fc8878686231a55be320f5292806e9a4d",
+    "denseclip": "d879bbff5a14947fefcd75aac29858ad7fb0c3b5ecd8a05d935a9369d42dfba4",
     "dcl-clip": "20dd778b6448514ab3fa51872339fddaca30c9dc90f7f27810100ab6d77674f9",
     "dclw": "f368e490f580fcd402d9d14a59fafcc2bd4bae5e70bf450430d3324ca512073c",
     "dola": "50a1231a017c61b932f303c94c6007cfdc3892740908f319aac3e579eb6fb2e8",

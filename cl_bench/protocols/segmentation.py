@@ -33,7 +33,8 @@ from cl_bench.errors import ClBenchError
 from cl_bench.methods.trainer import fit
 from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.image.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
-from cl_bench.protocols.dense.seg_heads import build_segmenter
+from cl_bench.models.interfaces.hooks import language_guidance
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, build_head, build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense.schedule import dense_budget, index_stream, nonfinite_message, poly_lr, sgd, window_means
 
@@ -86,6 +87,19 @@ def augment_pair(image: torch.Tensor, label: np.ndarray, p: SegmentationParams, 
     return img, lab
 
 
+def segmentation_loss(out: torch.Tensor | AuxiliaryLogits, y: torch.Tensor) -> torch.Tensor:
+    """Pixel cross-entropy ignoring 255; with :class:`AuxiliaryLogits` (DenseCLIP's score maps) plus
+    ``weight`` x the cross-entropy of the auxiliary logits upsampled (bilinear) to the label, as mmseg."""
+    logits, aux = (out.logits, out) if isinstance(out, AuxiliaryLogits) else (out, None)
+    if not bool((y != 255).any()):  # every pixel ignored in this crop: no gradient signal, keep the graph alive
+        return logits.sum() * 0.0 + (aux.aux_logits.sum() * 0.0 if aux is not None else 0.0)
+    total = F.cross_entropy(logits, y, ignore_index=255)
+    if aux is not None:
+        up = F.interpolate(aux.aux_logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + aux.weight * F.cross_entropy(up, y, ignore_index=255)
+    return total
+
+
 def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: SegmentationParams, ctx: RunContext
                     ) -> dict[str, Any]:
     """The fine-tuning loop (:func:`cl_bench.methods.trainer.fit`); returns the training card."""
@@ -103,10 +117,7 @@ def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: Segment
 
     def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        logits = model(x)
-        if bool((y != 255).any()):
-            return F.cross_entropy(logits, y, ignore_index=255)
-        return logits.sum() * 0.0  # every pixel ignored in this crop: no gradient signal, keep the graph alive
+        return segmentation_loss(model(x), y)
 
     model.train()
     log = fit(
@@ -154,8 +165,14 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
     trunk = trunk_of(encoder)
     dilated = dilate_to_output_stride(trunk, params.output_stride)
     frozen = freeze_at(trunk, params.freeze_at)
-    model = build_segmenter(trunk, params.head, data.num_classes, params.head_channels, params.fcn_num_convs,
-                            params.concat_input, params.dropout, params.aspp_rates)
+    guided = language_guidance(encoder)
+    if guided is None:
+        model = build_segmenter(trunk, params.head, data.num_classes, params.head_channels, params.fcn_num_convs,
+                                params.concat_input, params.dropout, params.aspp_rates)
+    else:  # the encoder concatenates its pixel-text score maps to the head's input (DenseCLIP)
+        model = guided(trunk, list(data.prompt_names or data.class_names), lambda cin: build_head(
+            params.head, cin, data.num_classes, params.head_channels, params.fcn_num_convs, params.concat_input,
+            params.dropout, params.aspp_rates))
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
     model = wrap_ddp(model, ctx.device, params.bn)
@@ -175,6 +192,8 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
         "bn": bn_note, "frozen": frozen, "train": card, "predict_s": round(time.perf_counter() - t0, 3),
         "n_train": len(data.train), "n_test": len(data.test),
     })
+    if guided is not None:
+        extras["language_guidance"] = model.card()
     if ddp is not None:
         extras["ddp"] = ddp
     return ProtocolResult(metrics=metrics, extras=extras)

@@ -80,6 +80,13 @@ def segmentation(r: ResultRecord) -> None:
     assert "mIoU" in r.metrics and len(ex["per_class_iou"] if "per_class_iou" in ex else ex["per_class"]) == 19
 
 
+def ade20k(r: ResultRecord) -> None:
+    ex = r.extras
+    assert ex["head"] == "fcn" and ex["output_stride"] == 8 and ex["train"]["iterations"] == 2
+    assert ex["n_test"] == 2 and len(ex["per_class_iou"] if "per_class_iou" in ex else ex["per_class"]) == 150
+    assert "mIoU" in r.metrics
+
+
 def classification(n_classes: int, n_test: int) -> Check:
     def check(r: ResultRecord) -> None:
         assert r.extras["num_classes"] == n_classes and r.extras["n_test"] == n_test, r.extras
@@ -152,6 +159,7 @@ CASES: list[Case] = [
     # FPN's 256-channel levels at 800 px are the costliest CPU step of the rehearsal: one test image
     Case("coco-det-fpn-1x", **{**DENSE, "limit": 1}, check=detection(voc=False, masks=True, head="FPN")),
     Case("cityscapes-seg-fcn", **DENSE, check=segmentation),
+    Case("ade20k-seg-fcn", **DENSE, check=ade20k),
     Case("imagenet-linear", **R50, check=classification(4, 8)),
     Case("imagenet-knn", **R50, check=classification(4, 8)),
     Case("imagenet-linear-sgd", **R50, check=sgd("moco")),

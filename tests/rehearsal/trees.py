@@ -43,6 +43,7 @@ def build_data_root(root: Path) -> Path:
     shutil.copytree(VOC, root / "VOCdevkit")
     write_coco_detection(root / "coco")
     write_cityscapes(root / "cityscapes")
+    write_ade20k(root / "ADEChallengeData2016")
     write_imagenet(root / "imagenet")
     image_tree(root, n_train=4, n_val=5)  # imagefolder/{train,val}/{cat,dog}
     _write_cifar10_bin(root / "cifar-10-batches-bin", per_batch=4, n_test=10)
@@ -84,6 +85,27 @@ def write_coco_detection(folder: Path) -> None:
                                                                               quality=90)
             k += 1
         (folder / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+
+
+def write_ade20k(folder: Path, n_train: int = 3, n_val: int = 2) -> None:
+    """``ADEChallengeData2016/images|annotations/{training,validation}``: real VOC photographs (resized,
+    JPEG) with generated annotation PNGs (mode L: 0 = other, then horizontal bands of classes 1..150)."""
+    photos = sorted((VOC / "VOC2007" / "JPEGImages").glob("*.jpg"))
+    rng = np.random.default_rng(3)
+    k = 0
+    for split, prefix, n in (("training", "ADE_train_", n_train), ("validation", "ADE_val_", n_val)):
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "annotations" / split).mkdir(parents=True)
+        for i in range(n):
+            w, h = 160 + 16 * i, 120
+            stem = f"{prefix}{i + 1:08d}"
+            with Image.open(photos[k % len(photos)]) as im:
+                im.convert("RGB").resize((w, h)).save(folder / "images" / split / f"{stem}.jpg", quality=90)
+            k += 1
+            lab = np.zeros((h, w), np.uint8)
+            for band in range(4):
+                lab[band * 30:(band + 1) * 30, 8:] = rng.integers(1, 151)
+            Image.fromarray(lab, mode="L").save(folder / "annotations" / split / f"{stem}.png")
 
 
 def write_cityscapes(folder: Path) -> None:

@@ -354,6 +354,8 @@ class SegmentationData:
     ignore_index: int = IGNORE_INDEX
     image_size: tuple[int, int] = (0, 0)  # nominal (H, W) for arch builders
     meta: dict[str, Any] = field(default_factory=dict)
+    # the words a text tower is prompted with per class (language-guided heads); None: class_names
+    prompt_names: list[str] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -19,11 +19,12 @@ from pydantic import Field, field_validator
 
 from cl_bench.cache import default_cache_dir
 from cl_bench.components import register
-from cl_bench.data.dense.cityscapes import cityscapes_data
+from cl_bench.data.dense.cityscapes import CITYSCAPES_CLASSES, LABEL_TO_TRAIN, cityscapes_data
 from cl_bench.data.dense.coco import coco_data
 from cl_bench.data.dense.types import DetectionData, DetectionSplit, SegmentationData
 from cl_bench.data.scenes.writers import write_cityscapes, write_coco, write_voc
-from cl_bench.data.scenes.world import SHAPES, generate_scenes
+from cl_bench.data.scenes.captions import BACKGROUND_WORDS
+from cl_bench.data.scenes.world import CLUTTER, REGIONS, SHAPE_LABEL_IDS, SHAPES, generate_scenes
 from cl_bench.data.dense.voc import load_voc_split
 from cl_bench.specs import canonical_hash
 from cl_bench.params import Strict
@@ -118,5 +119,21 @@ def load_scenes_coco(p: ScenesParams, data_root: Path | None) -> DetectionData:
 def load_scenes_cityscapes(p: ScenesParams, data_root: Path | None) -> SegmentationData:
     """Scenes as a Cityscapes tree (labelIds PNGs), mapped to the 19 trainIds by the Cityscapes loader."""
     root = ensure_generated("cityscapes", p)
-    return cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
-                            _meta("cityscapes", p, root))
+    data = cityscapes_data("scenes-cityscapes", root, "train", "val", tuple(p.image_size), True,
+                           _meta("cityscapes", p, root))
+    data.prompt_names = scene_class_words()
+    return data
+
+
+def scene_class_words() -> list[str]:
+    """Per Cityscapes trainId, the word the scenes' captions use for what is painted with it (the shape
+    for an object class, the caption word for a background region, the clutter kind for pole);
+    a class the scenes never paint keeps its Cityscapes name. Language-guided heads prompt with these."""
+    words = list(CITYSCAPES_CLASSES)
+    painted = {**{lid: shape for shape, lid in SHAPE_LABEL_IDS.items()},
+               **{lid: BACKGROUND_WORDS.get(name, name) for name, (lid, _) in REGIONS.items()},
+               **{lid: kind for kind, (lid, _) in CLUTTER.items()}}
+    for lid, word in painted.items():
+        if lid in LABEL_TO_TRAIN:
+            words[LABEL_TO_TRAIN[lid]] = word
+    return words

@@ -146,6 +146,19 @@ def members_key(model: Any) -> str | None:
     return model.members_key if isinstance(model, MemberInitialised) else None
 
 
+@runtime_checkable
+class LanguageGuidedDense(Protocol):
+    """An image encoder that builds its own segmenter on the dense protocol's trunk, guided by the
+    class names' text embeddings (DenseCLIP); ``head_for(in_channels)`` builds the task's head."""
+
+    def language_guided_segmenter(self, trunk: Any, class_names: list[str],
+                                  head_for: Callable[[int], Any]) -> Any: ...
+
+
+def language_guidance(model: Any) -> Callable[..., Any] | None:
+    return model.language_guided_segmenter if isinstance(model, LanguageGuidedDense) else None
+
+
 def split_embedder(model: Any) -> Callable[[Any, torch.device], np.ndarray] | None:
     return model.embed_split if isinstance(model, SplitEmbedder) else None
 

@@ -14,7 +14,7 @@ logits are upsampled bilinearly to the input size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,12 +73,27 @@ class SegmentationModel(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class AuxiliaryLogits(NamedTuple):
+    """What a segmenter with an auxiliary loss returns in training: the main logits (input size)
+    and auxiliary logits [B, C, h, w] whose cross-entropy, upsampled to the label, adds with ``weight``
+    (DenseCLIP's pixel-text score maps / tau, weight 0.4)."""
+
+    logits: torch.Tensor
+    aux_logits: torch.Tensor
+    weight: float
+
+
+def build_head(head: Literal["fcn", "deeplabv3"], in_channels: int, num_classes: int, channels: int,
+               fcn_num_convs: int = 2, concat_input: bool = True, dropout: float = 0.1,
+               aspp_rates: Sequence[int] = (12, 24, 36)) -> nn.Module:
+    if head == "fcn":
+        return FCNHead(in_channels, channels, num_classes, fcn_num_convs, concat_input, dropout)
+    return DeepLabV3Head(in_channels, num_classes, aspp_rates, channels)
+
+
 def build_segmenter(trunk: Trunk, head: Literal["fcn", "deeplabv3"], num_classes: int, channels: int,
                     fcn_num_convs: int = 2, concat_input: bool = True, dropout: float = 0.1,
                     aspp_rates: Sequence[int] = (12, 24, 36)) -> SegmentationModel:
     cin = trunk.channels[trunk.names[-1]]
-    if head == "fcn":
-        h: nn.Module = FCNHead(cin, channels, num_classes, fcn_num_convs, concat_input, dropout)
-    else:
-        h = DeepLabV3Head(cin, num_classes, aspp_rates, channels)
-    return SegmentationModel(trunk, h)
+    return SegmentationModel(trunk, build_head(head, cin, num_classes, channels, fcn_num_convs, concat_input,
+                                               dropout, aspp_rates))

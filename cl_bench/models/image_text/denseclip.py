@@ -1,0 +1,204 @@
+"""DenseCLIP (Rao et al., CVPR 2022, arXiv 2112.01518): language-guided dense prediction on the image
+and text towers of an image–text model; archs ``denseclip`` and ``clip-image-tower`` (its reference).
+
+``denseclip`` wraps the towers of another method's trained image–text model (``towers``: a method id,
+default ``clip``, obtained through the member machinery — trained once per seed and cached — with
+the run's seed unless ``towers_seed`` pins one). As an image encoder it is the image tower (global
+embedding); the ``segmentation`` protocol sees that it declares
+:meth:`DenseClip.language_guided_segmenter` and builds, on the dilated image trunk:
+
+1. dense visual embeddings ``z = P(f)`` of the last-stage map ``f`` (``P``: the image tower's
+   projection into the joint space) and the global one ``z_global = P(mean f)`` (the tower's own
+   global embedding; DenseCLIP's attention-pool outputs);
+2. class text embeddings ``t_k`` from the frozen text tower fed ``[p_1..p_M, w_k]``: ``M`` learnable
+   context vectors (``context_length``; CoOp-style, DenseCLIP's R50 config has 13 - 5 = 8) before the
+   class name's word embeddings ``w_k``; the text tower pools as it was trained (scene-clip: mean over
+   the tokens, the contexts included);
+3. post-model context-aware prompting: ``t <- t + gamma * ContextDecoder(t, [z_global; z])``
+   (:mod:`cl_bench.models.image_text.context_decoder`; ``gamma`` per channel, init 1e-4);
+4. the pixel-text score map ``s = cos(z, t)`` [B, K, h, w], concatenated to ``f`` as the head's input
+   (DenseCLIP concatenates at the last stage, ``score_concat_index=3``);
+5. in training, the auxiliary pixel-text loss: cross-entropy of ``s / tau`` (tau 0.07) upsampled to
+   the label, weight ``aux_weight`` (0.4), added by the protocol (:class:`AuxiliaryLogits`).
+
+The text tower is frozen (DenseCLIP's ``text_encoder`` lr_mult 0) and kept in eval mode; the
+contexts, decoder, gamma, image tower and head train with the task's schedule. Class names: the
+dataset's ``prompt_names`` when it has them (the scenes twin: the words its captions use for each
+class), else its class names. Pre-model prompting (the paper's alternative, Sec. 3.3) is not built:
+the released code and the paper's headline numbers use post-model prompting.
+
+``clip-image-tower``: the same member's image tower alone (an ordinary image encoder), so the
+reference row fine-tunes the same weights with the same head and schedule, without language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from cl_bench.components import register
+from cl_bench.errors import ClBenchError
+from cl_bench.models.image.dense_trunk import Trunk
+from cl_bench.models.image_text.context_decoder import ContextDecoder, pixel_text_score_map
+from cl_bench.models.image_text.scene_clip import SceneClip
+from cl_bench.models.members import MemberRef, obtain_member
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits
+from cl_bench.specs import validate_params
+
+
+class TowersParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    towers: str = "clip"  # the image-text method whose trained towers are used
+    towers_seed: int | None = Field(default=None, ge=0)  # None: the run's seed
+
+
+class DenseClipParams(TowersParams):
+    context_length: int = Field(default=8, ge=0, le=64)  # learnable context vectors before the class name
+    decoder_width: int = Field(default=256, ge=4)
+    decoder_heads: int = Field(default=4, ge=1)
+    decoder_layers: int = Field(default=3, ge=0)
+    decoder_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    gamma_init: float = Field(default=1e-4, ge=0.0)
+    tau: float = Field(default=0.07, gt=0.0)
+    aux_weight: float = Field(default=0.4, ge=0.0)
+
+
+class DenseClip(nn.Module):
+    """The towers + DenseCLIP's learnable language guidance; see the module docstring."""
+
+    arch_name = "denseclip"
+
+    def __init__(self, clip: SceneClip, p: DenseClipParams) -> None:
+        super().__init__()
+        if p.decoder_width % p.decoder_heads:
+            raise ClBenchError(f"arch denseclip: decoder_width {p.decoder_width} is not divisible by decoder_heads "
+                               f"{p.decoder_heads}")
+        self.visual = clip.visual
+        self.image_projection = clip.image_projection
+        self.text = clip.text
+        self.text_projection = clip.text_projection
+        self.tokenizer = clip.tokenizer
+        for module in (self.text, self.text_projection):
+            module.requires_grad_(False)
+        width = self.text.token_embedding.embedding_dim
+        self.contexts = nn.Parameter(torch.empty(p.context_length, width))
+        nn.init.trunc_normal_(self.contexts)
+        dim = clip.embed_dim
+        self.context_decoder = ContextDecoder(dim, p.decoder_width, p.decoder_heads, p.decoder_layers, p.decoder_dropout)
+        self.gamma = nn.Parameter(torch.full((dim,), float(p.gamma_init)))
+        self.tau = p.tau
+        self.aux_weight = p.aux_weight
+        self.embed_dim = dim
+
+    # the image tower's stages, for the dense protocols' trunk (shared modules, no copy)
+    @property
+    def normalize(self) -> nn.Module:
+        return self.visual.normalize
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.visual.stem
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.visual.stages
+
+    def train(self, mode: bool = True) -> DenseClip:
+        super().train(mode)
+        self.text.eval()  # frozen: no dropout in the text tower
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower's global embedding (L2-normalised), as the image encoder."""
+        return F.normalize(self.image_projection(self.visual(images)), dim=-1)
+
+    def class_text(self, names: list[str]) -> torch.Tensor:
+        """Class text embeddings [K, D] from ``[contexts; class-name words]`` through the frozen tower."""
+        ids, mask = self.tokenizer(names)
+        device = self.contexts.device
+        ids, mask = ids.to(device), mask.to(device)
+        k, m = ids.shape[0], self.contexts.shape[0]
+        if m + ids.shape[1] > self.text.position_embedding.shape[0]:
+            raise ClBenchError(f"arch denseclip: {m} contexts + {ids.shape[1]} name tokens exceed the text tower's "
+                               f"{self.text.position_embedding.shape[0]} positions; lower context_length")
+        x = torch.cat([self.contexts.expand(k, m, -1), self.text.token_embedding(ids)], dim=1)
+        x = x + self.text.position_embedding[: x.shape[1]]
+        full = torch.cat([torch.ones(k, m, dtype=torch.bool, device=device), mask], dim=1)
+        if self.text.layers is not None:
+            x = self.text.layers(x, src_key_padding_mask=~full)
+        tokens = self.text.ln_final(x)
+        w = full.unsqueeze(-1).to(tokens.dtype)
+        return self.text_projection((tokens * w).sum(dim=1) / w.sum(dim=1))
+
+    def guide(self, fmap: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score map [B, K, h, w], updated text embeddings [B, K, D]) for the last-stage map ``fmap``."""
+        b = fmap.shape[0]
+        dense = self.image_projection(fmap.flatten(2).transpose(1, 2))  # [B, hw, D]
+        glob = self.image_projection(fmap.mean(dim=(2, 3)))[:, None]  # [B, 1, D]
+        text = self.class_text(names).expand(b, -1, -1)
+        text = text + self.gamma * self.context_decoder(text, torch.cat([glob, dense], dim=1))
+        visual = dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
+        return pixel_text_score_map(visual, text), text
+
+    def language_guided_segmenter(self, trunk: Trunk, class_names: list[str],
+                                  head_for: Callable[[int], nn.Module]) -> nn.Module:
+        """The segmenter: ``head(cat[f, s])`` upsampled; in training also ``s / tau`` for the auxiliary loss."""
+        if self.visual.stem is not trunk.stem:
+            raise ClBenchError("arch denseclip: the trunk is not this model's image tower")
+        k = len(class_names)
+        return LanguageGuidedSegmenter(trunk, head_for(trunk.channels[trunk.names[-1]] + k), self, class_names)
+
+
+class LanguageGuidedSegmenter(nn.Module):
+    def __init__(self, trunk: Trunk, head: nn.Module, clip: DenseClip, class_names: list[str]) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.clip = clip
+        self.class_names = list(class_names)
+        self.last = trunk.names[-1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | AuxiliaryLogits:
+        fmap = self.trunk(images)[self.last]
+        score, _ = self.clip.guide(fmap, self.class_names)
+        logits = F.interpolate(self.head(torch.cat([fmap, score], dim=1)), size=images.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        if self.training:
+            return AuxiliaryLogits(logits, score / self.clip.tau, self.clip.aux_weight)
+        return logits
+
+    def card(self) -> dict[str, Any]:
+        return {"class_names": self.class_names, "contexts": int(self.clip.contexts.shape[0]), "tau": self.clip.tau,
+                "aux_weight": self.clip.aux_weight, "gamma_mean_abs": round(float(self.clip.gamma.detach().abs().mean()), 6)}
+
+
+def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
+    seed = p.towers_seed if p.towers_seed is not None else int(getattr(members, "seed", 0))
+    got = obtain_member(MemberRef(method=p.towers, seed=seed), f"arch {arch} towers", "image_text", members)
+    clip = got.model
+    if not isinstance(clip, SceneClip):
+        raise ClBenchError(f"arch {arch}: towers method '{p.towers}' has a {type(clip).__name__}; DenseCLIP here needs "
+                           "scene-clip towers (a single-stage image-text model with a word-level text tower)")
+    clip.train()
+    return clip
+
+
+@register("arch", "denseclip")
+def build_denseclip(params: dict[str, Any], members: Any = None, **_: Any) -> DenseClip:
+    """DenseCLIP over ``towers``' trained image-text model (see :class:`DenseClipParams`)."""
+    p: DenseClipParams = validate_params(DenseClipParams, params, where="arch denseclip")
+    return DenseClip(_towers(p, members, "denseclip"), p)
+
+
+@register("arch", "clip-image-tower")
+def build_clip_image_tower(params: dict[str, Any], members: Any = None, **_: Any) -> nn.Module:
+    """The image tower of ``towers``' trained image-text model, as an image encoder."""
+    p: TowersParams = validate_params(TowersParams, params, where="arch clip-image-tower")
+    visual = _towers(p, members, "clip-image-tower").visual
+    return visual
