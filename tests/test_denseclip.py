@@ -178,7 +178,7 @@ def test_auxiliary_loss_ignores_255() -> None:
 # ------------------------------------------------------------------------------- params rejection
 def test_params_rejected() -> None:
     build = components.get("arch", "denseclip")
-    with pytest.raises(ClBenchError, match="arch denseclip"):
+    with pytest.raises(ClBenchError, match="arch 'denseclip' params"):
         build({"towers": "clip", "contexts": 4})
     with pytest.raises(ClBenchError):
         build({"tau": 0})

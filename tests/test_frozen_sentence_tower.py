@@ -116,12 +116,11 @@ def test_a_short_clip_run_learns_the_pairs() -> None:
     """Learning smoke test: a few epochs of clip on 192 scenes (32 px) must lift in-sample
     image->text R@5 (each image's first caption among the 192) above 2.5x the untrained model's
     and chance (5/192 = 2.6 %)."""
-    from cl_bench.data.scenes.captioned import build_captioned_scenes
     from cl_bench.methods.image_text.objectives import Clip
     from cl_bench.methods.image_text.trainer import train_image_text
     from cl_bench.specs import TrainRecipe
 
-    data = build_captioned_scenes({"n_train": 192, "n_test": 1, "image_size": 32, "seed": 3})
+    data = components.get("dataset", "scenes-captions")({"n_train": 192, "n_test": 1, "image_size": 32, "seed": 3}, None)
     torch.manual_seed(0)
     model = components.get("arch", "scene-clip")(
         {"embed_dim": 32, "image_width": 8, "text_width": 32, "text_layers": 1}, in_channels=3, image_size=(32, 32))

@@ -15,17 +15,15 @@ the objectInfo150 names' first word list).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from cl_bench.components import register
 from cl_bench.data.data_root import need_root
 from cl_bench.data.dense.types import IGNORE_INDEX, SegmentationData, SegmentationSplit
 from cl_bench.data.image_decode import open_image
 from cl_bench.errors import ClBenchError
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 ADE20K_CLASSES: list[str] = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
@@ -86,19 +84,16 @@ def list_ade20k_split(root: Path, split: str) -> tuple[list[Path], list[Path]]:
     return images, labels
 
 
-class Ade20kParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Ade20kParams(Strict):
     root: str = "ADEChallengeData2016"
     train_split: str = "training"
     test_split: str = "validation"
     image_size: tuple[int, int] = (512, 512)  # nominal, for arch builders
 
 
-@register("dataset", "ade20k")
-def load_ade20k(params: dict[str, Any] | None, data_root: Path | None) -> SegmentationData:
+@register("dataset", "ade20k", params=Ade20kParams)
+def load_ade20k(p: Ade20kParams, data_root: Path | None) -> SegmentationData:
     """ADE20K SceneParsing, 150 classes (0 = other -> ignored), mmseg's reduce_zero_label."""
-    p = validate_params(Ade20kParams, params, "dataset 'ade20k' params")
     layout = (f"expected DATA_ROOT/{p.root}/images/{{training,validation}}/*.jpg and "
               f"DATA_ROOT/{p.root}/annotations/{{training,validation}}/*.png")
     root = need_root(data_root, "ade20k", layout) / p.root

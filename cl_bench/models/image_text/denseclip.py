@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
@@ -48,12 +48,10 @@ from cl_bench.models.image_text.context_decoder import ContextDecoder, pixel_tex
 from cl_bench.models.image_text.scene_clip import SceneClip
 from cl_bench.models.members import MemberRef, obtain_member
 from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits
-from cl_bench.specs import validate_params
+from cl_bench.params import Strict
 
 
-class TowersParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TowersParams(Strict):
     towers: str = "clip"  # the image-text method whose trained towers are used
     towers_seed: int | None = Field(default=None, ge=0)  # None: the run's seed
 
@@ -189,16 +187,14 @@ def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
     return clip
 
 
-@register("arch", "denseclip")
-def build_denseclip(params: dict[str, Any], members: Any = None, **_: Any) -> DenseClip:
+@register("arch", "denseclip", params=DenseClipParams)
+def build_denseclip(p: DenseClipParams, members: Any = None, **_: Any) -> DenseClip:
     """DenseCLIP over ``towers``' trained image-text model (see :class:`DenseClipParams`)."""
-    p: DenseClipParams = validate_params(DenseClipParams, params, where="arch denseclip")
     return DenseClip(_towers(p, members, "denseclip"), p)
 
 
-@register("arch", "clip-image-tower")
-def build_clip_image_tower(params: dict[str, Any], members: Any = None, **_: Any) -> nn.Module:
+@register("arch", "clip-image-tower", params=TowersParams)
+def build_clip_image_tower(p: TowersParams, members: Any = None, **_: Any) -> nn.Module:
     """The image tower of ``towers``' trained image-text model, as an image encoder."""
-    p: TowersParams = validate_params(TowersParams, params, where="arch clip-image-tower")
     visual = _towers(p, members, "clip-image-tower").visual
     return visual
