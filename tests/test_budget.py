@@ -89,7 +89,7 @@ def test_dense_protocols_cut_test_images_iterations_batch_and_precise_bn() -> No
 
 
 def test_mmeb_keeps_the_first_rows_of_every_dataset(tmp_path: Path) -> None:
-    from tests.test_mmeb import random_tree
+    from tests.protocols.test_mmeb import random_tree
 
     random_tree(tmp_path, rows_per_dataset=5)
     names = ["ImageNet-1K", "MSCOCO_t2i", "ImageNet-A", "RefCOCO", "OK-VQA"]
@@ -102,7 +102,7 @@ def test_mmeb_keeps_the_first_rows_of_every_dataset(tmp_path: Path) -> None:
 
 
 def test_mmvp_keeps_the_first_pairs_of_every_pattern(tmp_path: Path) -> None:
-    from tests.test_mmvp import write_release
+    from tests.protocols.test_mmvp import write_release
 
     rows = [(str(2 * k + j + 1), kind, f"{kind} pair {k} statement {j}") for k, kind in
             enumerate(["Orientation"] * 3 + ["Color"] * 2) for j in range(2)]
@@ -122,7 +122,7 @@ def test_bitext_truthfulqa_and_retrieval_keep_their_first_items(tmp_path: Path) 
         assert part.source.texts == full.source.texts[:3] and part.target.texts == full.target.texts[:3]
     tqa = components.get("dataset", "truthfulqa")({}, SHARED_DATA)
     assert cut("multiple_choice", {"targets": "mc1"}, tqa, LIMIT3).data.questions == tqa.questions[:3]
-    from tests.test_caption_loaders import write_coco
+    from tests.data.image_text.test_caption_loaders import write_coco
 
     write_coco(tmp_path)
     coco = components.get("dataset", "coco-captions")({"image_size": 16}, tmp_path)

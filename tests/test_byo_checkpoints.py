@@ -145,7 +145,7 @@ def test_timm_by_hub_folder_or_by_name(tmp_path: Path) -> None:
 def test_open_clip_by_hub_folder_or_by_name(tmp_path: Path) -> None:
     import open_clip
 
-    from tests.test_image_text_adapters import TINY_OPEN_CLIP
+    from tests.models.image_text.test_image_text_adapters import TINY_OPEN_CLIP
 
     folder = tmp_path / "tiny-clip"
     folder.mkdir()

@@ -19,7 +19,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.registry import PROJECT_ROOT, Registry
 from cl_bench.specs import ResultRecord, Timings
 from cl_bench.store import write_result
-from tests.test_leaderboard import _method_hash
+from tests.record_helpers import _method_hash
 from tests.conftest import write_tree
 
 # --------------------------------------------------------------------------- grammar

@@ -23,7 +23,7 @@ from cl_bench.regress import (
 )
 from cl_bench.store import write_result
 from tests.conftest import write_tree
-from tests.test_leaderboard import make_record
+from tests.record_helpers import make_record
 
 
 def _write(res: Path, task, method: str, values: list[float], **kw) -> None:

@@ -15,7 +15,7 @@ from cl_bench.errors import ClBenchError
 from cl_bench.predictions import Predictions, read_predictions
 from cl_bench.registry import Registry
 from cl_bench.store import iter_results, result_path, write_result
-from tests.test_leaderboard import make_record
+from tests.record_helpers import make_record
 
 
 def _preds(pred: list[int]) -> Predictions:

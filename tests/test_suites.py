@@ -12,7 +12,7 @@ from cl_bench.registry import PROJECT_ROOT, Registry
 from cl_bench.store import write_result
 from cl_bench.suites import expand_tasks, load_suites, suite_tasks
 from tests.conftest import write_tree
-from tests.test_leaderboard import make_record
+from tests.record_helpers import make_record
 
 SUITES = {
     "tasks/tagged-a.yaml": """

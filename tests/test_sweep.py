@@ -20,7 +20,7 @@ from cl_bench.registry import Registry
 from cl_bench.store import result_path, write_result
 from cl_bench.sweep import dry_run, plan, render_dry_run, run_sweep
 from tests.conftest import TINY, write_tree
-from tests.test_leaderboard import make_record
+from tests.record_helpers import make_record
 
 METHODS, TASKS, SEEDS = "raw-pixels,tiny-random", "tiny-knn", 3  # 6 runs of about a second each
 

@@ -18,7 +18,7 @@ from cl_bench.data.image.types import ArrayImageSplit, ImageClassificationData
 from cl_bench.errors import ClBenchError
 from cl_bench.obtain import build_encoder, trainer_for
 from cl_bench.specs import ArchRef, MethodSpec, TrainRecipe
-from tests.test_causal_lm import TOKENIZER
+from tests.models.interfaces.test_causal_lm import TOKENIZER
 
 CPU = torch.device("cpu")
 
@@ -64,7 +64,7 @@ CASES: dict[str, tuple[dict, Callable[[], Any], dict, dict]] = {
         {"proj_dim": 4, "warmup_epochs": 0}),
 }
 # objectives whose one step needs other methods trained first: covered end to end elsewhere
-ELSEWHERE = {"multicsr": "tests/test_multicsr.py (its stage 1 generates with another method's trained LM)"}
+ELSEWHERE = {"multicsr": "tests/methods/text/test_multicsr.py (its stage 1 generates with another method's trained LM)"}
 
 
 def _setup(objective: str, **params: Any) -> tuple[torch.nn.Module, TrainRecipe, Any, Any]:

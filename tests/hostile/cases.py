@@ -117,7 +117,7 @@ def bad_checkpoint(s: Path, poison: str) -> Path:
 
 def record(s: Path, method: str, task: str, seed: int, top1: float, spec_hash: str | None = None) -> dict:
     from cl_bench.registry import Registry
-    from tests.test_leaderboard import make_record
+    from tests.record_helpers import make_record
 
     reg = Registry([write_registry(s)])
     rec = make_record(reg.task(task), method, seed, top1, spec_hash=spec_hash)

@@ -59,7 +59,7 @@ def r18_solo(folder: Path) -> Path:
 def open_clip_folder(folder: Path) -> Path:
     import open_clip
 
-    from tests.test_image_text_adapters import TINY_OPEN_CLIP
+    from tests.models.image_text.test_image_text_adapters import TINY_OPEN_CLIP
 
     out = folder / "tiny-open-clip"
     out.mkdir()

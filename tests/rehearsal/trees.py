@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
+from tests.data.image.test_data_real import _write_cifar10_bin, _write_stl10
+from tests.data.image_text.test_caption_loaders import write_coco, write_flickr
+from tests.protocols.test_mmeb import png, write_mmeb
+from tests.protocols.test_mmvp import write_release
 from tests.test_byo_checkpoints import image_tree
-from tests.test_caption_loaders import write_coco, write_flickr
-from tests.test_data_real import _write_cifar10_bin, _write_stl10
-from tests.test_mmeb import png, write_mmeb
-from tests.test_mmvp import write_release
 
 VOC = SHARED_DATA / "voc_coco_samples" / "VOCdevkit"
 COCO_SUBSETS = SHARED_DATA / "voc_coco_samples" / "coco2014_subsets"
@@ -209,7 +209,7 @@ def build_truthfulqa_parquet_root(root: Path) -> Path:
     columns (question, mc1_targets, mc2_targets as {choices, labels}), 817 rows like the original:
     the 790 real questions of the official ``mc_task.json``, then its first 27 again."""
     from cl_bench.data.text.truthfulqa import load_truthfulqa
-    from tests.test_truthfulqa import _hf_rows
+    from tests.data.text.test_truthfulqa import _hf_rows
 
     questions = load_truthfulqa({"source": "mc_json", "empty_choices": "drop"}, SHARED_DATA).questions
     questions = questions + questions[: 817 - len(questions)]
