@@ -9,7 +9,7 @@ the objective reads the features block by block from the cache entry, standardiz
 (in float32) with μ, σ from a streamed float64 pass, and sums loss and gradient over the blocks. No standardized or
 float64 copy of the whole matrix exists; memory is one block plus the weights. Only the
 order of floating-point summation differs from the in-memory solver, so both give the same λ
-and the same predictions up to float32 rounding (``tests/test_linear_probe_stream.py``).
+and the same predictions up to float32 rounding (``tests/protocols/test_protocols_streamed.py``).
 """
 
 from __future__ import annotations
