@@ -27,6 +27,12 @@ dataset's ``prompt_names`` when it has them (the scenes twin: the words its capt
 class), else its class names. Pre-model prompting (the paper's alternative, Sec. 3.3) is not built:
 the released code and the paper's headline numbers use post-model prompting.
 
+``tower: open_clip``: released CLIP weights instead of scene towers — an open_clip ModifiedResNet
+(RN50, RN101, ...) image tower with DenseCLIP's attention pool at every position and open_clip's
+text transformer with the contexts after SOT
+(:mod:`cl_bench.models.image_text.denseclip_open_clip`); the weights come from ``pretrained`` (a
+local file; ``--checkpoint FILE`` sets it).
+
 ``clip-image-tower``: the same member's image tower alone (an ordinary image encoder), so the
 reference row fine-tunes the same weights with the same head and schedule, without language.
 """
@@ -34,7 +40,8 @@ reference row fine-tunes the same weights with the same head and schedule, witho
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +54,7 @@ from cl_bench.models.image.dense_trunk import Trunk
 from cl_bench.models.image_text.context_decoder import ContextDecoder, pixel_text_score_map
 from cl_bench.models.image_text.scene_clip import SceneClip
 from cl_bench.models.members import MemberRef, obtain_member
-from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, head_input
 from cl_bench.params import Strict
 
 
@@ -57,6 +64,11 @@ class TowersParams(Strict):
 
 
 class DenseClipParams(TowersParams):
+    tower: Literal["scene", "open_clip"] = "scene"  # scene: ``towers``' trained model; open_clip: released weights
+    model: str = "RN50"  # tower open_clip: the open_clip architecture (a ModifiedResNet one)
+    pretrained: str | None = None  # tower open_clip: the local weights file (--checkpoint sets it)
+    text_length: int = Field(default=5, ge=3)  # tower open_clip: SOT + name tokens + EOT (the authors' 5)
+    input_resolution: int = Field(default=512, ge=32)  # tower open_clip: positional grid resized to this / 32
     context_length: int = Field(default=8, ge=0, le=64)  # learnable context vectors before the class name
     decoder_width: int = Field(default=256, ge=4)
     decoder_heads: int = Field(default=4, ge=1)
@@ -67,16 +79,70 @@ class DenseClipParams(TowersParams):
     aux_weight: float = Field(default=0.4, ge=0.0)
 
 
-class DenseClip(nn.Module):
-    """The towers + DenseCLIP's learnable language guidance; see the module docstring."""
+class LanguageGuidance(nn.Module):
+    """DenseCLIP's learnable language guidance over some towers (contexts, context decoder, gamma,
+    the segmenter); a subclass gives the towers: ``normalize`` / ``stem`` / ``stages`` (the trunk),
+    :meth:`dense_embeddings`, :meth:`class_text`, :meth:`image_head` and the frozen ``text``."""
 
     arch_name = "denseclip"
+    text: nn.Module
 
-    def __init__(self, clip: SceneClip, p: DenseClipParams) -> None:
+    def __init__(self, p: DenseClipParams, embed_dim: int, token_width: int) -> None:
         super().__init__()
         if p.decoder_width % p.decoder_heads:
             raise ClBenchError(f"arch denseclip: decoder_width {p.decoder_width} is not divisible by decoder_heads "
                                f"{p.decoder_heads}")
+        self.contexts = nn.Parameter(torch.empty(p.context_length, token_width))
+        nn.init.trunc_normal_(self.contexts)
+        self.context_decoder = ContextDecoder(embed_dim, p.decoder_width, p.decoder_heads, p.decoder_layers,
+                                              p.decoder_dropout)
+        self.gamma = nn.Parameter(torch.full((embed_dim,), float(p.gamma_init)))
+        self.tau = p.tau
+        self.aux_weight = p.aux_weight
+        self.embed_dim = embed_dim
+
+    def dense_embeddings(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global [B, D], dense [B, D, h, w]) embeddings of the last-stage map ``fmap``."""
+        raise NotImplementedError
+
+    def class_text(self, names: list[str]) -> torch.Tensor:
+        """Class text embeddings [K, D] from the contexts and the class names through the frozen tower."""
+        raise NotImplementedError
+
+    def image_head(self) -> nn.Module:
+        """The image tower's part after the stages (trained with the backbone)."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> LanguageGuidance:
+        super().train(mode)
+        self.text.eval()  # frozen: no dropout in the text tower
+        return self
+
+    def guide(self, fmap: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score map [B, K, h, w], updated text embeddings [B, K, D]) for the last-stage map ``fmap``."""
+        glob, visual = self.dense_embeddings(fmap)
+        b = fmap.shape[0]
+        text = self.class_text(names).expand(b, -1, -1)
+        context = torch.cat([glob[:, None], visual.flatten(2).transpose(1, 2)], dim=1)  # [B, 1 + hw, D]
+        text = text + self.gamma * self.context_decoder(text, context)
+        return pixel_text_score_map(visual, text), text
+
+    def language_guided_segmenter(self, trunk: Trunk, class_names: list[str],
+                                  head_for: Callable[[list[int]], nn.Module]) -> nn.Module:
+        """The segmenter: the head over the stages with ``s`` concatenated to the last
+        (``head_for(stage channels)``), upsampled; in training also ``s / tau`` for the auxiliary loss."""
+        if self.stem is not trunk.stem:
+            raise ClBenchError("arch denseclip: the trunk is not this model's image tower")
+        channels = [trunk.channels[n] for n in trunk.names]
+        channels[-1] += len(class_names)
+        return LanguageGuidedSegmenter(trunk, head_for(channels), self, class_names)
+
+
+class DenseClip(LanguageGuidance):
+    """Scene towers (another method's trained :class:`SceneClip`) + the language guidance."""
+
+    def __init__(self, clip: SceneClip, p: DenseClipParams) -> None:
+        super().__init__(p, clip.embed_dim, clip.text.token_embedding.embedding_dim)
         self.visual = clip.visual
         self.image_projection = clip.image_projection
         self.text = clip.text
@@ -84,15 +150,6 @@ class DenseClip(nn.Module):
         self.tokenizer = clip.tokenizer
         for module in (self.text, self.text_projection):
             module.requires_grad_(False)
-        width = self.text.token_embedding.embedding_dim
-        self.contexts = nn.Parameter(torch.empty(p.context_length, width))
-        nn.init.trunc_normal_(self.contexts)
-        dim = clip.embed_dim
-        self.context_decoder = ContextDecoder(dim, p.decoder_width, p.decoder_heads, p.decoder_layers, p.decoder_dropout)
-        self.gamma = nn.Parameter(torch.full((dim,), float(p.gamma_init)))
-        self.tau = p.tau
-        self.aux_weight = p.aux_weight
-        self.embed_dim = dim
 
     # the image tower's stages, for the dense protocols' trunk (shared modules, no copy)
     @property
@@ -106,11 +163,6 @@ class DenseClip(nn.Module):
     @property
     def stages(self) -> nn.ModuleList:
         return self.visual.stages
-
-    def train(self, mode: bool = True) -> DenseClip:
-        super().train(mode)
-        self.text.eval()  # frozen: no dropout in the text tower
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The image tower's global embedding (L2-normalised), as the image encoder."""
@@ -134,38 +186,33 @@ class DenseClip(nn.Module):
         w = full.unsqueeze(-1).to(tokens.dtype)
         return self.text_projection((tokens * w).sum(dim=1) / w.sum(dim=1))
 
-    def guide(self, fmap: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score map [B, K, h, w], updated text embeddings [B, K, D]) for the last-stage map ``fmap``."""
+    def dense_embeddings(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = fmap.shape[0]
         dense = self.image_projection(fmap.flatten(2).transpose(1, 2))  # [B, hw, D]
-        glob = self.image_projection(fmap.mean(dim=(2, 3)))[:, None]  # [B, 1, D]
-        text = self.class_text(names).expand(b, -1, -1)
-        text = text + self.gamma * self.context_decoder(text, torch.cat([glob, dense], dim=1))
-        visual = dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
-        return pixel_text_score_map(visual, text), text
+        glob = self.image_projection(fmap.mean(dim=(2, 3)))  # [B, D]
+        return glob, dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
 
-    def language_guided_segmenter(self, trunk: Trunk, class_names: list[str],
-                                  head_for: Callable[[int], nn.Module]) -> nn.Module:
-        """The segmenter: ``head(cat[f, s])`` upsampled; in training also ``s / tau`` for the auxiliary loss."""
-        if self.visual.stem is not trunk.stem:
-            raise ClBenchError("arch denseclip: the trunk is not this model's image tower")
-        k = len(class_names)
-        return LanguageGuidedSegmenter(trunk, head_for(trunk.channels[trunk.names[-1]] + k), self, class_names)
+    def image_head(self) -> nn.Module:
+        return self.image_projection
 
 
 class LanguageGuidedSegmenter(nn.Module):
-    def __init__(self, trunk: Trunk, head: nn.Module, clip: DenseClip, class_names: list[str]) -> None:
+    def __init__(self, trunk: Trunk, head: nn.Module, clip: LanguageGuidance, class_names: list[str]) -> None:
         super().__init__()
         self.trunk = trunk
         self.head = head
         self.clip = clip
         self.class_names = list(class_names)
-        self.last = trunk.names[-1]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The image tower: the trunk and what follows its stages (DenseCLIP's ``backbone``)."""
+        return [*self.trunk.parameters(), *self.clip.image_head().parameters()]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AuxiliaryLogits:
-        fmap = self.trunk(images)[self.last]
-        score, _ = self.clip.guide(fmap, self.class_names)
-        logits = F.interpolate(self.head(torch.cat([fmap, score], dim=1)), size=images.shape[-2:], mode="bilinear",
+        maps = list(self.trunk(images).values())
+        score, _ = self.clip.guide(maps[-1], self.class_names)
+        maps[-1] = torch.cat([maps[-1], score], dim=1)
+        logits = F.interpolate(self.head(head_input(self.head, maps)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
         if self.training:
             return AuxiliaryLogits(logits, score / self.clip.tau, self.clip.aux_weight)
@@ -188,9 +235,25 @@ def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
 
 
 @register("arch", "denseclip", params=DenseClipParams)
-def build_denseclip(p: DenseClipParams, members: Any = None, **_: Any) -> DenseClip:
-    """DenseCLIP over ``towers``' trained image-text model (see :class:`DenseClipParams`)."""
+def build_denseclip(p: DenseClipParams, members: Any = None, **_: Any) -> LanguageGuidance:
+    """DenseCLIP over ``towers``' trained image-text model, or over released open_clip weights
+    (``tower: open_clip``; see :class:`DenseClipParams`)."""
+    if p.tower == "open_clip":
+        from cl_bench.models.image_text.denseclip_open_clip import build_open_clip_denseclip
+
+        return build_open_clip_denseclip(p)
     return DenseClip(_towers(p, members, "denseclip"), p)
+
+
+def denseclip_from_checkpoint(path: Path, params: dict[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """``--checkpoint FILE`` with ``tower: open_clip``: the file becomes ``pretrained`` (the builder
+    reads it); with scene towers it is loaded into the built model as usual."""
+    if params.get("tower") != "open_clip":
+        return params, path
+    return {**params, "pretrained": str(Path(path).expanduser())}, None
+
+
+build_denseclip.from_checkpoint = denseclip_from_checkpoint  # type: ignore[attr-defined]
 
 
 @register("arch", "clip-image-tower", params=TowersParams)
