@@ -36,10 +36,10 @@ from cl_bench.methods.trainer import fit
 from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.image.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.interfaces.hooks import language_guidance
-from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, HeadName, backbone_parameters, build_head, build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
 from cl_bench.protocols.dense.schedule import (adamw, dense_budget, index_stream, nonfinite_message, poly_lr, sgd,
                                                window_means)
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, HeadName, backbone_parameters, build_head, build_segmenter
 
 
 class SegmentationParams(ProtocolParams):

@@ -36,7 +36,7 @@ from torch import nn
 from torchvision.transforms import Normalize
 
 from cl_bench.errors import ClBenchError
-from cl_bench.models.image_text.denseclip import DenseClipParams, LanguageGuidance
+from cl_bench.models.image_text.language_guidance import DenseClipParams, LanguageGuidance
 from cl_bench.models.image_text.open_clip_adapter import OpenClipEncoder
 
 
