@@ -4,10 +4,10 @@
 then ``blocks[i]`` 3x3 conv + BN + ReLU layers of ``width * 2**(i + 1)`` channels. Small shapes of a
 few pixels keep their edges through a max-pool where a strided convolution samples every other
 pixel: on the embedded scenes (objects of 4–15 px radius at 64 px), a supervised 6-way shape
-classifier trained on 2,000 single-object scenes reaches 66 % on 500 held-out scenes with this net
-(width 24, blocks [1, 2], global max, 15 epochs) while ``small-resnet`` (width 16, strided stem and
-shortcuts, mean or max pool, 24 epochs) memorises them: 100 % train, 24–25 % held out (majority 18 %;
-issue #18; benchmarks/scene_towers.py). Same stage interface as ``small-resnet`` (``normalize``, ``stem``,
+classifier trained on 2,000 single-object scenes reaches 52.8 % on 500 held-out scenes with this net
+(width 24, blocks [1, 2], global max, 16 epochs) while scene-clip's ``small-resnet`` (width 16,
+strided stem and shortcuts, mean pool) memorises them: 100 % train, 22.6 % held out (majority
+17.8 %; benchmarks/scene_towers.py, RESULTS.md). Same stage interface as ``small-resnet`` (``normalize``, ``stem``,
 ``stages``, ``feature_maps``), so the dense protocols can take it as a trunk.
 
 :class:`AttentionPool2d` — CLIP's ModifiedResNet head (Radford et al. 2021, §2.4): the map's
