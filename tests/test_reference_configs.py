@@ -14,6 +14,9 @@ Sources:
   MMS  open-mmlab/mmsegmentation configs/_base_/models/fcn_r50-d8.py,
        configs/_base_/schedules/schedule_40k.py, configs/_base_/datasets/cityscapes.py,
        configs/fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py (4 GPUs x 2 images)
+  DC   raoyongming/DenseCLIP segmentation/configs/denseclip_fpn_res50_512x512_80k.py and its _base_
+       models/denseclip_r50.py, datasets/ade20k_clip.py, schedules/schedule_80k.py; README: 8 GPUs
+       (dist_train.sh ... 8) x samples_per_gpu 4
 """
 
 from __future__ import annotations
@@ -113,16 +116,47 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "concat_input": True,  # MMS decode_head concat_input
         "dropout": 0.1,  # MMS decode_head dropout_ratio
         "test_mode": "whole",  # MMS test_cfg mode whole
+        "optimizer": "sgd",  # MMS schedule_40k optimizer SGD
+        "backbone_lr_mult": 1.0,  # MMS: no paramwise_cfg
+    },
+    "ade20k-seg-denseclip": {
+        "head": "fpn",  # DC neck FPN (256, num_outs 4) + decode_head FPNHead
+        "output_stride": 32,  # DC CLIPResNetWithAttention: no dilation (stages at 4, 8, 16, 32)
+        "bn": "sync",  # DC norm_cfg SyncBN (FPNHead)
+        "freeze_at": 0,  # DC: backbone trained (lr_mult 0.1)
+        "iterations": 80000,  # DC schedule_80k max_iters
+        "batch_size": 32,  # DC samples_per_gpu 4 x 8 GPUs
+        "optimizer": "adamw",  # DC optimizer AdamW
+        "lr": 1e-4,  # DC optimizer lr
+        "weight_decay": 1e-4,  # DC optimizer weight_decay (custom_keys norm: decay_mult 0)
+        "backbone_lr_mult": 0.1,  # DC custom_keys backbone lr_mult 0.1 (text_encoder 0: frozen)
+        "poly_power": 0.9,  # DC lr_config poly power
+        "min_lr": 1e-6,  # DC lr_config min_lr
+        "warmup_iters": 1500,  # DC lr_config warmup linear, warmup_iters
+        "warmup_ratio": 1e-6,  # DC lr_config warmup_ratio
+        "crop_size": (512, 512),  # DC ade20k_clip crop_size
+        "scale_range": (0.5, 2.0),  # DC ade20k_clip Resize ratio_range
+        "hflip": 0.5,  # DC ade20k_clip RandomFlip prob
+        "head_channels": 256,  # DC decode_head channels
+        "fpn_channels": 256,  # DC neck out_channels
+        "dropout": 0.1,  # DC decode_head dropout_ratio
+        "test_mode": "slide",  # DC test_cfg mode slide
+        "test_crop": (512, 512),  # DC test_cfg crop_size
+        "test_stride": (341, 341),  # DC test_cfg stride
     },
 }
 # Fields with no bearing on what the numbers mean (throughput, memory, logging), or only used by
 # another head than the task's.
 ENGINEERING = {"eval_batch_size", "num_workers"}
-UNUSED_BY = {"cityscapes-seg-fcn": {"aspp_rates", "test_crop", "test_stride"}}
+UNUSED_BY = {"cityscapes-seg-fcn": {"aspp_rates", "test_crop", "test_stride", "fpn_channels", "warmup_ratio"},
+             "ade20k-seg-denseclip": {"aspp_rates", "fcn_num_convs", "concat_input", "momentum"}}
 # Parts of the cited configs this implementation does not have; they are stated here (and in the
 # report) rather than silently pinned: mmseg's auxiliary FCNHead on res4 (loss weight 0.4), its
 # RandomCrop cat_max_ratio 0.75 and PhotoMetricDistortion, ResNetV1c's deep stem; torchvision's
-# RPN / box-head regression losses (smooth L1, beta 1/9) where detectron2 uses L1 (SMOOTH_L1_BETA 0).
+# RPN / box-head regression losses (smooth L1, beta 1/9) where detectron2 uses L1 (SMOOTH_L1_BETA 0);
+# for DenseCLIP (DC): the same crop retry and photometric distortion, mmseg's Resize of img_scale
+# (2048, 512) x ratio (here the ratio multiplies the image's own size), and the backbone's plain BN
+# per GPU (4 images; here one BN over the batch, SyncBN under DDP).
 
 
 @pytest.mark.parametrize("task_id", sorted(EXPECTED))

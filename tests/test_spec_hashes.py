@@ -15,6 +15,7 @@ import pytest
 from cl_bench.registry import Registry
 
 TASKS = {
+    "ade20k-seg-denseclip": "51405597d76fe8cdd417e8c332e0c8c360550fb4ea2f728f92300d46aa992927",
     "ade20k-seg-fcn": "d6374512bbb7d16a3e287d8c44a5c20d709f9de26441b1b00d0f2ed38210d082",
     "cifar10-knn": "21347d5673d760b5eb4f8208ef1c0a321cfd8d929277ef510362244f4fe09bcf",
     "cifar10-linear": "0caf03d448c6c986384841c2d70824507e1a2f84b6aa114df06443fd437c9c0a",
@@ -99,6 +100,8 @@ METHODS = {
     "contrastive-decoding": "3c3273bb9b5034b2734c40081354a5362ca28fd0bcec6978d0309445e266173c",
     "dcl": "e8e60e3dc69f8ee7431bcb8f0367b61fc8878686231a55be320f5292806e9a4d",
     "denseclip": "d879bbff5a14947fefcd75aac29858ad7fb0c3b5ecd8a05d935a9369d42dfba4",
+    "denseclip-rn101": "7d7ecc8737ba7fd36e587d4d223f84918468d4fb1b80c106df7e9c6d0401703f",
+    "denseclip-rn50": "6e6f6eb0ff0d5da4a759061deeb1d4a5343bb9058819d03590d60ba6301f59ca",
     "dcl-clip": "20dd778b6448514ab3fa51872339fddaca30c9dc90f7f27810100ab6d77674f9",
     "dclw": "f368e490f580fcd402d9d14a59fafcc2bd4bae5e70bf450430d3324ca512073c",
     "dola": "50a1231a017c61b932f303c94c6007cfdc3892740908f319aac3e579eb6fb2e8",

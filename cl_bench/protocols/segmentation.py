@@ -1,4 +1,4 @@
-"""``segmentation``: fine-tune the method's encoder + an FCN / DeepLabV3 head; mIoU as mmseg computes it.
+"""``segmentation``: fine-tune the method's encoder + an FCN / DeepLabV3 / Semantic FPN head; mIoU as mmseg computes it.
 
 The encoder is deep-copied, its last stages dilated to ``output_stride`` (8), BN handled as
 the task says, and a head put on the last stage (:mod:`cl_bench.protocols.dense.seg_heads`).
@@ -6,7 +6,9 @@ Training (mmseg's recipe): per iteration ``batch_size`` images from seeded per-e
 permutations; each is rescaled by a factor uniform in ``scale_range`` (bilinear image,
 nearest labels), randomly cropped to ``crop_size`` (padded with 0 / 255 where smaller) and
 flipped with probability ``hflip``; all of this drawn from a numpy generator seeded by the
-run seed. Pixel cross-entropy ignoring 255; SGD with poly learning rate.
+run seed. Pixel cross-entropy ignoring 255; SGD (or ``optimizer: adamw``: AdamW in mmcv's parameter
+groups, the backbone at ``backbone_lr_mult`` x the lr, :func:`~cl_bench.protocols.dense.schedule.adamw`)
+with poly learning rate per group, after a linear warmup from ``warmup_ratio`` x the lr.
 
 Test: whole-image inference (``test_mode: whole``) or a sliding window (``slide``: crops of
 ``test_crop`` every ``test_stride``, logits averaged where windows overlap, as mmseg's
@@ -34,28 +36,33 @@ from cl_bench.methods.trainer import fit
 from cl_bench.metrics.miou import IoUAccumulator
 from cl_bench.models.image.dense_trunk import FreezeAt, dilate_to_output_stride, freeze_at, set_batchnorm, trunk_of
 from cl_bench.models.interfaces.hooks import language_guidance
-from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, build_head, build_segmenter
 from cl_bench.protocols.base import Protocol, ProtocolParams, ProtocolResult, RunContext
-from cl_bench.protocols.dense.schedule import dense_budget, index_stream, nonfinite_message, poly_lr, sgd, window_means
+from cl_bench.protocols.dense.schedule import (adamw, dense_budget, index_stream, nonfinite_message, poly_lr, sgd,
+                                               window_means)
+from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits, HeadName, backbone_parameters, build_head, build_segmenter
 
 
 class SegmentationParams(ProtocolParams):
-    head: Literal["fcn", "deeplabv3"] = "fcn"
+    head: HeadName = "fcn"
     output_stride: int = Field(8, ge=1)
     bn: Literal["frozen", "finetune", "sync"] = "sync"
     freeze_at: FreezeAt = 0
     iterations: int = Field(ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    backbone_lr_mult: float = Field(1.0, ge=0)  # adamw: the backbone's lr multiplier (mmcv custom_keys)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_iters: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.001, gt=0, le=1)
     crop_size: tuple[int, int] = (512, 1024)  # (H, W)
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: float = Field(0.5, ge=0, le=1)
     head_channels: int = Field(512, ge=1)
+    fpn_channels: int = Field(256, ge=1)  # head fpn: the FPN neck's width
     fcn_num_convs: int = Field(2, ge=0)
     concat_input: bool = True
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -100,11 +107,15 @@ def segmentation_loss(out: torch.Tensor | AuxiliaryLogits, y: torch.Tensor) -> t
     return total
 
 
-def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: SegmentationParams, ctx: RunContext
-                    ) -> dict[str, Any]:
-    """The fine-tuning loop (:func:`cl_bench.methods.trainer.fit`); returns the training card."""
+def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: SegmentationParams, ctx: RunContext,
+                    backbone: set[int] | None = None) -> dict[str, Any]:
+    """The fine-tuning loop (:func:`cl_bench.methods.trainer.fit`); returns the training card.
+    ``backbone``: the ids of the backbone's parameters (adamw's lr multiplier)."""
     device = ctx.device
-    opt = sgd(model, p.lr, p.momentum, p.weight_decay)
+    if p.optimizer == "adamw":
+        opt = adamw(model, p.lr, p.weight_decay, backbone or set(), p.backbone_lr_mult)
+    else:
+        opt = sgd(model, p.lr, p.momentum, p.weight_decay)
     rng = np.random.default_rng(ctx.seed + 11)
     stream = index_stream(len(split), ctx.seed)
 
@@ -119,10 +130,18 @@ def train_segmenter(model: torch.nn.Module, split: SegmentationSplit, p: Segment
         x, y = batch
         return segmentation_loss(model(x), y)
 
+    def set_group_lrs(it: int) -> None:  # each group's poly schedule from its own base lr (mmcv)
+        for group in opt.param_groups:
+            group["lr"] = poly_lr(it, p.iterations, group["base_lr"], p.poly_power, p.min_lr, p.warmup_iters,
+                                  p.warmup_ratio)
+
     model.train()
+    per_group = p.optimizer == "adamw"
     log = fit(
         opt, total=p.iterations, batches=batches, loss=loss,
-        lr_at=lambda it: poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr, p.warmup_iters),
+        lr_at=None if per_group else (lambda it: poly_lr(it, p.iterations, p.lr, p.poly_power, p.min_lr,
+                                                         p.warmup_iters, p.warmup_ratio)),
+        before_step=[set_group_lrs] if per_group else (),
         check_step=nonfinite_message("segmentation", p.lr),
     )
     if device.type == "cuda":
@@ -168,15 +187,16 @@ def run_segmentation(encoder: torch.nn.Module, data: Any, params: SegmentationPa
     guided = language_guidance(encoder)
     if guided is None:
         model = build_segmenter(trunk, params.head, data.num_classes, params.head_channels, params.fcn_num_convs,
-                                params.concat_input, params.dropout, params.aspp_rates)
-    else:  # the encoder concatenates its pixel-text score maps to the head's input (DenseCLIP)
-        model = guided(trunk, list(data.prompt_names or data.class_names), lambda cin: build_head(
-            params.head, cin, data.num_classes, params.head_channels, params.fcn_num_convs, params.concat_input,
-            params.dropout, params.aspp_rates))
+                                params.concat_input, params.dropout, params.aspp_rates, params.fpn_channels)
+    else:  # the encoder concatenates its pixel-text score maps to the last stage the head reads (DenseCLIP)
+        model = guided(trunk, list(data.prompt_names or data.class_names), lambda cins: build_head(
+            params.head, cins, data.num_classes, params.head_channels, params.fcn_num_convs, params.concat_input,
+            params.dropout, params.aspp_rates, [trunk.strides[n] for n in trunk.names], params.fpn_channels))
+    backbone = {id(q) for q in backbone_parameters(model)}
     model, bn_note = set_batchnorm(model, params.bn)
     model.to(ctx.device)
     model = wrap_ddp(model, ctx.device, params.bn)
-    card = train_segmenter(model, data.train, params, ctx)
+    card = train_segmenter(model, data.train, params, ctx, backbone)
     model, ddp = unwrap_after_training(model)
     if not is_main():  # rank 0 evaluates and writes
         return ProtocolResult(metrics={}, extras={"ddp": ddp})

@@ -15,7 +15,7 @@ from cl_bench import components
 from cl_bench.errors import ClBenchError
 from cl_bench.registry import Registry
 from cl_bench.specs import ResultRecord
-from tests.rehearsal.checkpoints import R18_REDUCED, R50_REDUCED
+from tests.rehearsal.checkpoints import R18_REDUCED, R50_REDUCED, TINY_RN_CLIP_NAME
 
 Check = Callable[[ResultRecord], None]
 
@@ -84,6 +84,16 @@ def ade20k(r: ResultRecord) -> None:
     ex = r.extras
     assert ex["head"] == "fcn" and ex["output_stride"] == 8 and ex["train"]["iterations"] == 2
     assert ex["n_test"] == 2 and len(ex["per_class_iou"] if "per_class_iou" in ex else ex["per_class"]) == 150
+    assert "mIoU" in r.metrics
+
+
+def ade20k_denseclip(r: ResultRecord) -> None:
+    ex = r.extras
+    assert ex["head"] == "fpn" and ex["output_stride"] == 32 and ex["dilated_stages"] == []
+    assert ex["train"]["iterations"] == 2 and ex["n_test"] == 2 and len(ex["per_class_iou"]) == 150
+    guide = ex["language_guidance"]
+    assert len(guide["class_names"]) == 150 and guide["contexts"] == 8 and guide["aux_weight"] == 0.4
+    assert r.checkpoint is not None and r.checkpoint["format"] == "open_clip" and r.checkpoint["positional_grid"] == [16, 16]
     assert "mIoU" in r.metrics
 
 
@@ -160,6 +170,8 @@ CASES: list[Case] = [
     Case("coco-det-fpn-1x", **{**DENSE, "limit": 1}, check=detection(voc=False, masks=True, head="FPN")),
     Case("cityscapes-seg-fcn", **DENSE, check=segmentation),
     Case("ade20k-seg-fcn", **DENSE, check=ade20k),
+    Case("ade20k-seg-denseclip", method="denseclip-rn50", checkpoint="tiny-rn-clip",
+         arch_params={"model": TINY_RN_CLIP_NAME}, limit=2, check=ade20k_denseclip),
     Case("imagenet-linear", **R50, check=classification(4, 8)),
     Case("imagenet-knn", **R50, check=classification(4, 8)),
     Case("imagenet-linear-sgd", **R50, check=sgd("moco")),

@@ -8,6 +8,9 @@
   ``projector.`` and ``classifier.`` keys, of a ResNet-18 layout with the CIFAR stem, reduced likewise;
 - ``open-clip``: an open_clip hub folder (``open_clip_config.json`` + ``open_clip_pytorch_model.bin``)
   of a tiny ViT CLIP;
+- ``tiny-rn-clip``: a tiny random open_clip ModifiedResNet CLIP (registered with open_clip as
+  ``clbench-rehearsal-tiny-rn``) saved as a ``.safetensors`` state dict, as open_clip's hub releases
+  of OpenAI's RN50 (DenseCLIP's released towers);
 - ``qwen2-vl``: a tiny random Qwen2-VL saved as a Hugging Face folder with its processor;
 - ``gpt2``: a tiny GPT-2 saved as a Hugging Face folder with its tokenizer;
 - ``bert``: a tiny BERT folder with MiniLM's tokenizer (the Tatoeba encoder).
@@ -23,6 +26,7 @@ import torch
 from tests.test_byo_checkpoints import moco_v2_file
 
 R50_REDUCED = {"blocks": [1, 1, 1, 1], "width": 8}
+TINY_RN_CLIP_NAME = "clbench-rehearsal-tiny-rn"
 R18_REDUCED = {"blocks": [1, 1, 1, 1], "width": 16, "stem": "cifar"}
 
 
@@ -74,6 +78,12 @@ def open_clip_folder(folder: Path) -> Path:
     return out
 
 
+def tiny_rn_clip(folder: Path) -> Path:
+    from tests.models.image_text.test_denseclip_open_clip import save_tiny_rn_clip
+
+    return save_tiny_rn_clip(folder, TINY_RN_CLIP_NAME, seed=8)[1]
+
+
 def qwen2_vl_folder(folder: Path) -> Path:
     from tests.vlm_helpers import save_tiny_qwen2_vl
 
@@ -95,7 +105,8 @@ def bert_folder(folder: Path) -> Path:
     return save_tiny_bert(folder / "tiny-bert")
 
 
-FABRICATE = {"r50-moco": r50_moco, "r18-solo": r18_solo, "open-clip": open_clip_folder, "qwen2-vl": qwen2_vl_folder,
+FABRICATE = {"r50-moco": r50_moco, "r18-solo": r18_solo, "open-clip": open_clip_folder, "tiny-rn-clip": tiny_rn_clip,
+             "qwen2-vl": qwen2_vl_folder,
              "gpt2": gpt2_folder, "bert": bert_folder}
 
 

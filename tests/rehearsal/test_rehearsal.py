@@ -16,7 +16,8 @@ import pytest
 from tests.rehearsal.cases import CASES, Case, real_task_ids
 from tests.rehearsal.run import Setup, prepare, run_case
 
-SLOW = {"voc07-det-c4", "coco-det-c4-1x", "coco-det-fpn-1x", "cityscapes-seg-fcn", "ade20k-seg-fcn"}
+SLOW = {"voc07-det-c4", "coco-det-c4-1x", "coco-det-fpn-1x", "cityscapes-seg-fcn", "ade20k-seg-fcn",
+        "ade20k-seg-denseclip"}
 
 
 @pytest.fixture(scope="module")

@@ -298,8 +298,27 @@ def _data_fingerprint(name: str, *parts: str) -> str:
     return h.hexdigest()
 
 
+class _RGBClasses:
+    """What the arch builders and protocols read off a dense dataset: RGB input, its class count."""
+
+    class_names: list[str]
+    image_size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return 3
+
+    @property
+    def arch_inputs(self) -> dict[str, Any]:
+        return {"in_channels": 3, "image_size": tuple(self.image_size)}
+
+
 @dataclass
-class DetectionData:
+class DetectionData(_RGBClasses):
     """A detection dataset with a train and a test split.
 
     ``metric``: how the test split is scored — ``"voc"`` (PascalVOCDetectionEvaluator:
@@ -324,18 +343,6 @@ class DetectionData:
             self.category_ids = list(range(1, len(self.class_names) + 1))
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_channels(self) -> int:
-        return 3
-
-    @property
-    def arch_inputs(self) -> dict[str, Any]:
-        return {"in_channels": 3, "image_size": tuple(self.image_size)}
-
-    @property
     def fingerprint(self) -> str:
         return _data_fingerprint(
             self.name, self.train.fingerprint, self.test.fingerprint, self.metric,
@@ -344,7 +351,7 @@ class DetectionData:
 
 
 @dataclass
-class SegmentationData:
+class SegmentationData(_RGBClasses):
     """A semantic-segmentation dataset: train ids ``0..num_classes-1``, ``ignore_index`` ignored."""
 
     name: str
@@ -356,18 +363,6 @@ class SegmentationData:
     meta: dict[str, Any] = field(default_factory=dict)
     # the words a text tower is prompted with per class (language-guided heads); None: class_names
     prompt_names: list[str] | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_channels(self) -> int:
-        return 3
-
-    @property
-    def arch_inputs(self) -> dict[str, Any]:
-        return {"in_channels": 3, "image_size": tuple(self.image_size)}
 
     @property
     def fingerprint(self) -> str:

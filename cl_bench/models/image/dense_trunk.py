@@ -181,6 +181,11 @@ def dilate_to_output_stride(trunk: Trunk, output_stride: int) -> list[str]:
                     m.stride = (1, 1)
                 if m.kernel_size == (3, 3):
                     m.dilation, m.padding = (d, d), (d, d)
+            elif isinstance(m, nn.AvgPool2d) and m.stride in (2, (2, 2)):  # anti-aliased downsampling (CLIP ResNets)
+                m.kernel_size, m.stride = 1, 1
     if to_dilate:
         measure(trunk)
+        if trunk.strides[names[-1]] > output_stride:
+            raise ClBenchError(f"cannot dilate this encoder to output stride {output_stride}: its stages downsample "
+                               f"in a way dilation does not undo (now {trunk.strides[names[-1]]})")
     return to_dilate

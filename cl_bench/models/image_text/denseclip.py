@@ -27,56 +27,44 @@ dataset's ``prompt_names`` when it has them (the scenes twin: the words its capt
 class), else its class names. Pre-model prompting (the paper's alternative, Sec. 3.3) is not built:
 the released code and the paper's headline numbers use post-model prompting.
 
+``tower: open_clip``: released CLIP weights instead of scene towers — an open_clip ModifiedResNet
+(RN50, RN101, ...) image tower with DenseCLIP's attention pool at every position and open_clip's
+text transformer with the contexts after SOT
+(:mod:`cl_bench.models.image_text.denseclip_open_clip`); the weights come from ``pretrained`` (a
+local file; ``--checkpoint FILE`` sets it).
+
 ``clip-image-tower``: the same member's image tower alone (an ordinary image encoder), so the
 reference row fine-tunes the same weights with the same head and schedule, without language.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
-from cl_bench.models.image.dense_trunk import Trunk
-from cl_bench.models.image_text.context_decoder import ContextDecoder, pixel_text_score_map
+from cl_bench.models.image_text.language_guidance import (
+    DenseClipParams,
+    LanguageGuidance,
+    LanguageGuidedSegmenter,
+    TowersParams,
+)
 from cl_bench.models.image_text.scene_clip import SceneClip
 from cl_bench.models.members import MemberRef, obtain_member
-from cl_bench.protocols.dense.seg_heads import AuxiliaryLogits
-from cl_bench.params import Strict
+
+__all__ = ["DenseClip", "DenseClipParams", "LanguageGuidance", "LanguageGuidedSegmenter", "TowersParams"]
 
 
-class TowersParams(Strict):
-    towers: str = "clip"  # the image-text method whose trained towers are used
-    towers_seed: int | None = Field(default=None, ge=0)  # None: the run's seed
-
-
-class DenseClipParams(TowersParams):
-    context_length: int = Field(default=8, ge=0, le=64)  # learnable context vectors before the class name
-    decoder_width: int = Field(default=256, ge=4)
-    decoder_heads: int = Field(default=4, ge=1)
-    decoder_layers: int = Field(default=3, ge=0)
-    decoder_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    gamma_init: float = Field(default=1e-4, ge=0.0)
-    tau: float = Field(default=0.07, gt=0.0)
-    aux_weight: float = Field(default=0.4, ge=0.0)
-
-
-class DenseClip(nn.Module):
-    """The towers + DenseCLIP's learnable language guidance; see the module docstring."""
-
-    arch_name = "denseclip"
+class DenseClip(LanguageGuidance):
+    """Scene towers (another method's trained :class:`SceneClip`) + the language guidance."""
 
     def __init__(self, clip: SceneClip, p: DenseClipParams) -> None:
-        super().__init__()
-        if p.decoder_width % p.decoder_heads:
-            raise ClBenchError(f"arch denseclip: decoder_width {p.decoder_width} is not divisible by decoder_heads "
-                               f"{p.decoder_heads}")
+        super().__init__(p, clip.embed_dim, clip.text.token_embedding.embedding_dim)
         self.visual = clip.visual
         self.image_projection = clip.image_projection
         self.text = clip.text
@@ -84,15 +72,6 @@ class DenseClip(nn.Module):
         self.tokenizer = clip.tokenizer
         for module in (self.text, self.text_projection):
             module.requires_grad_(False)
-        width = self.text.token_embedding.embedding_dim
-        self.contexts = nn.Parameter(torch.empty(p.context_length, width))
-        nn.init.trunc_normal_(self.contexts)
-        dim = clip.embed_dim
-        self.context_decoder = ContextDecoder(dim, p.decoder_width, p.decoder_heads, p.decoder_layers, p.decoder_dropout)
-        self.gamma = nn.Parameter(torch.full((dim,), float(p.gamma_init)))
-        self.tau = p.tau
-        self.aux_weight = p.aux_weight
-        self.embed_dim = dim
 
     # the image tower's stages, for the dense protocols' trunk (shared modules, no copy)
     @property
@@ -106,11 +85,6 @@ class DenseClip(nn.Module):
     @property
     def stages(self) -> nn.ModuleList:
         return self.visual.stages
-
-    def train(self, mode: bool = True) -> DenseClip:
-        super().train(mode)
-        self.text.eval()  # frozen: no dropout in the text tower
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The image tower's global embedding (L2-normalised), as the image encoder."""
@@ -134,46 +108,14 @@ class DenseClip(nn.Module):
         w = full.unsqueeze(-1).to(tokens.dtype)
         return self.text_projection((tokens * w).sum(dim=1) / w.sum(dim=1))
 
-    def guide(self, fmap: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score map [B, K, h, w], updated text embeddings [B, K, D]) for the last-stage map ``fmap``."""
+    def dense_embeddings(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = fmap.shape[0]
         dense = self.image_projection(fmap.flatten(2).transpose(1, 2))  # [B, hw, D]
-        glob = self.image_projection(fmap.mean(dim=(2, 3)))[:, None]  # [B, 1, D]
-        text = self.class_text(names).expand(b, -1, -1)
-        text = text + self.gamma * self.context_decoder(text, torch.cat([glob, dense], dim=1))
-        visual = dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
-        return pixel_text_score_map(visual, text), text
+        glob = self.image_projection(fmap.mean(dim=(2, 3)))  # [B, D]
+        return glob, dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
 
-    def language_guided_segmenter(self, trunk: Trunk, class_names: list[str],
-                                  head_for: Callable[[int], nn.Module]) -> nn.Module:
-        """The segmenter: ``head(cat[f, s])`` upsampled; in training also ``s / tau`` for the auxiliary loss."""
-        if self.visual.stem is not trunk.stem:
-            raise ClBenchError("arch denseclip: the trunk is not this model's image tower")
-        k = len(class_names)
-        return LanguageGuidedSegmenter(trunk, head_for(trunk.channels[trunk.names[-1]] + k), self, class_names)
-
-
-class LanguageGuidedSegmenter(nn.Module):
-    def __init__(self, trunk: Trunk, head: nn.Module, clip: DenseClip, class_names: list[str]) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.head = head
-        self.clip = clip
-        self.class_names = list(class_names)
-        self.last = trunk.names[-1]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor | AuxiliaryLogits:
-        fmap = self.trunk(images)[self.last]
-        score, _ = self.clip.guide(fmap, self.class_names)
-        logits = F.interpolate(self.head(torch.cat([fmap, score], dim=1)), size=images.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        if self.training:
-            return AuxiliaryLogits(logits, score / self.clip.tau, self.clip.aux_weight)
-        return logits
-
-    def card(self) -> dict[str, Any]:
-        return {"class_names": self.class_names, "contexts": int(self.clip.contexts.shape[0]), "tau": self.clip.tau,
-                "aux_weight": self.clip.aux_weight, "gamma_mean_abs": round(float(self.clip.gamma.detach().abs().mean()), 6)}
+    def image_head(self) -> nn.Module:
+        return self.image_projection
 
 
 def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
@@ -182,15 +124,32 @@ def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
     clip = got.model
     if not isinstance(clip, SceneClip):
         raise ClBenchError(f"arch {arch}: towers method '{p.towers}' has a {type(clip).__name__}; DenseCLIP here needs "
-                           "scene-clip towers (a single-stage image-text model with a word-level text tower)")
+                           "scene-clip towers (a single-stage image-text model with a word-level text tower), or "
+                           "released open_clip ResNet weights with tower: open_clip")
     clip.train()
     return clip
 
 
 @register("arch", "denseclip", params=DenseClipParams)
-def build_denseclip(p: DenseClipParams, members: Any = None, **_: Any) -> DenseClip:
-    """DenseCLIP over ``towers``' trained image-text model (see :class:`DenseClipParams`)."""
+def build_denseclip(p: DenseClipParams, members: Any = None, **_: Any) -> LanguageGuidance:
+    """DenseCLIP over ``towers``' trained image-text model, or over released open_clip weights
+    (``tower: open_clip``; see :class:`DenseClipParams`)."""
+    if p.tower == "open_clip":
+        from cl_bench.models.image_text.denseclip_open_clip import build_open_clip_denseclip
+
+        return build_open_clip_denseclip(p)
     return DenseClip(_towers(p, members, "denseclip"), p)
+
+
+def denseclip_from_checkpoint(path: Path, params: dict[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """``--checkpoint FILE`` with ``tower: open_clip``: the file becomes ``pretrained`` (the builder
+    reads it); with scene towers it is loaded into the built model as usual."""
+    if params.get("tower") != "open_clip":
+        return params, path
+    return {**params, "pretrained": str(Path(path).expanduser())}, None
+
+
+build_denseclip.from_checkpoint = denseclip_from_checkpoint  # type: ignore[attr-defined]
 
 
 @register("arch", "clip-image-tower", params=TowersParams)

@@ -11,7 +11,11 @@ Per-token projected features are the text's local features (TCL). ``text_tower: 
 replaces it with frozen all-MiniLM-L6-v2 sentence vectors (computed once per text and cached)
 under a trainable 2-layer MLP (:mod:`cl_bench.models.image_text.frozen_sentence_tower`); the sentence is
 then the text's one local feature. ``image_pool: max`` takes the last-stage map's max instead
-of its mean as the global image feature. Both default to the original tower.
+of its mean as the global image feature; ``image_pool: attention`` is CLIP's attention pooling
+(positions + mean token, one query). ``image_tower: convnet`` replaces the small-resnet with
+:class:`~cl_bench.models.image.pool_convnet.PoolConvNet` (max-pool downsampling: it learns the
+scenes' shapes where the small-resnet memorises them, benchmarks/scene_towers.py). All default to
+the original tower: no committed result moves.
 
 Vocabulary: ``[PAD]``, ``[UNK]``, then the sorted union of
 :data:`cl_bench.data.scenes.captions.CAPTION_WORDS` (every word the caption generator can emit) and
@@ -44,6 +48,7 @@ from torch import nn
 
 from cl_bench.components import register
 from cl_bench.errors import ClBenchError
+from cl_bench.models.image.pool_convnet import AttentionPool2d, PoolConvNet
 from cl_bench.models.image.small_resnet import SmallResNet
 from cl_bench.models.image_text.frozen_sentence_tower import FrozenSentenceTower
 from cl_bench.models.interfaces.image_text import ImageTextEncoder
@@ -112,7 +117,10 @@ class SceneClipParams(Strict):
     text_tower: Literal["words", "minilm"] = "words"
     # the global image feature: the last-stage map's mean, or its max (an object's presence
     # anywhere in the scene, not diluted by the background around it)
-    image_pool: Literal["mean", "max"] = "mean"
+    image_pool: Literal["mean", "max", "attention"] = "mean"
+    # "resnet": small-resnet (strided stem); "convnet": max-pool downsampling (models/image/pool_convnet)
+    image_tower: Literal["resnet", "convnet"] = "resnet"
+    attention_heads: int = Field(default=4, ge=1, le=16)  # image_pool: attention
 
 
 class TextTower(nn.Module):
@@ -142,6 +150,13 @@ class TextTower(nn.Module):
         return pooled, tokens
 
 
+def _halved(size: int, times: int, ceil: bool) -> int:
+    """``size`` after ``times`` stride-2 steps: strided 3x3 convs (padding 1) round up, max-pools down."""
+    for _ in range(times):
+        size = -(-size // 2) if ceil else size // 2
+    return size
+
+
 class SceneClip(ImageTextEncoder):
     """The two towers and their projections; see the module docstring."""
 
@@ -149,9 +164,20 @@ class SceneClip(ImageTextEncoder):
         super().__init__()
         self.embed_dim = p.embed_dim
         self.image_pool = p.image_pool
-        stride = 2 if min(image_size) >= 32 else 1
-        self.visual = SmallResNet(3, width=p.image_width, blocks=p.image_blocks, stem_stride=stride,
-                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+        self.visual: SmallResNet | PoolConvNet
+        if p.image_tower == "convnet":
+            self.visual = PoolConvNet(3, p.image_width, p.image_blocks, **norm)
+            grid = tuple(_halved(s, len(p.image_blocks), ceil=False) for s in image_size)
+        else:
+            stride = 2 if min(image_size) >= 32 else 1
+            self.visual = SmallResNet(3, width=p.image_width, blocks=p.image_blocks, stem_stride=stride, **norm)
+            grid = tuple(_halved(s, len(p.image_blocks) - 1 + (stride == 2), ceil=True) for s in image_size)
+        if p.image_pool == "attention" and self.visual.embed_dim % p.attention_heads:
+            raise ClBenchError(f"arch scene-clip: the image tower's {self.visual.embed_dim} channels are not "
+                               f"divisible by attention_heads {p.attention_heads}")
+        self.attention_pool = (AttentionPool2d(grid, self.visual.embed_dim, p.attention_heads)
+                               if p.image_pool == "attention" else None)
         self.tokenizer = WordTokenizer(scene_vocabulary(), p.max_tokens)
         self.text: nn.Module = (
             FrozenSentenceTower(p.text_width) if p.text_tower == "minilm"
@@ -174,7 +200,11 @@ class SceneClip(ImageTextEncoder):
         """Projected global feature [N, D] and, if ``local``, projected local features [N, h·w, D]
         of the last-stage map (average-pooled to ``grid`` x ``grid`` first when given)."""
         fmap = self.visual.feature_maps(images)[f"stage{len(self.visual.stages)}"]
-        glob = self.image_projection(fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3)))
+        if self.attention_pool is not None:
+            pooled = self.attention_pool(fmap)
+        else:
+            pooled = fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3))
+        glob = self.image_projection(pooled)
         if not local:
             return glob, None
         if grid is not None:

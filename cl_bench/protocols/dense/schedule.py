@@ -3,8 +3,14 @@ parameter groups, per-iteration learning rates, a seeded index stream and the lo
 
 - detectron2 ``WarmupMultiStepLR``: ``lr * warmup(it) * gamma ** (#steps <= it)``, with linear
   warmup ``factor * (1 - a) + a`` for ``a = it / warmup_iters`` (``warmup_factor`` = 1/1000).
-- mmseg ``PolyLR``: ``(lr - min_lr) * (1 - it / iters) ** power + min_lr``.
+- mmseg ``PolyLR``: ``(lr - min_lr) * (1 - it / iters) ** power + min_lr``, after mmcv's linear
+  warmup ``lr * (r + (1 - r) * it / warmup_iters)`` (``warmup_ratio`` r).
 - Weight decay is not applied to normalisation parameters (detectron2 ``WEIGHT_DECAY_NORM: 0``).
+- :func:`adamw`: mmcv's ``DefaultOptimizerConstructor`` with DenseCLIP's ``paramwise_cfg``
+  (``custom_keys``: ``backbone`` lr x ``backbone_lr_mult``; ``norm`` decay x 0): the backbone's
+  parameters get the multiplied lr (their group's ``base_lr``); of the others, a parameter whose
+  name contains ``norm`` gets no weight decay. mmcv matches the longest key first, so backbone
+  norm parameters keep their decay, as there.
 """
 
 from __future__ import annotations
@@ -41,6 +47,25 @@ def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, weigh
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
+def adamw(model: nn.Module, lr: float, weight_decay: float, backbone: set[int], backbone_lr_mult: float = 1.0
+          ) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters in mmcv's groups (module doc); ``backbone``: the ids of the
+    backbone's parameters. Each group carries its ``base_lr`` for :func:`poly_lr`."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():  # shared parameters once, under their first name
+        if not p.requires_grad:
+            continue
+        if id(p) in backbone:
+            key = (lr * backbone_lr_mult, weight_decay)
+        else:
+            key = (lr, 0.0 if "norm" in name else weight_decay)
+        groups.setdefault(key, []).append(p)
+    if not groups:
+        raise ClBenchError("the model has no trainable parameters (everything frozen?): nothing to fine-tune")
+    return torch.optim.AdamW([{"params": ps, "lr": g_lr, "base_lr": g_lr, "weight_decay": wd}
+                              for (g_lr, wd), ps in groups.items()], lr=lr)
+
+
 def multistep_lr(it: int, lr: float, steps: Sequence[int], gamma: float, warmup_iters: int,
                  warmup_factor: float) -> float:
     """detectron2 WarmupMultiStepLR (linear warmup) at iteration ``it`` (0-based)."""
@@ -51,12 +76,13 @@ def multistep_lr(it: int, lr: float, steps: Sequence[int], gamma: float, warmup_
     return lr * factor * gamma ** sum(1 for s in steps if s <= it)
 
 
-def poly_lr(it: int, total: int, lr: float, power: float, min_lr: float, warmup_iters: int = 0) -> float:
-    """mmseg PolyLR (optionally after a linear warmup from lr/1000)."""
+def poly_lr(it: int, total: int, lr: float, power: float, min_lr: float, warmup_iters: int = 0,
+            warmup_ratio: float = 0.001) -> float:
+    """mmseg PolyLR (optionally after mmcv's linear warmup from ``lr * warmup_ratio``)."""
     base = (lr - min_lr) * (1 - it / max(1, total)) ** power + min_lr
     if it < warmup_iters:
         a = it / warmup_iters
-        base *= 0.001 * (1 - a) + a
+        base *= warmup_ratio * (1 - a) + a
     return base
 
 

@@ -201,7 +201,7 @@ def test_one_fine_tuning_step_trains_guidance_not_text() -> None:
     m = tiny_denseclip(seed=4)
     trunk = trunk_of(m)
     names = ["circle", "square", "road", "trees"]
-    seg = m.language_guided_segmenter(trunk, names, lambda cin: build_head("fcn", cin, 4, 8))
+    seg = m.language_guided_segmenter(trunk, names, lambda cins: build_head("fcn", cins, 4, 8))
     seg.train()
     x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
     out = seg(x)

@@ -95,3 +95,33 @@ def test_local_features_pooled_to_a_grid_are_block_means() -> None:
         _, pooled = model.image_features(x, local=True, grid=2)
     blocks = full.view(2, 2, 2, 2, 2, 8).permute(0, 1, 3, 2, 4, 5).reshape(2, 4, 4, 8).mean(dim=2)
     assert pooled.shape == (2, 4, 8) and torch.allclose(pooled, blocks, atol=1e-6)
+
+
+def test_default_tower_is_unchanged_by_the_tower_and_pool_options() -> None:
+    """The options add nothing to a default model: same parameters, same fingerprint per seed."""
+    torch.manual_seed(3)
+    default = build()
+    torch.manual_seed(3)
+    explicit = build(image_tower="resnet", image_pool="mean")
+    assert list(default.state_dict()) == list(explicit.state_dict())
+    assert model_fingerprint(default) == model_fingerprint(explicit)
+    assert not any(k.startswith("attention_pool") for k in default.state_dict())
+
+
+@pytest.mark.parametrize("tower, size", [("resnet", (32, 32)), ("convnet", (32, 32)), ("convnet", (40, 24)),
+                                         ("resnet", (33, 21))])
+def test_attention_pooling_fits_the_towers_last_map_and_trains(tower: str, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = components.get("arch", "scene-clip")(
+        {**TINY, "image_tower": tower, "image_pool": "attention", "attention_heads": 2}, in_channels=3,
+        image_size=size)
+    x = torch.rand(4, 3, *size)
+    glob, local = model.image_features(x, local=True)
+    assert glob.shape == (4, 8) and local.shape[0] == 4
+    before = model.attention_pool.positional_embedding.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    glob.pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(before, model.attention_pool.positional_embedding)
+    with pytest.raises(ClBenchError, match="divisible by attention_heads"):
+        build(image_tower=tower, image_pool="attention", attention_heads=3)
