@@ -98,3 +98,55 @@ def test_a_tiny_transformer_learns_languages_in_context() -> None:
     unigram = _accuracy(model, data.test, [ngram_predictions(s[:-1], 1) for s in data.test.sequences])
     assert trained > unigram + MARGIN, (trained, unigram, untrained)
     assert trained > untrained + 20, (trained, untrained)
+
+
+def test_length_window_batches_hold_instances_of_similar_length() -> None:
+    """Hand-worked: 8 instances of lengths 5 1 4 2 8 3 7 6, batch 2. With one window over the
+    whole epoch the batches are the length-sorted pairs {1,2} {3,4} {5,6} {7,8} (as instance
+    indices {1,3} {5,2} {0,7} {6,4}) whatever the order; with windows of 2 batches over the order
+    0..7 they are the sorted pairs within {0,1,2,3} and {4,5,6,7}; window 1 keeps the order."""
+    from cl_bench.methods.lm.icl_pretrain import length_bucketed_batches
+
+    lengths = [5, 1, 4, 2, 8, 3, 7, 6]
+    gen = torch.Generator().manual_seed(0)
+    for order in ([0, 1, 2, 3, 4, 5, 6, 7], [7, 2, 5, 0, 3, 6, 1, 4]):
+        whole = length_bucketed_batches(order, lengths, 2, 4, gen)
+        assert sorted(map(sorted, whole)) == [[0, 7], [1, 3], [2, 5], [4, 6]]
+    halves = length_bucketed_batches(list(range(8)), lengths, 2, 2, gen)
+    assert sorted(map(sorted, halves)) == [[0, 2], [1, 3], [4, 6], [5, 7]]
+    assert length_bucketed_batches(list(range(8)), lengths, 3, 1, gen) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    # the batch order is shuffled (seeded), not left sorted by length
+    orders = {tuple(map(tuple, length_bucketed_batches(list(range(8)), lengths, 2, 4, torch.Generator().manual_seed(s))))
+              for s in range(6)}
+    assert len(orders) > 1
+
+
+def test_regression_lr_replaces_the_recipe_lr_on_regression_prompts_only() -> None:
+    """One plain SGD step (constant schedule, no momentum, no clipping) moves a one-parameter model
+    ŷ = w·x_1 by −lr · grad: with regression_lr 0.5 the step equals that of a recipe at lr 0.5, and
+    is 50 times the step at lr 0.01 (same seed, so the same prompts and the same gradient at w = 0)."""
+    from cl_bench.data.icl.linreg import LinRegSampler
+    from cl_bench.methods.lm.icl_pretrain import ICLPretrainParams, train_regression
+    from cl_bench.specs import TrainRecipe
+
+    class OneWeight(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def regress(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+            return self.w * xs[..., 0]
+
+    def step(lr: float, regression_lr: float | None) -> float:
+        model = OneWeight()
+        params = {"max_steps": 1, "grad_clip": 1e9, "regression_lr": regression_lr}
+        recipe = TrainRecipe(objective="icl-pretrain", epochs=1, batch_size=8, optimizer="sgd", momentum=0.0, lr=lr,
+                             schedule="constant", params=params)
+        train_regression(model, recipe, LinRegSampler(3, 7, 0.0), ICLPretrainParams(**params), 0,
+                         torch.device("cpu"), False)
+        return float(model.w)
+
+    moved = step(0.01, 0.5)
+    assert moved != 0.0
+    assert moved == pytest.approx(step(0.5, None), rel=1e-6)
+    assert moved == pytest.approx(50 * step(0.01, None), rel=1e-5)
