@@ -147,10 +147,13 @@ class MultiCSR(Objective):
         p = self.params
         t0 = time.perf_counter()
         got = obtain_member(p.generator, "generator", "causal_lm", members)
-        premises = pick_premises(list(split.texts), p.n_premises, p.premise_seed)
+        texts = sorted(set(split.texts))
+        fit = stages.premise_fits(got.model, texts, p.max_new_tokens)  # the generator's context bounds a premise
+        premises = pick_premises([t for t, f in zip(texts, fit, strict=True) if f], p.n_premises, p.premise_seed)
         generated = _generated(got.fingerprint, tuple(premises), p.max_new_tokens, p.generation_batch, got.model)
         info: dict[str, Any] = {"generator": {"method": p.generator.method, "fingerprint": got.fingerprint},
-                                "premises": len(premises), "generation_s": round(time.perf_counter() - t0, 2)}
+                                "premises": len(premises), "sentences_too_long": fit.count(False),
+                                "generation_s": round(time.perf_counter() - t0, 2)}
         raw = stages.unrefined_rows(generated)
         info["unrefined"] = stages.pair_quality(raw)
         if p.refine:

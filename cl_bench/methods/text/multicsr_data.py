@@ -53,12 +53,34 @@ class Triplet:
     negative_score: float | None = None
 
 
-@torch.no_grad()
-def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32) -> list[str]:
-    """Greedy continuations of ``prompts`` (batched, left-padded), decoded without special tokens."""
+def _hf_parts(lm: Any) -> tuple[Any, Any]:
     hf, tok = getattr(lm, "hf", None), getattr(lm, "tokenizer", None)
     if hf is None or tok is None:
         raise ClBenchError(f"MultiCSR's generator must be a Hugging Face causal LM (tiny-gpt2, hf-causal-lm), not {type(lm).__name__}")
+    return hf, tok
+
+
+def fits(lm: Any, prompts: Sequence[str], max_new_tokens: int) -> list[bool]:
+    """Whether each prompt plus ``max_new_tokens`` fits the generator's context (always, without a limit)."""
+    _, tok = _hf_parts(lm)
+    limit = getattr(lm, "max_length", None)
+    if limit is None:
+        return [True] * len(prompts)
+    return [len(ids) + max_new_tokens <= limit for ids in tok(list(prompts))["input_ids"]]
+
+
+@torch.no_grad()
+def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32,
+                    too_long: str = "raise") -> list[str]:
+    """Greedy continuations of ``prompts`` (batched, left-padded), decoded without special tokens.
+    A prompt that does not fit the context with ``max_new_tokens``: a ClBenchError (``too_long``
+    "raise") or the empty answer without generating (``"empty"``)."""
+    hf, tok = _hf_parts(lm)
+    if too_long == "empty":
+        ok = fits(lm, prompts, max_new_tokens)
+        kept = [p for p, f in zip(prompts, ok, strict=True) if f]
+        answers = iter(generate_greedy(lm, kept, max_new_tokens, batch_size) if kept else [])
+        return [next(answers) if f else "" for f in ok]
     saved_side, saved_pad = tok.padding_side, tok.pad_token
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -92,17 +114,25 @@ def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_
 
 
 def generate_and_score(lm: Any, premises: Sequence[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[Generated]:
-    """Stage 1's LM calls: an entailment, a contradiction and the two similarity scores per premise."""
+    """Stage 1's LM calls: an entailment, a contradiction and the two similarity scores per premise.
+    A scoring prompt (premise + generated sentence) too long for the context gets no score, so its
+    row is dropped as an unparseable one (the premises themselves are chosen to fit: :func:`premise_fits`)."""
     ent = [parse_generation(t) for t in generate_greedy(lm, [generation_prompt("entailment", p) for p in premises], max_new_tokens, batch_size)]
     con = [parse_generation(t) for t in generate_greedy(lm, [generation_prompt("negative", p) for p in premises], max_new_tokens, batch_size)]
     score_prompts = [scoring_prompt(p, c) for p, c in zip(premises, con, strict=True)]
     score_prompts += [scoring_prompt(p, e) for p, e in zip(premises, ent, strict=True)]
-    answers = generate_greedy(lm, score_prompts, 4, batch_size)
+    answers = generate_greedy(lm, score_prompts, 4, batch_size, too_long="empty")  # unparseable: row dropped
     n = len(premises)
     return [
         Generated(premises[i], ent[i], con[i], parse_score(answers[n + i].split("\n")[0]), parse_score(answers[i].split("\n")[0]))
         for i in range(n)
     ]
+
+
+def premise_fits(lm: Any, premises: Sequence[str], max_new_tokens: int) -> list[bool]:
+    """Whether both generation prompts of each premise fit the generator's context with ``max_new_tokens``."""
+    kinds = [fits(lm, [generation_prompt(k, p) for p in premises], max_new_tokens) for k in ("entailment", "negative")]
+    return [a and b for a, b in zip(*kinds, strict=True)]
 
 
 def stage1_rows(generated: Sequence[Generated]) -> list[Triplet]:

@@ -207,6 +207,29 @@ def test_generation_refuses_a_prompt_longer_than_the_context(tiny_lm) -> None:
         generate_greedy(tiny_lm, ["word " * 300], max_new_tokens=8)
 
 
+def test_too_long_prompts_get_no_answer_and_too_long_premises_are_not_picked(tiny_lm) -> None:
+    from cl_bench.methods.text.multicsr_data import premise_fits
+
+    prompts = ["Write a sentence", "word " * 300, "x"]
+    answers = generate_greedy(tiny_lm, prompts, max_new_tokens=6, too_long="empty")
+    assert answers[1] == ""
+    assert [answers[0], answers[2]] == generate_greedy(tiny_lm, [prompts[0], prompts[2]], max_new_tokens=6)
+
+
+def test_a_premise_is_picked_only_when_both_generation_prompts_fit() -> None:
+    from types import SimpleNamespace
+
+    from cl_bench.data.text.fact_instructions import generation_prompt
+    from cl_bench.methods.text.multicsr_data import premise_fits
+
+    tokenizer = lambda texts: {"input_ids": [t.split() for t in texts]}  # noqa: E731 - one token per word
+    short, longer = "the cat sat", "the cat sat on the mat"
+    n = max(len(generation_prompt(k, short).split()) for k in ("entailment", "negative"))
+    lm = SimpleNamespace(hf=object(), tokenizer=tokenizer, max_length=n + 4)
+    assert premise_fits(lm, [short, longer], max_new_tokens=4) == [True, False]
+    assert premise_fits(lm, [short], max_new_tokens=5) == [False]
+
+
 # --- end to end through the registry ---------------------------------------------------------------
 TREE = {
     "baselines/t-lm.yaml": """
