@@ -149,6 +149,12 @@ class MultiCSR(Objective):
         got = obtain_member(p.generator, "generator", "causal_lm", members)
         texts = sorted(set(split.texts))
         fit = stages.premise_fits(got.model, texts, p.max_new_tokens)  # the generator's context bounds a premise
+        if sum(fit) < p.n_premises:
+            raise ClBenchError(
+                f"multicsr: only {sum(fit)} of the corpus's {len(texts)} distinct sentences leave room for an answer "
+                f"in the generator's context after the generation prompts; lower n_premises (now {p.n_premises}) or "
+                "use a generator with a longer context"
+            )
         premises = pick_premises([t for t, f in zip(texts, fit, strict=True) if f], p.n_premises, p.premise_seed)
         generated = _generated(got.fingerprint, tuple(premises), p.max_new_tokens, p.generation_batch, got.model)
         info: dict[str, Any] = {"generator": {"method": p.generator.method, "fingerprint": got.fingerprint},

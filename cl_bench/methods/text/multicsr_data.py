@@ -60,21 +60,24 @@ def _hf_parts(lm: Any) -> tuple[Any, Any]:
     return hf, tok
 
 
-def fits(lm: Any, prompts: Sequence[str], max_new_tokens: int) -> list[bool]:
-    """Whether each prompt plus ``max_new_tokens`` fits the generator's context (always, without a limit)."""
+def fits(lm: Any, prompts: Sequence[str], new_tokens: int | Sequence[int]) -> list[bool]:
+    """Whether each prompt plus ``new_tokens`` (one count, or one per prompt) fits the generator's
+    context (always, without a limit)."""
     _, tok = _hf_parts(lm)
     limit = getattr(lm, "max_length", None)
+    need = [new_tokens] * len(prompts) if isinstance(new_tokens, int) else list(new_tokens)
     if limit is None:
         return [True] * len(prompts)
-    return [len(ids) + max_new_tokens <= limit for ids in tok(list(prompts))["input_ids"]]
+    return [len(ids) + n <= limit for ids, n in zip(tok(list(prompts))["input_ids"], need, strict=True)]
 
 
 @torch.no_grad()
 def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32,
                     too_long: str = "raise") -> list[str]:
     """Greedy continuations of ``prompts`` (batched, left-padded), decoded without special tokens.
-    A prompt that does not fit the context with ``max_new_tokens``: a ClBenchError (``too_long``
-    "raise") or the empty answer without generating (``"empty"``)."""
+    Generation stops where the generator's context ends; a prompt that leaves no room: a ClBenchError
+    (``too_long`` "raise"), or with ``"empty"`` every prompt without room for ``max_new_tokens`` gets
+    the empty answer without generating."""
     hf, tok = _hf_parts(lm)
     if too_long == "empty":
         ok = fits(lm, prompts, max_new_tokens)
@@ -94,14 +97,17 @@ def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True)
-            if limit is not None and enc["input_ids"].shape[1] + max_new_tokens > limit:
-                raise ClBenchError(
-                    f"a MultiCSR prompt of {enc['input_ids'].shape[1]} tokens + {max_new_tokens} new ones exceeds "
-                    f"the generator's context of {limit} tokens"
-                )
+            new_tokens = max_new_tokens
+            if limit is not None:  # generation stops where the generator's context ends
+                new_tokens = min(max_new_tokens, limit - enc["input_ids"].shape[1])
+                if new_tokens < 1:
+                    raise ClBenchError(
+                        f"a MultiCSR prompt of {enc['input_ids'].shape[1]} tokens leaves no room for an answer in "
+                        f"the generator's context of {limit} tokens"
+                    )
             ids = hf.generate(
                 input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                max_new_tokens=new_tokens, do_sample=False, num_beams=1,
                 pad_token_id=tok.pad_token_id, eos_token_id=lm.eot_token_id,
             )
             new = ids[:, enc["input_ids"].shape[1] :]
@@ -130,8 +136,11 @@ def generate_and_score(lm: Any, premises: Sequence[str], max_new_tokens: int = 4
 
 
 def premise_fits(lm: Any, premises: Sequence[str], max_new_tokens: int) -> list[bool]:
-    """Whether both generation prompts of each premise fit the generator's context with ``max_new_tokens``."""
-    kinds = [fits(lm, [generation_prompt(k, p) for p in premises], max_new_tokens) for k in ("entailment", "negative")]
+    """Whether both generation prompts of each premise leave room in the generator's context for an
+    answer as long as the premise plus one token (a rewrite of it), or ``max_new_tokens`` if fewer."""
+    _, tok = _hf_parts(lm)
+    need = [min(max_new_tokens, len(ids) + 1) for ids in tok(list(premises))["input_ids"]]
+    kinds = [fits(lm, [generation_prompt(k, p) for p in premises], need) for k in ("entailment", "negative")]
     return [a and b for a, b in zip(*kinds, strict=True)]
 
 

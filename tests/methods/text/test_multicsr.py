@@ -203,7 +203,7 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny_lm) -> None:
 
 
 def test_generation_refuses_a_prompt_longer_than_the_context(tiny_lm) -> None:
-    with pytest.raises(ClBenchError, match="exceeds the generator's context"):
+    with pytest.raises(ClBenchError, match="leaves no room for an answer"):
         generate_greedy(tiny_lm, ["word " * 300], max_new_tokens=8)
 
 
@@ -226,8 +226,12 @@ def test_a_premise_is_picked_only_when_both_generation_prompts_fit() -> None:
     short, longer = "the cat sat", "the cat sat on the mat"
     n = max(len(generation_prompt(k, short).split()) for k in ("entailment", "negative"))
     lm = SimpleNamespace(hf=object(), tokenizer=tokenizer, max_length=n + 4)
-    assert premise_fits(lm, [short, longer], max_new_tokens=4) == [True, False]
-    assert premise_fits(lm, [short], max_new_tokens=5) == [False]
+    # room for an answer as long as the premise + 1 (4 tokens here), or max_new_tokens if fewer
+    assert premise_fits(lm, [short, longer], max_new_tokens=48) == [True, False]
+    assert premise_fits(lm, [short], max_new_tokens=2) == [True]
+    lm.max_length = n + 3
+    assert premise_fits(lm, [short], max_new_tokens=48) == [False]
+    assert premise_fits(lm, [short], max_new_tokens=3) == [True]
 
 
 # --- end to end through the registry ---------------------------------------------------------------
@@ -303,3 +307,15 @@ def test_multicsr_runs_end_to_end_from_an_mlm_encoder(tmp_path: Path, monkeypatc
     # the encoder started from t-mlm's trained weights, and the cache key names them
     again = engine.run(reg.task("t-sts"), reg.method("t-multicsr"), opts)
     assert again.model.reused and again.record.model_fingerprint == out.record.model_fingerprint
+
+
+def test_generation_stops_where_the_context_ends(tiny_lm) -> None:
+    limit, tok = tiny_lm.max_length, tiny_lm.tokenizer
+    words = 1
+    while len(tok("word " * (words + 1))["input_ids"]) <= limit - 3:
+        words += 1
+    prompt = "word " * words
+    room = limit - len(tok(prompt)["input_ids"])
+    assert 1 <= room <= 3 + 3
+    out = generate_greedy(tiny_lm, [prompt], max_new_tokens=48)[0]
+    assert len(tok(out, add_special_tokens=False)["input_ids"]) <= room
