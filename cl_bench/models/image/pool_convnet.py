@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cl_bench.models.image.small_resnet import InputNormalization, init_resnet
+from cl_bench.models.image.small_resnet import InputNormalization, init_resnet, stage_maps
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -52,12 +52,7 @@ class PoolConvNet(nn.Module):
         init_resnet(self, nn.Sequential, zero_init_residual=False)
 
     def feature_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(self.normalize(images))
-        maps = {"stem": x}
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            maps[f"stage{i + 1}"] = x
-        return maps
+        return stage_maps(self, images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature_maps(images)[f"stage{len(self.stages)}"].mean(dim=(2, 3))

@@ -85,6 +85,16 @@ class SmallResNetParams(Strict):
     std: float | list[float] = 0.25
 
 
+def stage_maps(net: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``stem``, ``stage1`` ... ``stageK`` maps of a net with ``normalize``, ``stem`` and ``stages``."""
+    x = net.stem(net.normalize(images))
+    maps = {"stem": x}
+    for i, stage in enumerate(net.stages):
+        x = stage(x)
+        maps[f"stage{i + 1}"] = x
+    return maps
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a residual shortcut (1x1 conv-BN when the shape changes)."""
 
@@ -141,12 +151,7 @@ class SmallResNet(ImageEncoder):
         init_resnet(self, BasicBlock, zero_init_residual)
 
     def feature_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(self.normalize(images))
-        maps = {"stem": x}
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            maps[f"stage{i + 1}"] = x
-        return maps
+        return stage_maps(self, images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.normalize(images))
