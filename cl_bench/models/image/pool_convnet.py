@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cl_bench.errors import ClBenchError
 from cl_bench.models.image.small_resnet import InputNormalization, init_resnet, stage_maps
 
 
@@ -69,7 +70,8 @@ class AttentionPool2d(nn.Module):
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         if tuple(fmap.shape[-2:]) != self.grid:
-            raise ValueError(f"attention pooling was built for a {self.grid} map, got {tuple(fmap.shape[-2:])}")
+            raise ClBenchError(f"attention pooling was built for a {self.grid} feature map (the training image size), "
+                               f"got {tuple(fmap.shape[-2:])}: evaluate at the image size the model was trained on")
         tokens = fmap.flatten(2).transpose(1, 2)  # [N, h*w, C]
         tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1) + self.positional_embedding
         out, _ = self.attention(tokens[:, :1], tokens, tokens, need_weights=False)

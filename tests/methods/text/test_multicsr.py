@@ -316,6 +316,6 @@ def test_generation_stops_where_the_context_ends(tiny_lm) -> None:
         words += 1
     prompt = "word " * words
     room = limit - len(tok(prompt)["input_ids"])
-    assert 1 <= room <= 3 + 3
+    assert 3 <= room < 48  # the cap binds: 48 new tokens would run past the context
     out = generate_greedy(tiny_lm, [prompt], max_new_tokens=48)[0]
     assert len(tok(out, add_special_tokens=False)["input_ids"]) <= room

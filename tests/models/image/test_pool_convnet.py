@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+
+from cl_bench.errors import ClBenchError
 
 from cl_bench.models.image.dense_trunk import trunk_of
 from cl_bench.models.image.pool_convnet import AttentionPool2d, PoolConvNet
@@ -60,6 +63,8 @@ def test_attention_pool_equals_clips_attention_pooling_written_out() -> None:
     pool = AttentionPool2d((3, 4), channels=8, heads=2)
     fmap = torch.randn(5, 8, 3, 4)
     torch.testing.assert_close(pool(fmap), _clip_attnpool_by_hand(pool, fmap), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ClBenchError, match="image size the model was trained on"):
+        pool(torch.randn(1, 8, 4, 4))
 
 
 def test_attention_pool_sees_where_things_are() -> None:
