@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from filelock import FileLock
@@ -58,6 +58,8 @@ class CaptionedScenesParams(Strict):
     min_objects: int = Field(default=1, ge=1)
     max_objects: int = Field(default=4, ge=1, le=8)
     crowd_prob: float = Field(default=0.15, ge=0.0, le=1.0)
+    sizes: list[Literal["small", "medium", "large"]] | None = None  # object sizes drawn from (None: all three)
+    upright: bool = False  # objects stand upright (+-15 degrees; triangles point in one of 4 directions)
 
     @model_validator(mode="after")
     def _objects(self) -> CaptionedScenesParams:
@@ -66,15 +68,29 @@ class CaptionedScenesParams(Strict):
         return self
 
 
+def _world_params(p: CaptionedScenesParams) -> dict[str, Any]:
+    """The params, without the world options left at their defaults (so that the key of a world
+    made before those options existed does not move)."""
+    d = p.model_dump(mode="json")
+    for name, default in (("sizes", None), ("upright", False)):
+        if d[name] == default:
+            del d[name]
+    return d
+
+
 def _cache_dir(p: CaptionedScenesParams) -> Path:
-    key = canonical_hash({"params": p.model_dump(mode="json"), "version": GENERATOR_VERSION})
+    key = canonical_hash({"params": _world_params(p), "version": GENERATOR_VERSION})
     return default_cache_dir() / "generated" / f"scenes-captions-{key[:16]}"
 
 
 def _generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, Any]]:
     n = p.n_train + p.n_test
     order = np.random.default_rng([p.split_seed, 7]).permutation(n) if p.split_seed else np.arange(n)
-    opts = {"min_objects": p.min_objects, "max_objects": p.max_objects, "crowd_prob": p.crowd_prob}
+    opts: dict[str, Any] = {"min_objects": p.min_objects, "max_objects": p.max_objects, "crowd_prob": p.crowd_prob}
+    if p.sizes is not None:
+        opts["sizes"] = tuple(p.sizes)
+    if p.upright:
+        opts["upright"] = True
     images = np.zeros((n, p.image_size, p.image_size, 3), np.uint8)
     texts: dict[str, list[Any]] = {"scene_ids": [], "captions": [], "long": [], "negatives": [], "labels": []}
     for k, idx in enumerate(order.tolist()):
@@ -124,7 +140,7 @@ def build_captioned_scenes(p: CaptionedScenesParams, name: str = "scenes-caption
         arch_inputs={"in_channels": 3, "image_size": (p.image_size, p.image_size)},
         meta={"source": "embedded scenes with generated captions", "generator": GENERATOR_VERSION,
               "label": "shape of the largest visible object", "generated_at": str(root),
-              **p.model_dump(mode="json")},
+              **_world_params(p)},
     )
 
 

@@ -50,11 +50,12 @@ MINI_DATASETS: dict[str, tuple[str, str]] = {
     **{f"Scenes-{k}": (mt, "IND") for k, mt in KINDS.items()},
     **{f"Scenes-{k}-Busy": (mt, "OOD") for k, mt in KINDS.items()},
 }
-WORLDS: dict[str, dict[str, Any]] = {  # generate_scene options; IND = scenes-captions' defaults
+WORLDS: dict[str, dict[str, Any]] = {  # generate_scene options; IND = scenes-captions' defaults (see world())
     "IND": {"min_objects": 1, "max_objects": 4, "crowd_prob": 0.15},
     "OOD": {"min_objects": 3, "max_objects": 6, "crowd_prob": 0.5},
 }
 INDEX_OFFSET = 3_000_000
+WORLD_KEYS = ("min_objects", "max_objects", "crowd_prob", "sizes", "upright")  # scenes-captions' world options
 INSTRUCTIONS = {
     "cls": "<|image_1|>\nRepresent the given image for classification",
     "vqa": "<|image_1|>\nRepresent the given image with the following question: ",
@@ -84,6 +85,15 @@ class ScenesMMEBParams(Strict):
         if bad:
             raise ValueError(f"unknown dataset(s) {bad}; choose from {list(MINI_DATASETS)}")
         return [d for d in MINI_DATASETS if d in v]
+
+
+def world(p: ScenesMMEBParams, split: str) -> dict[str, Any]:
+    """generate_scene options of ``split``: IND is the world the methods train in (the world options
+    of ``p.train`` over scenes-captions' defaults), OOD the busy one."""
+    opts = dict(WORLDS[split])
+    if split == "IND" and p.train:
+        opts.update({k: (tuple(v) if k == "sizes" else v) for k, v in p.train.items() if k in WORLD_KEYS})
+    return opts
 
 
 class _Writer:
@@ -159,14 +169,14 @@ def _answer_first(answer: str, options: list[str]) -> list[str]:
 def write_dataset(zf: zipfile.ZipFile, root: Path, name: str, p: ScenesMMEBParams) -> None:
     kind = name.split("-")[1]
     split = MINI_DATASETS[name][1]
-    world = WORLDS[split]
+    options = world(p, split)
     base = INDEX_OFFSET + 100_000 * list(MINI_DATASETS).index(name)
     rng = np.random.default_rng([p.seed, list(MINI_DATASETS).index(name), 29])
     w = _Writer(name, zf)
     scenes: list[Scene] = []
     index = base
     while len(scenes) < p.n_queries:  # a VQA / grounding scene must offer a question / a unique object
-        scene = generate_scene(p.seed, index, p.image_size, **world)
+        scene = generate_scene(p.seed, index, p.image_size, **options)
         index += 1
         if (kind == "Grounding" and not _unique_objects(scene)) or (kind == "VQA" and not _vqa(scene)):
             continue
@@ -242,6 +252,8 @@ def write_scenes_mmeb(root: Path, p: ScenesMMEBParams) -> None:
 def load_scenes_mmeb_mini(p: ScenesMMEBParams, data_root: Path | None) -> MMEBData:
     """MMEB-style classification, VQA, retrieval and grounding sets from the scenes (IND + OOD)."""
     gen = p.model_dump(mode="json", exclude={"train"})
+    if world(p, "IND") != WORLDS["IND"]:  # keyed only when it moved: the default tree keeps its key
+        gen["ind_world"] = world(p, "IND")
     root = ensure_tree("mmeb", gen, GENERATOR_VERSION, lambda tmp: write_scenes_mmeb(tmp, p))
     train_ref = None if p.train is None else ("scenes-captions", {"image_size": p.image_size, **p.train})
     return read_mmeb_tree(root, {n: MINI_DATASETS[n] for n in p.datasets}, name="scenes-mmeb-mini",

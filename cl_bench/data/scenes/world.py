@@ -35,6 +35,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZE_RANGES: dict[str, tuple[float, float]] = {  # object radius as a fraction of min(H, W)
     "small": (0.06, 0.10), "medium": (0.10, 0.16), "large": (0.16, 0.24),
 }
+UPRIGHT_JITTER = 15.0  # degrees an upright object may lean (generate_scene's ``upright``)
 # Cityscapes labelIds (cityscapesScripts labels.py) that the objects are painted with.
 SHAPE_LABEL_IDS: dict[str, int] = {
     "circle": 26, "square": 27, "triangle": 20, "star": 24, "cross": 33, "diamond": 19,
@@ -188,10 +189,21 @@ def _clutter(rng: np.random.Generator, h: int, w: int, n: int) -> list[tuple[str
     return out
 
 
-def _new_object(rng: np.random.Generator, h: int, w: int, crowd: bool) -> SceneObject:
+def _upright(shape: str, u: float) -> float:
+    """The rotation of an upright object from the same uniform draw ``u`` in [0, 360): a triangle
+    points in one of the four directions, anything else stands as drawn; both within
+    +-UPRIGHT_JITTER degrees."""
+    jitter = ((u % 90.0) / 90.0 - 0.5) * 2.0 * UPRIGHT_JITTER
+    return ((90.0 * (u // 90.0) if shape == "triangle" else 0.0) + jitter) % 360.0
+
+
+def _new_object(rng: np.random.Generator, h: int, w: int, crowd: bool,
+                sizes: tuple[str, ...] = tuple(SIZE_RANGES), upright: bool = False) -> SceneObject:
     shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
     m = min(h, w)
     rotation = float(rng.uniform(0, 360)) if shape not in ("circle",) else 0.0
+    if upright and shape != "circle":
+        rotation = _upright(shape, rotation)
     if crowd:
         cx, cy = w * rng.uniform(0.15, 0.85), h * rng.uniform(0.2, 0.8)
         parts = []
@@ -199,7 +211,7 @@ def _new_object(rng: np.random.Generator, h: int, w: int, crowd: bool) -> SceneO
             parts.append((float(cx + m * rng.normal(0, 0.06)), float(cy + m * rng.normal(0, 0.05)),
                           float(m * rng.uniform(0.025, 0.04))))
         return SceneObject(shape, colour, "small", (float(cx), float(cy)), float(m * 0.04), rotation, True, parts)
-    size = str(rng.choice(list(SIZE_RANGES)))
+    size = str(rng.choice(list(sizes)))
     lo, hi = SIZE_RANGES[size]
     r = m * rng.uniform(lo, hi)
     cx, cy = w * rng.uniform(0.05, 0.95), h * rng.uniform(0.08, 0.92)
@@ -247,6 +259,8 @@ def generate_scene(
     n_clutter: tuple[int, int] = (1, 4),
     max_occlusion: float = 0.7,
     min_visible: int = 12,
+    sizes: tuple[str, ...] = tuple(SIZE_RANGES),
+    upright: bool = False,
 ) -> Scene:
     """Scene number ``index`` of the world ``seed`` (rejection-samples objects until visible enough)."""
     h, w = (size, size) if isinstance(size, int) else size
@@ -256,9 +270,9 @@ def generate_scene(
     n_obj = int(rng.integers(min_objects, max_objects + 1))
     with_crowd = bool(rng.uniform() < crowd_prob)
     for _ in range(50):
-        objs = [_new_object(rng, h, w, crowd=False) for _ in range(n_obj)]
+        objs = [_new_object(rng, h, w, crowd=False, sizes=sizes, upright=upright) for _ in range(n_obj)]
         if with_crowd:
-            objs.insert(int(rng.integers(0, len(objs) + 1)), _new_object(rng, h, w, crowd=True))
+            objs.insert(int(rng.integers(0, len(objs) + 1)), _new_object(rng, h, w, crowd=True, upright=upright))
         scene = Scene(f"{seed:04d}_{index:06d}", h, w, int(rng.integers(0, 2**31)), regions, clutter, objs)
         full, visible = object_masks(scene)
         areas_full, areas_vis = full.sum((1, 2)), visible.sum((1, 2))

@@ -54,6 +54,7 @@ from cl_bench.models.image_text.language_guidance import (
     LanguageGuidedSegmenter,
     TowersParams,
 )
+from cl_bench.models.image_text.frozen_sentence_tower import SENTENCE_DIM, FrozenSentenceTower
 from cl_bench.models.image_text.scene_clip import SceneClip
 from cl_bench.models.members import MemberRef, obtain_member
 
@@ -64,8 +65,10 @@ class DenseClip(LanguageGuidance):
     """Scene towers (another method's trained :class:`SceneClip`) + the language guidance."""
 
     def __init__(self, clip: SceneClip, p: DenseClipParams) -> None:
-        super().__init__(p, clip.embed_dim, clip.text.token_embedding.embedding_dim)
+        sentence_tower = isinstance(clip.text, FrozenSentenceTower)
+        super().__init__(p, clip.embed_dim, SENTENCE_DIM if sentence_tower else clip.text.token_embedding.embedding_dim)
         self.visual = clip.visual
+        self.global_pool = clip.pool  # the towers' own global pooling (mean, max or attention)
         self.image_projection = clip.image_projection
         self.text = clip.text
         self.text_projection = clip.text_projection
@@ -88,10 +91,14 @@ class DenseClip(LanguageGuidance):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The image tower's global embedding (L2-normalised), as the image encoder."""
-        return F.normalize(self.image_projection(self.visual(images)), dim=-1)
+        fmap = self.visual.feature_maps(images)[f"stage{len(self.visual.stages)}"]
+        return F.normalize(self.image_projection(self.global_pool(fmap)), dim=-1)
 
     def class_text(self, names: list[str]) -> torch.Tensor:
-        """Class text embeddings [K, D] from ``[contexts; class-name words]`` through the frozen tower."""
+        """Class text embeddings [K, D] from ``[contexts; class-name words]`` through the frozen tower
+        (a frozen MiniLM tower: ``[CLS] contexts name [SEP]``, :meth:`FrozenSentenceTower.with_contexts`)."""
+        if isinstance(self.text, FrozenSentenceTower):
+            return self.text_projection(self.text.with_contexts(self.contexts, names))
         ids, mask = self.tokenizer(names)
         device = self.contexts.device
         ids, mask = ids.to(device), mask.to(device)
@@ -111,7 +118,7 @@ class DenseClip(LanguageGuidance):
     def dense_embeddings(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = fmap.shape[0]
         dense = self.image_projection(fmap.flatten(2).transpose(1, 2))  # [B, hw, D]
-        glob = self.image_projection(fmap.mean(dim=(2, 3)))  # [B, D]
+        glob = self.image_projection(self.global_pool(fmap))  # [B, D]
         return glob, dense.transpose(1, 2).reshape(b, -1, *fmap.shape[-2:])
 
     def image_head(self) -> nn.Module:
@@ -124,7 +131,7 @@ def _towers(p: TowersParams, members: Any, arch: str) -> SceneClip:
     clip = got.model
     if not isinstance(clip, SceneClip):
         raise ClBenchError(f"arch {arch}: towers method '{p.towers}' has a {type(clip).__name__}; DenseCLIP here needs "
-                           "scene-clip towers (a single-stage image-text model with a word-level text tower), or "
+                           "scene-clip towers (a single-stage image-text model), or "
                            "released open_clip ResNet weights with tower: open_clip")
     clip.train()
     return clip

@@ -146,6 +146,24 @@ class FrozenSentenceTower(torch.nn.Module):
         cache = self._cache or minilm_cache()
         return torch.from_numpy(cache(list(texts))).to(self.tower_tag.device)
 
+    def with_contexts(self, contexts: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Pooled [K, width] of each text with the learnable ``contexts`` [M, 384] inserted after
+        ``[CLS]`` as word embeddings (CoOp / DenseCLIP prompt learning through the frozen encoder):
+        MiniLM's own pooling (the mean over every token, the contexts included, L2-normalised), then
+        the head. Not cached: the contexts change every step; gradients reach them, not MiniLM."""
+        enc = _minilm()
+        enc.requires_grad_(False)
+        feats = enc.tokenize(list(texts))
+        device = self.tower_tag.device
+        ids, mask = feats["input_ids"].to(device), feats["attention_mask"].to(device)
+        words = enc.model.get_input_embeddings()(ids)
+        k, m = ids.shape[0], contexts.shape[0]
+        x = torch.cat([words[:, :1], contexts.to(words.dtype).expand(k, m, -1), words[:, 1:]], dim=1)
+        full = torch.cat([mask[:, :1], torch.ones(k, m, dtype=mask.dtype, device=device), mask[:, 1:]], dim=1)
+        hidden = enc.model(inputs_embeds=x, attention_mask=full).last_hidden_state
+        w = full.unsqueeze(-1).to(hidden.dtype)
+        return self.head(torch.nn.functional.normalize((hidden * w).sum(dim=1) / w.sum(dim=1), dim=-1))
+
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pooled [N, width], "tokens" [N, 1, width] (the sentence is the text's one local
         feature) and the mask [N, 1]."""

@@ -200,16 +200,18 @@ class SceneClip(ImageTextEncoder):
         """Projected global feature [N, D] and, if ``local``, projected local features [N, h·w, D]
         of the last-stage map (average-pooled to ``grid`` x ``grid`` first when given)."""
         fmap = self.visual.feature_maps(images)[f"stage{len(self.visual.stages)}"]
-        if self.attention_pool is not None:
-            pooled = self.attention_pool(fmap)
-        else:
-            pooled = fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3))
-        glob = self.image_projection(pooled)
+        glob = self.image_projection(self.pool(fmap))
         if not local:
             return glob, None
         if grid is not None:
             fmap = F.adaptive_avg_pool2d(fmap, grid)
         return glob, self.image_projection(fmap.flatten(2).transpose(1, 2))
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The global image feature [N, C] of a last-stage map (``image_pool``), before the projection."""
+        if self.attention_pool is not None:
+            return self.attention_pool(fmap)
+        return fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3))
 
     def text_features(self, texts: list[str], local: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Projected global feature [N, D], per-token features [N, L, D] (if ``local``) and the mask."""
