@@ -339,3 +339,26 @@ def test_real_mmeb_hands_each_image_over_at_its_own_size(tmp_path: Path) -> None
     (_, old), = list(cropped.pair_items("tgt")[0].batches(8))
     assert [tuple(im.shape) for im in old] == [(3, 12, 12), (3, 12, 12)]
     assert items.fingerprint != cropped.pair_items("tgt")[0].fingerprint
+
+
+def test_scenes_twin_ind_sets_follow_the_training_world(cache: Path) -> None:
+    """IND = the world the methods train in: the world options of ``train`` reach the IND sets'
+    scenes; the busy OOD sets and a default (v1) tree stay as they were."""
+    from cl_bench.data.scenes.mmeb_twin import WORLDS, ScenesMMEBParams, world
+
+    small = {"max_objects": 1, "crowd_prob": 0.0, "sizes": ["large"], "captions_per_image": 3}
+    p = ScenesMMEBParams(n_queries=4, n_candidates=3, train=small)
+    assert world(p, "IND") == {"min_objects": 1, "max_objects": 1, "crowd_prob": 0.0, "sizes": ("large",)}
+    assert world(p, "OOD") == WORLDS["OOD"] and world(ScenesMMEBParams(), "IND") == WORLDS["IND"]
+    names = ["Scenes-I2T", "Scenes-I2T-Busy"]
+
+    def images(train: dict | None) -> dict[str, bytes]:
+        data = load_scenes_mmeb_mini({"n_queries": 4, "n_candidates": 3, "datasets": names, "train": train}, None)
+        with zipfile.ZipFile(Path(data.meta["root"]) / "images.zip") as zf:
+            return {n: zf.read(n) for n in zf.namelist()}
+
+    default, moved = images(None), images(small)
+    ind = [n for n in default if "/Scenes-I2T/" in n]
+    ood = [n for n in default if "-Busy/" in n]
+    assert ind and ood and all(default[n] == moved[n] for n in ood)
+    assert all(default[n] != moved.get(n) for n in ind)

@@ -146,3 +146,27 @@ def test_cityscapes_writer_read_back(tmp_path: Path, scenes) -> None:
             assert np.all(ids[m] == SHAPE_LABEL_IDS[o.shape])
     assert seen_ids - set(LABEL_TO_TRAIN), "some labelIds must map to 255"
     assert seen_ids & set(LABEL_TO_TRAIN)
+
+
+def test_world_options_sizes_and_upright() -> None:
+    """``sizes`` restricts the radius ranges; ``upright`` keeps everything within 15 degrees of
+    standing and points triangles in one of the four directions; the defaults draw the same
+    scenes as before the options existed (same random stream)."""
+    from cl_bench.data.scenes.captions import triangle_direction
+    from cl_bench.data.scenes.world import SIZE_RANGES, UPRIGHT_JITTER
+
+    plain = generate_scenes(40, seed=3, size=64, crowd_prob=0.0)
+    explicit = generate_scenes(40, seed=3, size=64, crowd_prob=0.0, sizes=tuple(SIZE_RANGES), upright=False)
+    assert [s.to_json() for s in plain] == [s.to_json() for s in explicit]
+    big = generate_scenes(40, seed=3, size=64, crowd_prob=0.0, sizes=("medium", "large"))
+    radii = [o.radius / 64 for s in big for o in s.objects]
+    assert min(radii) >= SIZE_RANGES["medium"][0] and max(radii) <= SIZE_RANGES["large"][1]
+    assert {o.size for s in big for o in s.objects} == {"medium", "large"}
+    up = generate_scenes(60, seed=3, size=64, crowd_prob=0.3, upright=True)
+    objs = [o for s in up for o in s.objects]
+    assert {o.shape for o in objs} == set(SHAPES)
+    for o in objs:
+        lean = (o.rotation + 45.0) % 90.0 - 45.0 if o.shape == "triangle" else (o.rotation + 180.0) % 360.0 - 180.0
+        assert abs(lean) <= UPRIGHT_JITTER + 1e-9, (o.shape, o.rotation)
+        if o.shape == "triangle" and not o.crowd:
+            assert triangle_direction(o) is not None

@@ -145,6 +145,26 @@ def test_contexts_come_first_and_enter_the_mean() -> None:
     assert torch.allclose(m.class_text(["circle"]), want, atol=1e-6)
 
 
+def test_minilm_towers_prompt_through_minilm_and_pool_as_trained() -> None:
+    """Towers with the frozen MiniLM text tower and a max-pooled image tower (the scene recipe):
+    contexts live in MiniLM's 384-d word space, the class text is the tower's with_contexts, and
+    the global visual embedding is the towers' own max pooling, not a mean."""
+    from cl_bench.models.image_text.frozen_sentence_tower import SENTENCE_DIM
+
+    torch.manual_seed(0)
+    sc = SceneClip(SceneClipParams(embed_dim=8, image_width=4, text_width=16, text_tower="minilm",
+                                   image_tower="convnet", image_blocks=[1, 1], image_pool="max"), (32, 32)).eval()
+    m = DenseClip(sc, TINY_DC).eval()
+    assert m.contexts.shape == (3, SENTENCE_DIM)
+    names = ["circle", "trees"]
+    torch.testing.assert_close(m.class_text(names), sc.text_projection(sc.text.with_contexts(m.contexts, names)))
+    fmap = torch.randn(2, sc.visual.embed_dim, 4, 4)
+    glob, dense = m.dense_embeddings(fmap)
+    torch.testing.assert_close(glob, sc.image_projection(fmap.amax(dim=(2, 3))))
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(m(x), sc.embed_images(x))
+
+
 def test_text_tower_frozen_and_kept_in_eval() -> None:
     m = tiny_denseclip().train()
     assert not m.text.training and not any(p.requires_grad for p in m.text.parameters())

@@ -132,3 +132,21 @@ def test_a_short_clip_run_learns_the_pairs() -> None:
     after = _in_sample_i2t_r5(model, images, first)
     assert card.loss_curve[-1] < card.loss_curve[0] - 0.3
     assert after > max(2.5 * before, 0.08), (before, after)  # measured: 3.1 % -> 9.9 %
+
+
+def test_contexts_that_are_word_embeddings_give_the_sentence_of_those_words() -> None:
+    """Learnable contexts inserted after [CLS] (DenseCLIP through the frozen MiniLM): set to MiniLM's
+    own word embeddings of "a photo of", they must give the cached sentence vector of
+    "a photo of circle" (sentence-transformers' pooling, independently computed) under the head."""
+    from cl_bench.models.image_text.frozen_sentence_tower import _minilm
+
+    tower = FrozenSentenceTower(8)
+    enc = _minilm()
+    ids = enc.tokenize(["a photo of"])["input_ids"][0, 1:-1]  # without [CLS] / [SEP]
+    contexts = enc.model.get_input_embeddings()(ids).detach().clone().requires_grad_(True)
+    got = tower.with_contexts(contexts, ["circle", "trees"])
+    want = tower.head(torch.from_numpy(_encode_minilm(["a photo of circle", "a photo of trees"])))
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    got.sum().backward()
+    assert contexts.grad is not None and contexts.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in enc.model.parameters())  # MiniLM stays frozen
