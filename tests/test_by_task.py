@@ -89,3 +89,21 @@ def test_sweep_plans_and_table_compares_under_the_task_resolved_spec(tiny_root, 
     summary = summarize(tmp_path, reg)
     assert summary.cell("tiny-tt", "tiny-knn").n == 1 and summary.cell("tiny-tt", "tiny-linear").n == 1
     assert [(s.task, s.kind) for s in summary.stale] == [("tiny-knn", "stale")]
+
+
+def test_committed_results_of_the_other_tasks_stay_comparable() -> None:
+    """A method's by_task entry leaves its committed results on the other tasks current (e.g. the
+    ICL models' icll-dfa results when icl-linreg got its own budget)."""
+    from cl_bench.registry import PROJECT_ROOT, Registry
+    from cl_bench.store import iter_results
+
+    reg = Registry()
+    with_entries = {m: reg.method(m) for m in reg.method_ids() if reg.method(m).by_task}
+    assert with_entries  # the ICL models' icl-linreg budget
+    checked = 0
+    for _, rec in iter_results(PROJECT_ROOT / "results"):
+        spec = with_entries.get(rec.method)
+        if spec is not None and rec.task not in spec.by_task and rec.budget is None:
+            assert rec.method_spec_hash == spec.for_task(rec.task).spec_hash() != spec.spec_hash(), (rec.method, rec.task)
+            checked += 1
+    assert checked >= 9  # icl-transformer, icl-lstm, icl-linear-rnn x icll-dfa x 3 seeds
