@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,6 +157,19 @@ def test_noisy_captions_dataset_reads_a_noise_file_under_the_data_root(tmp_path:
         load_noisy_captions({"base": base, "noise_file": "../escape.npy"}, tmp_path)
 
 
+def _nc_task(n_train: int, n_test: int, ks: list[int]) -> str:
+    return f"""
+        id: t-nc
+        version: 1
+        description: tiny noisy retrieval (test fixture)
+        dataset:
+          name: noisy-captions
+          params: {{base: {{name: scenes-captions, params: {{n_train: {n_train}, n_test: {n_test}, image_size: 32}}}}, ratio: 0.4}}
+        protocol: {{name: retrieval, params: {{ks: {ks}}}}}
+        primary_metric: mean_recall
+    """
+
+
 TREE = {
     "baselines/t-pc2.yaml": """
         id: t-pc2
@@ -170,29 +184,25 @@ TREE = {
           lr: 0.002
           optimizer: adamw
     """,
-    "tasks/t-nc.yaml": """
-        id: t-nc
-        version: 1
-        description: tiny noisy retrieval (test fixture)
-        dataset:
-          name: noisy-captions
-          params: {base: {name: scenes-captions, params: {n_train: 48, n_test: 16, image_size: 32}}, ratio: 0.4}
-        protocol: {name: retrieval, params: {ks: [1, 5]}}
-        primary_metric: mean_recall
-    """,
+    "tasks/t-nc.yaml": _nc_task(48, 16, [1, 5]),
 }
+
+
+def _run_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tree: dict[str, str]) -> Any:
+    """``t-pc2`` on ``t-nc`` of ``tree`` through the engine, seed 0."""
+    from cl_bench import engine
+    from cl_bench.registry import Registry
+
+    write_tree(tmp_path, tree)
+    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path))
+    reg = Registry()
+    opts = engine.RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "cache", device="cpu", seed=0)
+    return engine.run(reg.task("t-nc"), reg.method("t-pc2"), opts)
 
 
 @pytest.mark.slow
 def test_pc2_trains_on_a_noisy_split_and_logs_its_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cl_bench import engine
-    from cl_bench.registry import Registry
-
-    write_tree(tmp_path, TREE)
-    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path))
-    reg = Registry()
-    opts = engine.RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "cache", device="cpu")
-    out = engine.run(reg.task("t-nc"), reg.method("t-pc2"), opts)
+    out = _run_tiny(tmp_path, monkeypatch, TREE)
     assert out.record.model_source == "trained" and math.isfinite(out.record.metrics["mean_recall"])
     split_log = out.model.card["extra"]["split"]
     assert [e["epoch"] for e in split_log] == [1, 2]  # the split runs after the warm-up epoch
@@ -303,7 +313,6 @@ def test_pc2_as_committed_learns_on_a_tiny_noisy_twin(tmp_path: Path, monkeypatc
     6.1-7.1 vs chance 5.26, t2i mean rank 48.7 vs 50.5), as it did on scenes-retrieval-nc*."""
     import json
 
-    from cl_bench import engine
     from cl_bench.registry import Registry
 
     params = {**Registry().method("pc2").train.params, "proj_dim": 16, "hidden": 32, "warmup_epochs": 1, "caption_epoch": 6}
@@ -315,22 +324,9 @@ def test_pc2_as_committed_learns_on_a_tiny_noisy_twin(tmp_path: Path, monkeypatc
             arch: {{name: scene-clip, params: {{embed_dim: 32, image_width: 8, text_width: 32, text_layers: 1}}}}
             train: {{objective: pc2, params: {json.dumps(params)}, epochs: 12, batch_size: 32, lr: 0.002, optimizer: adamw}}
         """,
-        "tasks/t-nc.yaml": """
-            id: t-nc
-            version: 1
-            description: tiny noisy retrieval (test fixture)
-            dataset:
-              name: noisy-captions
-              params: {base: {name: scenes-captions, params: {n_train: 400, n_test: 100, image_size: 32}}, ratio: 0.4}
-            protocol: {name: retrieval, params: {ks: [1, 5, 10]}}
-            primary_metric: mean_recall
-        """,
+        "tasks/t-nc.yaml": _nc_task(400, 100, [1, 5, 10]),
     }
-    write_tree(tmp_path, tree)
-    monkeypatch.setenv("CLBENCH_REGISTRY_PATH", str(tmp_path))
-    reg = Registry()
-    opts = engine.RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "cache", device="cpu", seed=0)
-    out = engine.run(reg.task("t-nc"), reg.method("t-pc2"), opts)
+    out = _run_tiny(tmp_path, monkeypatch, tree)
     chance = _chance_mean_recall(100, 5, [1, 5, 10])
     assert chance == pytest.approx(5.2609, abs=1e-4)  # R@1 by hand: t2i 1/100, i2t 5/500
     assert out.record.metrics["mean_recall"] > 1.5 * chance
