@@ -6,7 +6,8 @@ results).
 Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
 loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14); new: the truthfulness twin's tasks and
 methods (#18); PC², MultiCSR and ICL-vs-fine-tuning tasks and methods (#19); DenseCLIP's
-methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2)."""
+methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2); pc2 (the code's warm-up on every
+pair, hard_negative off after it, lambda_en 10: the hardest negative collapsed it to chance, #19 part 1)."""
 
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ METHODS = {
     "mv-infonce-v5": "b139550bb4d4805b34781c2a18045326bec377a0018592b236ea7160486cbab0",
     "open-clip": "030db35909b8c3f1dc2c95b11eb98d1c677718d6bebbe4d62c7117b7671c2e76",
     "openclip-vit-b-32": "d756cf5b7c49acaaba23895f226d02401993047ab9c747fff3565cbb407b30b9",
-    "pc2": "c4de30049b502e764b204e222301e28f88b3278ab58e8d8708bb03fe328dc598",
+    "pc2": "decc2d89d38ca7d2e39b354695bb54d8bd8d3887441dd77a155b379e821c15ee",
     "pixcontrast": "b1b81806f47cc84494ff736dca2039d0c2692299e484cb04df629140a21e4dfc",
     "pixpro": "b3d57ae1b777f481bbff3d07320e220dde0ecb523c45de5bee9a29833cbe17a4",
     "pixpro-fpn": "8c3d88929196da3703442422341bc558d6b4e92a77a8e95da26875a37a5f9f11",
