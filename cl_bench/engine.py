@@ -143,7 +143,7 @@ def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | No
     t_start = time.perf_counter()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)  # a deliberate choice, recorded in the result
-    method = with_arch_params(method, opts.arch_params)
+    method = with_arch_params(method.for_task(task.id), opts.arch_params)
     protocol = check_compatible(task, method)
     check_protocol(protocol.name)
     params = validate_params(protocol.params, task.protocol.params, f"{task.source}: protocol.params")

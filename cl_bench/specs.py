@@ -21,7 +21,7 @@ from pydantic import (
 
 from cl_bench.errors import ClBenchError
 from cl_bench.params import Strict, describe_validation_error
-from cl_bench.spec_include import load_with_includes
+from cl_bench.spec_include import deep_merge, load_with_includes
 
 CAPABILITIES = ("image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model")
 Capability = Literal["image_encoder", "text_encoder", "image_text", "causal_lm", "sequence_model"]
@@ -184,6 +184,14 @@ class ReleasedWeights(Strict):
     weights: Literal["online", "ema", "single"] = "single"  # which copy is evaluated when the file holds two
 
 
+class TaskOverride(Strict):
+    """What a method changes on one task (``MethodSpec.by_task``): mappings merged onto its
+    ``arch`` and ``train``."""
+
+    arch: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
 class MethodSpec(SpecFile):
     id: PlainName
     description: str
@@ -194,6 +202,11 @@ class MethodSpec(SpecFile):
     released: ReleasedWeights | None = None  # the authors' released weights (layout, download location)
     paper: PaperRef | None = None
     tags: list[str] = Field(default_factory=list)
+    # per-task overrides of ``arch`` and ``train``, deep-merged on top of them (as ``include:`` merges)
+    # for the runs of that task only: a task-keyed model size and budget. Runs of other tasks never
+    # see it, nor does their spec hash (:meth:`for_task`), so one task's budget can change without
+    # making another task's results stale.
+    by_task: dict[PlainName, TaskOverride] = Field(default_factory=dict)
 
     @field_validator("provides")
     @classmethod
@@ -202,8 +215,38 @@ class MethodSpec(SpecFile):
             raise ValueError("must list at least one capability")
         return v
 
+    @model_validator(mode="after")
+    def _by_task_resolves(self) -> MethodSpec:
+        for task_id, over in self.by_task.items():
+            if over.train and self.train is None:
+                raise ValueError(f"by_task.{task_id}.train overrides a train recipe; add train: or drop it")
+            try:
+                self.for_task(task_id)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"by_task.{task_id}: {where}: {err['msg']}") from None
+        return self
+
+    def for_task(self, task_id: str) -> MethodSpec:
+        """The method as it runs on ``task_id``: its ``by_task`` entry for that task (if any) merged
+        into ``arch`` and ``train``, and no ``by_task`` left; ``self`` when it has none."""
+        if not self.by_task:
+            return self
+        update: dict[str, Any] = {"by_task": {}}
+        over = self.by_task.get(task_id)
+        if over is not None and over.arch:
+            update["arch"] = ArchRef.model_validate(deep_merge(self.arch.model_dump(), over.arch))
+        if over is not None and over.train and self.train is not None:
+            update["train"] = TrainRecipe.model_validate(deep_merge(self.train.model_dump(), over.train))
+        return self.model_copy(update=update)
+
     def spec_hash(self) -> str:
-        content = self.model_dump(mode="json", exclude={"description", "tags", "paper", "released"})
+        """Hash of what changes numbers; a method with a ``by_task`` entry has another hash on that
+        task than on the others: a run's result carries the hash of ``for_task(task)``."""
+        content = self.model_dump(mode="json", exclude={"description", "tags", "paper", "released", "by_task"})
+        if self.by_task:
+            content["by_task"] = {k: v.model_dump(mode="json") for k, v in self.by_task.items()}
         if self.train is not None:  # an objective past version 1 (its code changed what it trains)
             from cl_bench.methods.objective import objective_version
 

@@ -44,7 +44,7 @@ def plan(registry: Registry, methods: list[str], tasks: list[str], seeds: list[i
     for m in mspecs:
         for t in tspecs:
             check_compatible(t, m)
-            runs.extend(PlannedRun(m, t, s) for s in seeds)
+            runs.extend(PlannedRun(m.for_task(t.id), t, s) for s in seeds)
     return runs
 
 

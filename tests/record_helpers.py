@@ -6,10 +6,13 @@ from cl_bench.registry import Registry
 from cl_bench.specs import ResultRecord, TaskSpec, Timings
 
 
-def _method_hash(method: str) -> str:
-    """A registered method's current spec hash (else its results would be stale), else a stand-in."""
+def _method_hash(method: str, task: str | None = None) -> str:
+    """A registered method's current spec hash on ``task`` (else its results would be stale), else a stand-in."""
     reg = Registry()
-    return reg.method(method).spec_hash() if method in set(reg.method_ids()) else "m" * 64
+    if method not in set(reg.method_ids()):
+        return "m" * 64
+    spec = reg.method(method)
+    return (spec.for_task(task) if task else spec).spec_hash()
 
 
 def make_record(task: TaskSpec, method: str, seed: int, top1: float, *, top5: float | None = None,
@@ -17,7 +20,7 @@ def make_record(task: TaskSpec, method: str, seed: int, top1: float, *, top5: fl
                 total_s: float = 2.0, fingerprint: str | None = None) -> ResultRecord:
     return ResultRecord(
         task=task.id, task_version=task.version, task_spec_hash=spec_hash or task.spec_hash(),
-        method=method, method_spec_hash=_method_hash(method), seed=seed, primary_metric=task.primary_metric,
+        method=method, method_spec_hash=_method_hash(method, task.id), seed=seed, primary_metric=task.primary_metric,
         metrics={"top1": top1, "top5": top5 if top5 is not None else min(100.0, top1 + 5)},
         extras=extras if extras is not None else {"num_classes": 10, "n_test": 540},
         model_fingerprint=fingerprint or f"{seed:02d}{'ab' * 31}", model_source="trained",

@@ -132,7 +132,7 @@ CLAIMS_TREE = {
 def _record(task, method: str, seed: int, metrics: dict[str, float], spec_hash: str | None = None) -> ResultRecord:
     return ResultRecord(
         task=task.id, task_version=task.version, task_spec_hash=spec_hash or task.spec_hash(), method=method,
-        method_spec_hash=_method_hash(method), seed=seed, primary_metric=task.primary_metric, metrics=metrics,
+        method_spec_hash=_method_hash(method, task.id), seed=seed, primary_metric=task.primary_metric, metrics=metrics,
         model_fingerprint="f" * 64, model_source="trained", dataset_fingerprint="d" * 64, code_version="0.1.0",
         git_commit="0123456789abcdef", libraries={"torch": "2"}, device="cpu:test:1threads",
         timings=Timings(total_s=1.0), created_utc="2026-01-02T03:04:05Z",

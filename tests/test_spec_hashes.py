@@ -6,7 +6,8 @@ results).
 Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
 loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14); new: the truthfulness twin's tasks and
 methods (#18); PC², MultiCSR and ICL-vs-fine-tuning tasks and methods (#19); DenseCLIP's
-methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2)."""
+methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2); pc2 (the code's warm-up on every
+pair, hard_negative off after it, lambda_en 10: the hardest negative collapsed it to chance, #19 part 1)."""
 
 from __future__ import annotations
 
@@ -115,10 +116,10 @@ METHODS = {
     "hf-text-encoder": "99c3b9d84a4cbe5c8ad3ef6adee781efb15544a924f57f2e02a361a663adbd4d",
     "hf-vlm-embedder": "5b697d34724f72ad0e025fc3bfa41ebce217f10fe5cba6517e7e30c1c85682b1",
     "hierarchical-qwen2-vl-2b": "f02c9aa5741da55e53d6c98d2f519d5c46ccb1c0b5c52c83ae92d88870e1756b",
-    "icl-linear-rnn": "862a7743ed189d844b1be22ebfcfa45f6186c0639d2ce783c69ed79e3a48ef00",
-    "icl-lstm": "0c8eda045eba3e7f2abf16e6ba299d34406d9fa6b1f0d6336aebd240e2847998",
-    "icl-transformer": "9c376273677127858bace215b41ebaa51c850555864eb9a97288325b0f112b43",
-    "icl-transformer-ngram": "c72c900b7094a23298ce98381bc3cfb991829a3bc77e822a8deb11638c2c8892",
+    "icl-linear-rnn": "2c73f501bb173ea0b0242e0d6c7e0f4b8cd6b14a4520c190cb66ff8309e2ee8b",
+    "icl-lstm": "d770d76520c2371c3bb357ff2240151e79d26f8934b6e675cce689455396400e",
+    "icl-transformer": "c50c108b2f0a5f2a8710e544a5de2e9c402c2f3dbf1f871be8b0950fb3cbc193",
+    "icl-transformer-ngram": "e85a7fadf53f0e5deed4901786bf3e3bdce437a6c4f229142ac7fe7f962348cb",
     "lco-emb-omni-3b": "be7756be4990df765a7217104cf3d442df077d2eda14e546797a6c628a304eb9",
     "lco-emb-omni-7b": "fe19e686fefc6801accaab625bcba969370ff0e4d2d0b6d0212a77caeb84b270",
     "lol-fusion-cd": "2b715eee45d661f56ac2b3cd41b85c7ccfdbc246e7e31b9a28ec2a257e952cac",
@@ -136,7 +137,7 @@ METHODS = {
     "mv-infonce-v5": "b139550bb4d4805b34781c2a18045326bec377a0018592b236ea7160486cbab0",
     "open-clip": "030db35909b8c3f1dc2c95b11eb98d1c677718d6bebbe4d62c7117b7671c2e76",
     "openclip-vit-b-32": "d756cf5b7c49acaaba23895f226d02401993047ab9c747fff3565cbb407b30b9",
-    "pc2": "c4de30049b502e764b204e222301e28f88b3278ab58e8d8708bb03fe328dc598",
+    "pc2": "decc2d89d38ca7d2e39b354695bb54d8bd8d3887441dd77a155b379e821c15ee",
     "pixcontrast": "b1b81806f47cc84494ff736dca2039d0c2692299e484cb04df629140a21e4dfc",
     "pixpro": "b3d57ae1b777f481bbff3d07320e220dde0ecb523c45de5bee9a29833cbe17a4",
     "pixpro-fpn": "8c3d88929196da3703442422341bc558d6b4e92a77a8e95da26875a37a5f9f11",

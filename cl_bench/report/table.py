@@ -77,12 +77,12 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
     stale; and the current spec of every task seen. Each spec is read and hashed once, so the
     cost is linear in the number of results."""
     known_tasks, known_methods = set(registry.task_ids()), set(registry.method_ids())
-    method_hashes: dict[str, str] = {}
+    method_hashes: dict[tuple[str, str], str] = {}
 
-    def method_hash(method_id: str) -> str:  # a result made by another recipe/arch than today's is stale
-        if method_id not in method_hashes:
-            method_hashes[method_id] = registry.method(method_id).spec_hash()
-        return method_hashes[method_id]
+    def method_hash(method_id: str, task_id: str) -> str:  # a result made by another recipe/arch than today's is stale
+        if (method_id, task_id) not in method_hashes:
+            method_hashes[method_id, task_id] = registry.method(method_id).for_task(task_id).spec_hash()
+        return method_hashes[method_id, task_id]
 
     specs: dict[str, TaskSpec] = {}
     hashes: dict[str, str] = {}
@@ -107,10 +107,10 @@ def collect(results_dir: Path, registry: Registry, tasks: list[str] | None = Non
                 f"current is v{spec.version} spec {hashes[rec.task][:10]}",
             ))
             continue
-        if rec.method in known_methods and rec.method_spec_hash != method_hash(rec.method):
+        if rec.method in known_methods and rec.method_spec_hash != method_hash(rec.method, rec.task):
             summary.stale.append(Stale(
                 str(path), rec.method, rec.task,
-                f"measured under method spec {rec.method_spec_hash[:10]}, current is {method_hash(rec.method)[:10]}",
+                f"measured under method spec {rec.method_spec_hash[:10]}, current is {method_hash(rec.method, rec.task)[:10]}",
             ))
             continue
         # another precision than the tasks' fp32 is its own row, "method [bf16]": never averaged in

@@ -10,13 +10,16 @@ two-tower image–text model (``scene-clip``) instead of their SGRAF cross-atten
   ``margin`` (0.2) or, per sample, ``margin * s(label)`` with the exponential soft margin
   ``s(l) = (10^l - 1) / 9`` — added along the caption axis as the code's broadcasting does.
   Per-sample loss (for the split) = row mean of ``cost_s`` + column mean of ``cost_im``; training
-  sums the hardest negatives (row max + column max) over the batch.
+  sums the hardest negatives (row max + column max) over the batch (``hard_negative``, the code's
+  ``lb_train``/``ulb_train`` with ``hard_negative=True``) or, with ``hard_negative: false``, the
+  per-sample losses (the same ContrastiveLoss's ``hard_negative=False`` branch).
 - **pseudo-classification**: a head shared by both towers (Linear -> ReLU -> Linear, 256 hidden,
   ``proj_dim`` pseudo-classes) on the global embeddings; each caption's arg-max pseudo-class is
   the target of its image's cross-entropy, minus ``lambda_en`` × the mean entropy of the image
   predictions (``loss = ranking + ce_img - lambda_en * H(p_img)``, as the code).
-- **warm-up** (``warmup_epochs``): in each batch only the 50 % of pairs with the smallest
-  per-sample ranking loss count (``warmup_sele``), plus pseudo-classification.
+- **warm-up** (``warmup_epochs``): the sum of every pair's per-sample ranking loss (the code's
+  default ``--warmup_type warmup``) or, with ``warmup_type: warmup_sele``, only the 50 % of pairs
+  of each batch with the smallest one; plus pseudo-classification.
 - **clean / noisy split**, before every later epoch: the per-sample ranking loss of every
   training pair (fixed chunks of ``batch_size``, margin 0.2), min-max normalised, a 2-component
   Gaussian mixture (sklearn, NCR's settings) -> ``p_clean`` = posterior of the low-loss
@@ -32,13 +35,17 @@ two-tower image–text model (``scene-clip``) instead of their SGRAF cross-atten
 
 Not reproduced: co-training of two networks (each here splits its own data, so confirmation
 bias is not guarded against), the correspondence-trustworthiness (CTT) oscillation estimate, and
-SGRAF. The split's precision/recall against the known noise (``split.clean``, never used for
+SGRAF; nor the fresh Adam the code makes after the warm-up (one optimizer and schedule run
+through). The split's precision/recall against the known noise (``split.clean``, never used for
 training) goes into the training card.
+
+Version 2: the warm-up defaults to the code's ``warmup`` (every pair; version 1 always used
+``warmup_sele``) and ``hard_negative`` can be switched off.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -76,6 +83,14 @@ def hardest_negative_loss(scores: torch.Tensor, margin: torch.Tensor | float) ->
     return cost_s.max(1)[0].sum() + cost_im.max(0)[0].sum()
 
 
+def ranking_loss(scores: torch.Tensor, margin: torch.Tensor | float, hard_negative: bool) -> torch.Tensor:
+    """ContrastiveLoss in ``lb_train``/``ulb_train`` mode: the hardest negatives summed over the batch,
+    or (``hard_negative=False``) every pair's mean violations summed over the batch."""
+    if hard_negative:
+        return hardest_negative_loss(scores, margin)
+    return per_sample_loss(scores, margin).sum()
+
+
 def pseudo_classification(img_logits: torch.Tensor, txt_logits: torch.Tensor, lambda_en: float) -> torch.Tensor:
     """``CE(img_logits, argmax softmax(txt_logits)) - lambda_en * mean_i H(softmax(img_logits_i))``."""
     target = txt_logits.detach().argmax(dim=-1)
@@ -109,6 +124,12 @@ class PC2Params(ImageTextParams):
     hidden: int = Field(default=256, ge=2, le=100_000)
     warmup_epochs: int = Field(default=1, ge=0)
     warmup_rate: float = Field(default=0.5, gt=0, le=1)
+    # the authors' --warmup_type: "warmup" (their default and their commands) = the sum of every
+    # pair's mean violations; "warmup_sele" = only the lower-loss warmup_rate of each batch
+    warmup_type: Literal["warmup", "warmup_sele"] = "warmup"
+    # the authors' ContrastiveLoss(hard_negative=...) after the warm-up: True = the hardest negative
+    # per pair (their train() passes True); False = the sum of every pair's mean violations
+    hard_negative: bool = True
     p_threshold: float = Field(default=0.5, gt=0, lt=1)
     pseudo_threshold: float = Field(default=0.5, ge=0, le=1)
     caption_epoch: int = Field(default=0, ge=0)  # the authors' warmup_epoch_2: noisy pairs train (pseudo-captions) from this epoch on
@@ -116,6 +137,7 @@ class PC2Params(ImageTextParams):
 
 @register("objective", "pc2", params=PC2Params)
 class PC2(ImageTextObjective):
+    version = 2  # 2: warmup_type (default the code's "warmup": every pair) and hard_negative
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
         super().__init__(embed_dim, num_classes, **params)
@@ -177,10 +199,11 @@ class PC2(ImageTextObjective):
         img, txt = encode_pairs(model, batch)
         head = self._head(img.shape[1], img.device)
         img_logits, txt_logits = head(img), head(txt)
-        if self.p_clean is None:  # warm-up: the lower-loss half of the batch
+        if self.p_clean is None:  # warm-up: every pair's mean violations (or the lower-loss share)
             sample = per_sample_loss(img @ txt.T, p.margin)
-            keep = sample.topk(k=max(1, int(len(sample) * p.warmup_rate)), largest=False).values
-            rank = keep.sum()
+            if p.warmup_type == "warmup_sele":
+                sample = sample.topk(k=max(1, int(len(sample) * p.warmup_rate)), largest=False).values
+            rank = sample.sum()
             pc = pseudo_classification(img_logits, txt_logits, p.lambda_en)
             return rank + pc, {"ranking": rank.detach(), "pseudo_cls": pc.detach()}
         prob = self.p_clean[batch.indices.cpu()].to(img.device)
@@ -189,7 +212,7 @@ class PC2(ImageTextObjective):
         lb = ulb = pc = zero
         if int(clean.sum()) >= 2:
             ci, ct = img[clean], txt[clean]
-            lb = hardest_negative_loss(ci @ ct.T, soft_margin(prob[clean], p.margin))
+            lb = ranking_loss(ci @ ct.T, soft_margin(prob[clean], p.margin), p.hard_negative)
             pc = pseudo_classification(img_logits[clean], txt_logits[clean], p.lambda_en)
         noisy = ~clean
         if self.epoch >= p.caption_epoch and int(noisy.sum()) >= 2 and int(clean.sum()) >= 1:
@@ -197,7 +220,7 @@ class PC2(ImageTextObjective):
             p_lb = F.softmax(img_logits[clean], dim=-1)
             idx, labels = pseudo_captions(p_noisy.detach(), p_lb.detach(), p.pseudo_threshold)
             substitute = txt[clean][idx]
-            ulb = hardest_negative_loss(img[noisy] @ substitute.T, soft_margin(labels, p.margin))
+            ulb = ranking_loss(img[noisy] @ substitute.T, soft_margin(labels, p.margin), p.hard_negative)
         total = lb + pc + ulb
         return total, {"clean_ranking": lb.detach(), "pseudo_cls": pc.detach(), "pseudo_caption_ranking": ulb.detach()}
 

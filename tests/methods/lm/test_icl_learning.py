@@ -56,7 +56,7 @@ def test_base_recipe_keeps_the_papers_curriculum_shape() -> None:
     task = reg.task("icl-linreg")
     d, n = task.dataset.params["n_dims"], task.dataset.params["n_points"]
     for name in ("icl-transformer", "icl-lstm", "icl-linear-rnn"):
-        train = reg.method(name).train
+        train = reg.method(name).for_task("icl-linreg").train  # its icl-linreg budget (by_task)
         cur = Curriculum(**train.params["curriculum"])
         total = train.epochs * train.params["steps_per_epoch"]
         shapes = [cur.at(s, d, n) for s in range(total)]
