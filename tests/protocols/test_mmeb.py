@@ -297,6 +297,8 @@ def test_scenes_twin_is_written_in_the_mmeb_layout_and_read_back(cache: Path) ->
 def test_bad_scenes_params() -> None:
     with pytest.raises(ClBenchError, match="unknown dataset"):
         load_scenes_mmeb_mini({"datasets": ["Scenes-Nope"]}, None)
+    with pytest.raises(ClBenchError, match="sizes"):  # the training world's options, checked before generating
+        load_scenes_mmeb_mini({"train": {"sizes": ["huge"]}}, None)
 
 
 class ShapeRecorder(ImageTextEncoder):

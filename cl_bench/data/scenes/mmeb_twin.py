@@ -86,6 +86,15 @@ class ScenesMMEBParams(Strict):
             raise ValueError(f"unknown dataset(s) {bad}; choose from {list(MINI_DATASETS)}")
         return [d for d in MINI_DATASETS if d in v]
 
+    @field_validator("train")
+    @classmethod
+    def _train_params(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v:  # the world options reach generate_scene here, before any training split is read
+            from cl_bench.data.scenes.captioned import CaptionedScenesParams
+
+            CaptionedScenesParams.model_validate(v)
+        return v
+
 
 def world(p: ScenesMMEBParams, split: str) -> dict[str, Any]:
     """generate_scene options of ``split``: IND is the world the methods train in (the world options

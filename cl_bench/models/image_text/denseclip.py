@@ -55,7 +55,7 @@ from cl_bench.models.image_text.language_guidance import (
     TowersParams,
 )
 from cl_bench.models.image_text.frozen_sentence_tower import SENTENCE_DIM, FrozenSentenceTower
-from cl_bench.models.image_text.scene_clip import SceneClip
+from cl_bench.models.image_text.scene_clip import SceneClip, pool_map
 from cl_bench.models.members import MemberRef, obtain_member
 
 __all__ = ["DenseClip", "DenseClipParams", "LanguageGuidance", "LanguageGuidedSegmenter", "TowersParams"]
@@ -68,7 +68,8 @@ class DenseClip(LanguageGuidance):
         sentence_tower = isinstance(clip.text, FrozenSentenceTower)
         super().__init__(p, clip.embed_dim, SENTENCE_DIM if sentence_tower else clip.text.token_embedding.embedding_dim)
         self.visual = clip.visual
-        self.global_pool = clip.pool  # the towers' own global pooling (mean, max or attention)
+        self.image_pool = clip.image_pool  # the towers' own global pooling (mean, max or attention):
+        self.attention_pool = clip.attention_pool  # registered here, so it trains and is saved with DenseCLIP
         self.image_projection = clip.image_projection
         self.text = clip.text
         self.text_projection = clip.text_projection
@@ -114,6 +115,9 @@ class DenseClip(LanguageGuidance):
         tokens = self.text.ln_final(x)
         w = full.unsqueeze(-1).to(tokens.dtype)
         return self.text_projection((tokens * w).sum(dim=1) / w.sum(dim=1))
+
+    def global_pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return pool_map(fmap, self.image_pool, self.attention_pool)
 
     def dense_embeddings(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = fmap.shape[0]

@@ -47,7 +47,7 @@ def minilm_digest() -> str:
 def _minilm() -> Any:
     from cl_bench.models.text.text_encoders import build_minilm
 
-    return build_minilm({}).eval()
+    return build_minilm({}).eval().requires_grad_(False)  # frozen: gradients only reach what sits around it
 
 
 def _encode_minilm(texts: list[str]) -> np.ndarray:
@@ -152,7 +152,6 @@ class FrozenSentenceTower(torch.nn.Module):
         MiniLM's own pooling (the mean over every token, the contexts included, L2-normalised), then
         the head. Not cached: the contexts change every step; gradients reach them, not MiniLM."""
         enc = _minilm()
-        enc.requires_grad_(False)
         feats = enc.tokenize(list(texts))
         device = self.tower_tag.device
         ids, mask = feats["input_ids"].to(device), feats["attention_mask"].to(device)

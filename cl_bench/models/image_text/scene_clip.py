@@ -123,6 +123,13 @@ class SceneClipParams(Strict):
     attention_heads: int = Field(default=4, ge=1, le=16)  # image_pool: attention
 
 
+def pool_map(fmap: torch.Tensor, image_pool: str, attention_pool: nn.Module | None) -> torch.Tensor:
+    """A last-stage map [N, C, h, w] -> [N, C] by ``image_pool`` (mean, max, or the attention pool)."""
+    if attention_pool is not None:
+        return attention_pool(fmap)
+    return fmap.amax(dim=(2, 3)) if image_pool == "max" else fmap.mean(dim=(2, 3))
+
+
 class TextTower(nn.Module):
     """Word embeddings + positions -> transformer -> LayerNorm -> masked mean; also per-token."""
 
@@ -209,9 +216,7 @@ class SceneClip(ImageTextEncoder):
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         """The global image feature [N, C] of a last-stage map (``image_pool``), before the projection."""
-        if self.attention_pool is not None:
-            return self.attention_pool(fmap)
-        return fmap.amax(dim=(2, 3)) if self.image_pool == "max" else fmap.mean(dim=(2, 3))
+        return pool_map(fmap, self.image_pool, self.attention_pool)
 
     def text_features(self, texts: list[str], local: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Projected global feature [N, D], per-token features [N, L, D] (if ``local``) and the mask."""
