@@ -173,7 +173,7 @@ METHODS = {
     "timm": "35297726b4a381cd9cd7e4b558929bcc7322fc3f11ac53eb6a7cda215536bc42",
     "tiny-bert-mlm": "a3b7dde8f158fe4c05907c88753b3fbc394bbca0e7c262b9ae6ccdf9e7f618d3",
     "tiny-lm": "7560799cfe247544b25a82d4101783528ba2d94d4a2e1f4a4c1f74318f61bc20",
-    "tiny-lm-facts": "1c818b38852e4e94cedb52a8acaceba9fca6ba364b261bb5c02de189a15e006f",
+    "tiny-lm-facts": "cadb1dd258bfe0dccc9feadbdfa238c2dea413b2c0111f85859140bd977bd34b",
     "tiny-lm-icl": "ef50a1a379010e4dc47e327ba32126c44db8a6bab521a8a4f19967c8a017e482",
     "truthful-cd": "7659f6332bd6b435e34a5dc39bf1ad3511dc63a637d9c4a65d86b948c8059e37",
     "truthful-dola": "34f3f94df4f47c90c26b385b9a957948bfd04fbbebca5c41ae5ee2d50285dd50",

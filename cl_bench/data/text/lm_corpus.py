@@ -1,6 +1,6 @@
 """Text for pretraining the embedded tiny language model, with no download.
 
-Three sources, all available on any Python install:
+Four sources, all available on any Python install:
 
 - ``qa``: question/answer pairs generated from templates, in TruthfulQA's prompt format
   (``Q: ...\\nA: ...`` separated by blank lines): world capitals, arithmetic, plain facts,
@@ -8,6 +8,9 @@ Three sources, all available on any Python install:
   "I have no comment." — so the model learns the format and a little about truthful answers;
 - ``truthful``: the truthfulness twin's Q/A pairs, true answers and planted misconceptions
   (:mod:`cl_bench.data.text.truthful_twin`, world ``truthful``);
+- ``facts``: the ``fact-instructions`` documents (MultiCSR's prompts answered in the fact world,
+  :mod:`cl_bench.data.text.fact_instructions`), ``n_facts`` of them: what tiny-lm-facts' tokenizer is
+  trained on;
 - ``pydoc``: the Python language reference that CPython ships as ``pydoc_data.topics``
   (real English prose, ~0.8 MB). Its text follows the Python version; the corpus fingerprint
   records which text was used.
@@ -140,9 +143,10 @@ class TextCorpus:
 
 
 class LMCorpusParams(Strict):
-    sources: list[Literal["qa", "pydoc", "truthful"]] = Field(default_factory=lambda: ["qa", "pydoc"], min_length=1)
+    sources: list[Literal["qa", "pydoc", "truthful", "facts"]] = Field(default_factory=lambda: ["qa", "pydoc"], min_length=1)
     truthful: dict[str, Any] | None = None  # the truthfulness twin's world (cl_bench.data.text.truthful_twin), if a source
     n_qa: int = Field(default=4000, ge=0)
+    n_facts: int = Field(default=6000, ge=0)  # fact-instructions documents, if a source
     seed: int = 0
     max_chars: int | None = Field(default=None, ge=1000)  # cut the corpus (tests)
 
@@ -154,6 +158,11 @@ def build_corpus(p: LMCorpusParams) -> TextCorpus:
             from cl_bench.data.text.truthful_twin import TruthfulTwinParams, corpus_documents
 
             docs += corpus_documents(validate_params(TruthfulTwinParams, p.truthful, "lm-corpus params.truthful"))
+            continue
+        if source == "facts":
+            from cl_bench.data.text.fact_instructions import instruction_documents
+
+            docs += instruction_documents(p.n_facts, p.seed)
             continue
         docs += qa_documents(p.n_qa, p.seed) if source == "qa" else pydoc_documents()
     random.Random(p.seed).shuffle(docs)

@@ -119,12 +119,20 @@ def generate_greedy(lm: Any, prompts: Sequence[str], max_new_tokens: int, batch_
     return out
 
 
+def causal_prompt(prompt: str) -> str:
+    """The prompt a causal LM continues: the authors' text without its trailing whitespace, which
+    belongs to the answer. Their prompts end in ``': `` (written for Flan-T5, whose encoder reads
+    the prompt apart from the answer); a byte-level BPE spells the written-out answer as ``':`` +
+    `` '`` + ..., so a prompt ending in a lone space token is one the LM never saw before an answer."""
+    return prompt.rstrip()
+
+
 def generate_and_score(lm: Any, premises: Sequence[str], max_new_tokens: int = 48, batch_size: int = 32) -> list[Generated]:
     """Stage 1's LM calls: an entailment, a contradiction and the two similarity scores per premise.
     A scoring prompt (premise + generated sentence) too long for the context gets no score, so its
     row is dropped as an unparseable one (the premises themselves are chosen to fit: :func:`premise_fits`)."""
-    ent = [parse_generation(t) for t in generate_greedy(lm, [generation_prompt("entailment", p) for p in premises], max_new_tokens, batch_size)]
-    con = [parse_generation(t) for t in generate_greedy(lm, [generation_prompt("negative", p) for p in premises], max_new_tokens, batch_size)]
+    ent = [parse_generation(t) for t in generate_greedy(lm, [causal_prompt(generation_prompt("entailment", p)) for p in premises], max_new_tokens, batch_size)]
+    con = [parse_generation(t) for t in generate_greedy(lm, [causal_prompt(generation_prompt("negative", p)) for p in premises], max_new_tokens, batch_size)]
     score_prompts = [scoring_prompt(p, c) for p, c in zip(premises, con, strict=True)]
     score_prompts += [scoring_prompt(p, e) for p, e in zip(premises, ent, strict=True)]
     answers = generate_greedy(lm, score_prompts, 4, batch_size, too_long="empty")  # unparseable: row dropped

@@ -319,3 +319,67 @@ def test_generation_stops_where_the_context_ends(tiny_lm) -> None:
     assert 3 <= room < 48  # the cap binds: 48 new tokens would run past the context
     out = generate_greedy(tiny_lm, [prompt], max_new_tokens=48)[0]
     assert len(tok(out, add_special_tokens=False)["input_ids"]) <= room
+
+
+# --- the generator's prompts as a causal LM reads them ----------------------------------------------
+@pytest.fixture(scope="module")
+def facts_tokenizer():
+    """The tokenizer tiny-lm-facts is built with (its YAML's arch params)."""
+    from cl_bench.models.lm.tiny_lm import TokenizerParams, build_tokenizer
+    from cl_bench.registry import Registry
+
+    return build_tokenizer(TokenizerParams.model_validate(Registry().method("tiny-lm-facts").arch.params["tokenizer"]))
+
+
+def test_the_causal_prompt_is_a_token_prefix_of_a_written_out_answer(facts_tokenizer) -> None:
+    from cl_bench.methods.text.multicsr_data import causal_prompt
+
+    premise, answer = "The baker hid a small dog in the library in winter.", "'In the library, the baker hid a small dog in winter.'"
+    for kind in ("entailment", "negative"):
+        prompt = generation_prompt(kind, premise)
+        assert prompt.endswith("': ")  # the authors' text, kept
+        trained = facts_tokenizer(prompt + answer)["input_ids"]  # how the LM saw prompt + answer in training
+        fed = facts_tokenizer(causal_prompt(prompt))["input_ids"]
+        assert trained[: len(fed)] == fed and facts_tokenizer.decode(trained[len(fed):]).startswith(" '")
+        # the prompt as the authors wrote it ends in a lone space token the LM never saw before an answer
+        verbatim = facts_tokenizer(prompt)["input_ids"]
+        assert trained[: len(verbatim)] != verbatim
+
+
+def test_generation_feeds_the_lm_causal_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cl_bench.methods.text import multicsr_data
+
+    seen: list[str] = []
+
+    def fake(lm, prompts, max_new_tokens, batch_size=32, too_long="raise"):
+        seen.extend(prompts)
+        return [" 'A sailor found a red ball.'" if "Write" in p else " 4.0" for p in prompts]
+
+    monkeypatch.setattr(multicsr_data, "generate_greedy", fake)
+    out = multicsr_data.generate_and_score(None, ["The baker hid a small dog.", "A tourist found a red ball."])
+    assert len(seen) == 8 and not any(p != p.rstrip() for p in seen)
+    assert out[0].entailment == "A sailor found a red ball." and out[0].entailment_score == 4.0
+
+
+def test_every_corpus_sentence_fits_the_generator_with_room_for_an_answer(facts_tokenizer) -> None:
+    """With the fact-world tokenizer the paper's prompts leave room for 48 new tokens in tiny-lm-facts'
+    256 positions for every text-corpus sentence (with tiny-lm's pydoc/qa tokenizer only 402 of 11,811 fit)."""
+    from types import SimpleNamespace
+
+    from cl_bench.data.text.text_corpus import CorpusParams, load_text_corpus
+    from cl_bench.methods.text.multicsr_data import premise_fits
+    from cl_bench.registry import Registry
+
+    positions = Registry().method("tiny-lm-facts").arch.params["n_positions"]
+    texts = sorted(set(load_text_corpus(CorpusParams(n_docs=300, seed=0)).train.texts))
+    lm = SimpleNamespace(hf=object(), tokenizer=facts_tokenizer, max_length=positions)
+    assert all(premise_fits(lm, texts, max_new_tokens=48))
+    longest = max(len(facts_tokenizer(generation_prompt(k, t))["input_ids"]) for t in texts for k in ("entailment", "negative"))
+    assert longest + 48 <= positions
+
+
+def test_the_lm_corpus_can_hold_the_fact_instructions() -> None:
+    from cl_bench.data.text.lm_corpus import LMCorpusParams, build_corpus
+
+    docs = build_corpus(LMCorpusParams(sources=["facts"], n_facts=12, seed=3)).train.documents
+    assert sorted(docs) == sorted(instruction_documents(12, seed=3))
