@@ -32,7 +32,6 @@ positive states the premise's fact and a negative does not, before and after cur
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import random
 import time
@@ -100,10 +99,18 @@ class MultiCSRCard:
         return {**self.train.to_json(), "multicsr": self.stages}
 
 
-@functools.lru_cache(maxsize=4)
+_GENERATED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
 def _generated(fingerprint: str, premises: tuple[str, ...], max_new_tokens: int, batch: int, lm: Any) -> tuple[Any, ...]:
-    """Stage 1's LM output, once per (generator weights, premises) in a process (``lm`` rides along)."""
-    return tuple(stages.generate_and_score(lm, list(premises), max_new_tokens, batch))
+    """Stage 1's LM output, once per (generator weights, premises) in a process: every run obtains
+    its own generator object, so the key is the weights' fingerprint, not the object (the 4 latest kept)."""
+    key = (fingerprint, premises, max_new_tokens, batch)
+    if key not in _GENERATED:
+        while len(_GENERATED) >= 4:
+            _GENERATED.pop(next(iter(_GENERATED)))
+        _GENERATED[key] = tuple(stages.generate_and_score(lm, list(premises), max_new_tokens, batch))
+    return _GENERATED[key]
 
 
 def pick_premises(texts: list[str], n: int, seed: int) -> list[str]:

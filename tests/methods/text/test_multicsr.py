@@ -383,3 +383,24 @@ def test_the_lm_corpus_can_hold_the_fact_instructions() -> None:
 
     docs = build_corpus(LMCorpusParams(sources=["facts"], n_facts=12, seed=3)).train.documents
     assert sorted(docs) == sorted(instruction_documents(12, seed=3))
+
+
+def test_generation_runs_once_per_generator_weights_not_per_generator_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run obtains its own generator object; runs of the same weights and premises share one generation."""
+    from cl_bench.methods.text import multicsr
+
+    calls: list[object] = []
+
+    def fake(lm, premises, max_new_tokens, batch):
+        calls.append(lm)
+        return [Generated(p, "e", "c", 4.0, 1.0) for p in premises]
+
+    monkeypatch.setattr(multicsr.stages, "generate_and_score", fake)
+    monkeypatch.setattr(multicsr, "_GENERATED", {})
+    first = multicsr._generated("weights-a", ("p", "q"), 48, 32, object())
+    again = multicsr._generated("weights-a", ("p", "q"), 48, 32, object())
+    other = multicsr._generated("weights-b", ("p", "q"), 48, 32, object())
+    assert first == again and len(calls) == 2 and other == first
+    for i in range(5):  # bounded: the oldest entries go
+        multicsr._generated(f"w{i}", ("p",), 48, 32, object())
+    assert len(multicsr._GENERATED) == 4
