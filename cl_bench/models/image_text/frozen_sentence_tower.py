@@ -9,7 +9,7 @@ words in the few hundred steps a CPU run affords, while MiniLM's embeddings of "
 and "a red square" already differ, and prompt words the captions never use ("photo",
 "picture") are understood instead of being untrained tokens.
 
-Disk cache: ``<cache>/text-embeddings/<encoder digest[:16]>/<sha256 of the texts>.npz`` shards
+Disk cache: ``<cache>/text-embeddings/minilm-u-<encoder digest[:7]>/<sha256 of the texts>.npz`` shards
 (``texts`` and float32 ``vectors``), each written atomically under a file lock and only ever
 added; a process reads every shard once. The encoder digest hashes the model's weights file, so
 a changed model never reads old vectors.
@@ -51,13 +51,23 @@ def _minilm() -> Any:
 
 
 def _encode_minilm(texts: list[str]) -> np.ndarray:
+    """float32 [N, 384]: texts batched only with texts of their own token count, so no text is
+    padded and its vector does not depend on which other texts are encoded in the same call
+    (padding to a batch's longest text moves a vector by ~1e-7, and training amplified that into a
+    different model whenever a cold cache encoded the captions in other batches)."""
     enc = _minilm()
-    out = []
+    lengths = enc.tokenize(texts)["attention_mask"].sum(dim=1).tolist() if texts else []
+    out = np.zeros((len(texts), SENTENCE_DIM), np.float32)
+    by_length: dict[int, list[int]] = {}
+    for k, n in enumerate(lengths):
+        by_length.setdefault(int(n), []).append(k)
     with torch.no_grad():
-        for i in range(0, len(texts), _BATCH):
-            feats = enc.pool(enc.tokenize(texts[i : i + _BATCH]))
-            out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+        for group in by_length.values():
+            for i in range(0, len(group), _BATCH):
+                rows = group[i : i + _BATCH]
+                feats = enc.pool(enc.tokenize([texts[k] for k in rows]))
+                out[rows] = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+    return out
 
 
 class SentenceEmbeddingCache:
@@ -123,7 +133,9 @@ def minilm_cache() -> SentenceEmbeddingCache:
 
 @functools.lru_cache(maxsize=4)
 def _minilm_cache(root: Path) -> SentenceEmbeddingCache:
-    return SentenceEmbeddingCache(_encode_minilm, "minilm-" + minilm_digest(), SENTENCE_DIM,
+    # "minilm-u-": vectors encoded unpadded (_encode_minilm); the padded ones of older versions
+    # live under "minilm-<digest>" and are not mixed in
+    return SentenceEmbeddingCache(_encode_minilm, "minilm-u-" + minilm_digest(), SENTENCE_DIM,
                                   root=root / "text-embeddings")
 
 

@@ -17,8 +17,11 @@ Images arrive as float [N, 3, H, W] in [0, 1] and get the model's own ``preproce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,24 @@ def _import_open_clip() -> Any:
     return open_clip
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" when a model is built
+    without weights; here the weights always come next, from the user's checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 class OpenClipEncoder(ImageTextEncoder):
     """Wraps an open_clip ``CLIP``/``CustomTextCLIP`` model and its tokenizer."""
 
@@ -58,7 +79,8 @@ class OpenClipEncoder(ImageTextEncoder):
         self.batch_size = batch_size
         try:
             # weights come from load_checkpoint only (a local-dir: folder's file is read there, safely)
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None, load_weights=False)
+            with _quiet_random_init():
+                model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None, load_weights=False)
         except (RuntimeError, ValueError, FileNotFoundError) as e:
             raise ClBenchError(f"arch open-clip: unknown model {model_name!r} ({str(e).splitlines()[0]}); "
                                "see open_clip.list_models()") from None

@@ -71,6 +71,16 @@ def test_minilm_vectors_match_sentence_transformers() -> None:
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
+def test_a_text_vector_does_not_depend_on_the_texts_encoded_with_it() -> None:
+    """A cold cache encodes whichever texts are missing together; a text's vector must be the same
+    bits whatever its companions (padded batches moved it by ~1e-7, enough for training to diverge)."""
+    short = "a red star"
+    alone = _encode_minilm([short])
+    with_long = _encode_minilm(["a large red star left of a small blue circle and two crosses", short, "two stars"])
+    assert np.array_equal(alone[0], with_long[1])
+    assert np.array_equal(_encode_minilm(["two stars"])[0], with_long[2])
+
+
 def test_scene_clip_with_the_frozen_tower(tmp_path: Path) -> None:
     enc = CountingEncoder()
     tower = FrozenSentenceTower(8, cache=SentenceEmbeddingCache(enc, "fake", 4, root=tmp_path), digest="00" * 32)

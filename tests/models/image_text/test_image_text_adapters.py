@@ -82,6 +82,20 @@ def test_open_clip_loads_a_checkpoint_and_matches_open_clip(tiny_open_clip: str,
     assert got_i.shape == (3, enc.embed_dim) == (3, 16)
 
 
+def test_open_clip_does_not_announce_random_weights(tiny_open_clip: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The model is built without weights because the user's checkpoint is loaded right after;
+    open_clip's "initialized randomly" warning would say the opposite of what happens. Other
+    warnings still get through."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        components.get("arch", "open-clip")({"model": tiny_open_clip})
+        logging.warning("another warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("No pretrained weights loaded" in m for m in messages) and "another warning" in messages
+    assert not logging.getLogger().filters  # the filter is removed again
+
+
 def test_open_clip_checkpoint_errors(tiny_open_clip: str, tmp_path: Path) -> None:
     enc = components.get("arch", "open-clip")({"model": tiny_open_clip})
     state = {("module." + k): v for k, v in enc.clip.state_dict().items()}
