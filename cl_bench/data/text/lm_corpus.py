@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from cl_bench import components
 from cl_bench.components import register
 from cl_bench.params import Strict, validate_params
 
@@ -159,10 +160,8 @@ def build_corpus(p: LMCorpusParams) -> TextCorpus:
 
             docs += corpus_documents(validate_params(TruthfulTwinParams, p.truthful, "lm-corpus params.truthful"))
             continue
-        if source == "facts":
-            from cl_bench.data.text.fact_instructions import instruction_documents
-
-            docs += instruction_documents(p.n_facts, p.seed)
+        if source == "facts":  # through the registry: fact_instructions builds on this module
+            docs += components.get("dataset", "fact-instructions")({"n": p.n_facts, "seed": p.seed}).train.documents
             continue
         docs += qa_documents(p.n_qa, p.seed) if source == "qa" else pydoc_documents()
     random.Random(p.seed).shuffle(docs)
