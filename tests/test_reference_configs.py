@@ -65,6 +65,26 @@ C4_MOCO: dict[str, Any] = {
     "rpn_pre_nms_top_n_test": 6000,  # MBN / D2C4 RPN.PRE_NMS_TOPK_TEST
     "rpn_post_nms_top_n_test": 1000,  # MBN / D2C4 RPN.POST_NMS_TOPK_TEST
 }
+# mmsegmentation's FCN on a dilated R50 (models/fcn_r50-d8.py) and its SGD schedule (schedule_40k and
+# schedule_80k share every value but the iterations): the cityscapes and ADE20K FCN tasks
+MMSEG_FCN_R50_D8: dict[str, Any] = {
+    "head": "fcn",  # MMS decode_head FCNHead
+    "output_stride": 8,  # MMS backbone dilations (1, 1, 2, 4), strides (1, 2, 1, 1): d8
+    "bn": "sync",  # MMS norm_cfg SyncBN
+    "freeze_at": 0,  # MMS: every stage trained (frozen_stages -1, norm_eval False)
+    "lr": 0.01,  # MMS schedule SGD lr
+    "momentum": 0.9,  # MMS schedule
+    "weight_decay": 0.0005,  # MMS schedule
+    "poly_power": 0.9,  # MMS schedule PolyLR power
+    "min_lr": 0.0001,  # MMS schedule PolyLR eta_min
+    "warmup_iters": 0,  # MMS schedule: no warm-up
+    "head_channels": 512,  # MMS decode_head channels
+    "fcn_num_convs": 2,  # MMS decode_head num_convs
+    "concat_input": True,  # MMS decode_head concat_input
+    "dropout": 0.1,  # MMS decode_head dropout_ratio
+    "optimizer": "sgd",  # MMS schedule optimizer SGD
+    "backbone_lr_mult": 1.0,  # MMS: no paramwise_cfg
+}
 EXPECTED: dict[str, dict[str, Any]] = {
     "voc07-det-c4": {
         **C4_MOCO,
@@ -98,54 +118,24 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "train_min_sizes": [640, 672, 704, 736, 768, 800],  # D2FPN INPUT.MIN_SIZE_TRAIN
     },
     "cityscapes-seg-fcn": {
-        "head": "fcn",  # MMS decode_head FCNHead
-        "output_stride": 8,  # MMS backbone dilations (1, 1, 2, 4), strides (1, 2, 1, 1): d8
-        "bn": "sync",  # MMS norm_cfg SyncBN
-        "freeze_at": 0,  # MMS: every stage trained (frozen_stages -1, norm_eval False)
+        **MMSEG_FCN_R50_D8,
         "iterations": 40000,  # MMS schedule_40k max_iters
         "batch_size": 8,  # MMS fcn_r50-d8_4xb2: 4 GPUs x 2
-        "lr": 0.01,  # MMS schedule_40k SGD lr
-        "momentum": 0.9,  # MMS schedule_40k
-        "weight_decay": 0.0005,  # MMS schedule_40k
-        "poly_power": 0.9,  # MMS schedule_40k PolyLR power
-        "min_lr": 0.0001,  # MMS schedule_40k PolyLR eta_min
-        "warmup_iters": 0,  # MMS schedule_40k: no warm-up
         "crop_size": (512, 1024),  # MMS cityscapes crop_size
         "scale_range": (0.5, 2.0),  # MMS cityscapes Resize ratio_range of img_scale (2048, 1024)
         "hflip": 0.5,  # MMS cityscapes RandomFlip prob 0.5
-        "head_channels": 512,  # MMS decode_head channels
-        "fcn_num_convs": 2,  # MMS decode_head num_convs
-        "concat_input": True,  # MMS decode_head concat_input
-        "dropout": 0.1,  # MMS decode_head dropout_ratio
         "test_mode": "whole",  # MMS test_cfg mode whole
-        "optimizer": "sgd",  # MMS schedule_40k optimizer SGD
-        "backbone_lr_mult": 1.0,  # MMS: no paramwise_cfg
     },
     "ade20k-seg-fcn": {
-        "head": "fcn",  # MMS decode_head FCNHead (fcn_r50-d8_4xb4-80k_ade20k-512x512)
-        "output_stride": 8,  # MMS backbone dilations (1, 1, 2, 4), strides (1, 2, 1, 1): d8
-        "bn": "sync",  # MMS norm_cfg SyncBN
-        "freeze_at": 0,  # MMS: every stage trained (frozen_stages -1, norm_eval False)
-        "iterations": 80000,  # MMS schedule_80k max_iters
+        **MMSEG_FCN_R50_D8,
+        "iterations": 80000,  # MMS schedule_80k max_iters (same SGD / PolyLR values as schedule_40k)
         "batch_size": 16,  # MMS fcn_r50-d8_4xb4: 4 GPUs x 4 (ade20k batch_size 4)
-        "lr": 0.01,  # MMS schedule_80k SGD lr
-        "momentum": 0.9,  # MMS schedule_80k
-        "weight_decay": 0.0005,  # MMS schedule_80k
-        "poly_power": 0.9,  # MMS schedule_80k PolyLR power
-        "min_lr": 0.0001,  # MMS schedule_80k PolyLR eta_min
-        "warmup_iters": 0,  # MMS schedule_80k: no warm-up
         "crop_size": (512, 512),  # MMS ade20k crop_size
         "scale_range": (0.5, 2.0),  # MMS ade20k RandomResize ratio_range (of scale (2048, 512))
         "hflip": 0.5,  # MMS ade20k RandomFlip prob 0.5
-        "head_channels": 512,  # MMS decode_head channels
-        "fcn_num_convs": 2,  # MMS decode_head num_convs
-        "concat_input": True,  # MMS decode_head concat_input
-        "dropout": 0.1,  # MMS decode_head dropout_ratio
         "test_mode": "slide",  # DC test_cfg mode slide (MMS fcn_r50-d8 tests 'whole'; the task takes DenseCLIP's test)
         "test_crop": (512, 512),  # DC test_cfg crop_size
         "test_stride": (341, 341),  # DC test_cfg stride
-        "optimizer": "sgd",  # MMS schedule_80k optimizer SGD
-        "backbone_lr_mult": 1.0,  # MMS: no paramwise_cfg
     },
     "ade20k-seg-denseclip": {
         "head": "fpn",  # DC neck FPN (256, num_outs 4) + decode_head FPNHead
