@@ -163,3 +163,25 @@ def test_user_errors_are_one_line(over: dict, message: str) -> None:
 def test_supervised_needs_labels() -> None:
     with pytest.raises(ClBenchError, match="supervised"):
         train_encoder(TinyEncoder(), recipe("supervised"), random_split(), 0, 0, CPU)
+
+
+def test_cpu_steps_are_logged_as_floats_and_the_epoch_mean_is_unchanged() -> None:
+    """On the CPU fit keeps each step's loss and terms as Python floats (a kept 0-d tensor per step
+    fragmented the heap); the epoch mean summed from them is the same float32 sum, bit for bit, as
+    summing the tensors was."""
+    from cl_bench.methods.trainer import EpochLog, epoch_mean, fit
+
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    log = fit(opt, total=5, batches=lambda epoch: range(5),
+              loss=lambda batch: ((w ** 2).sum() * (batch + 1), {"l1": w.abs().sum()}))
+    assert log.steps == 5
+    assert all(type(v) is float for e in log.epochs for v in e.losses)
+    assert all(type(v) is float for e in log.epochs for p in e.parts for v in p.values())
+    g = torch.Generator().manual_seed(0)
+    values = [(torch.rand((), generator=g) * 10).float() for _ in range(3000)]
+    by_tensor = torch.zeros(())
+    for v in values:
+        by_tensor += v
+    recipe = TrainRecipe(objective="simclr", epochs=1, batch_size=2, lr=0.1)
+    assert epoch_mean(EpochLog(0, [float(v) for v in values]), 3000, recipe) == float(by_tensor) / 3000
