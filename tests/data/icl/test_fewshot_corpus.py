@@ -74,16 +74,15 @@ def test_canonical_words_must_match_every_rules_classes() -> None:
         load_fewshot_corpus({"rules": ["sentiment-keywords", "word-topic"], "canonical_label_words": ["no", "yes"]})
 
 
-def test_tiny_lm_icl_pretrains_on_the_scored_prompts_with_no_label_prior() -> None:
-    """Every episode that carries a scored label word is, token for token, a prompt of the protocol
-    (demonstration block + query + continuation) labelled with the task's two words, and each class
-    takes each word about equally often: at k = 0 the model cannot know the mapping, so what it gets
-    right at k > 0 it read from the context."""
+def test_tiny_lm_icl_pretrains_on_the_scored_prompts_with_flipped_episodes() -> None:
+    """Every pretraining episode is, token for token, a prompt of the protocol (demonstration block +
+    query + continuation) labelled with the task's two words (the old corpus drew them from a 23-word
+    pool), and about a quarter of the episodes flip the mapping (half are permuted), so a model that
+    only learnt the prior misses those: getting them right needs reading the context."""
     spec = Registry().method("tiny-lm-icl")
     p = FewShotCorpusParams.model_validate({**spec.train.data.params, "n_episodes": 300})
     task = load_fewshot_synthetic({"rule": "sentiment-keywords", "n_train": 8, "n_test": 4})
-    scored = [d for d in episode_documents(p) if "Negative" in d or "Positive" in d]
-    assert len(scored) > 100
+    scored = episode_documents(p)
     flipped = 0
     for doc in scored:
         mapping = _mapping(doc)
@@ -92,4 +91,4 @@ def test_tiny_lm_icl_pretrains_on_the_scored_prompts_with_no_label_prior() -> No
         exs = [FewShotExample(text=t, label=task.label_words.index(w))
                for t, w in (EXAMPLE.fullmatch(x).groups() for x in doc.split(task.format.example_separator))]
         assert fp.prompt(task, exs[:-1], exs[-1]) + task.continuation(exs[-1].label) == doc
-    assert 0.35 < flipped / len(scored) < 0.65
+    assert 0.18 < flipped / len(scored) < 0.32
