@@ -146,20 +146,29 @@ class FewShotCorpusParams(Strict):
     min_shots: int = Field(default=2, ge=0)
     max_shots: int = Field(default=16, ge=1)
     canonical_words: float = Field(default=0.0, ge=0, le=1)  # share of episodes with the rule's own label words
+    # where an episode's label words come from: ``pool`` = drawn from LABEL_WORD_POOL; ``permuted`` =
+    # the rule's own words in a random order (flipped labels: the scored words, with no mapping prior)
+    label_words: Literal["pool", "permuted"] = "pool"
+    # the words of the ``canonical_words`` share, in class order (default: the rule's own words)
+    canonical_label_words: list[str] | None = Field(default=None, min_length=2)
     seed: int = 0
 
 
 def episode_documents(p: FewShotCorpusParams) -> list[str]:
     """Few-shot episodes: ``k + 1`` labelled examples of one rule in its prompt format; the label
-    words are drawn per episode from ``LABEL_WORD_POOL`` (so the mapping must be read from the
-    context) except in a ``canonical_words`` share of episodes."""
+    words are drawn per episode from ``LABEL_WORD_POOL`` (``label_words: pool``) or are the rule's
+    own words in a random order (``permuted``), so the mapping must be read from the context,
+    except in a ``canonical_words`` share of episodes, labelled in class order with the rule's
+    words or ``canonical_label_words``."""
     rng = random.Random(f"corpus:{p.seed}")
     docs = []
     for _ in range(p.n_episodes):
         rule = rng.choice(p.rules)
         gen, words, fmt = RULES[rule]
         if rng.random() >= p.canonical_words:
-            words = rng.sample(LABEL_WORD_POOL, len(words))
+            words = rng.sample(LABEL_WORD_POOL if p.label_words == "pool" else words, len(words))
+        elif p.canonical_label_words is not None:
+            words = p.canonical_label_words
         parts = []
         for _ in range(rng.randint(p.min_shots, p.max_shots) + 1):
             text, label = gen(rng)
@@ -174,4 +183,8 @@ def load_fewshot_corpus(p: FewShotCorpusParams, data_root: Any = None) -> Any:
 
     if p.min_shots > p.max_shots:
         raise ClBenchError(f"icl-fewshot-corpus: min_shots {p.min_shots} > max_shots {p.max_shots}")
+    fixed = p.canonical_label_words
+    if fixed is not None and any(len(RULES[r][1]) != len(fixed) for r in p.rules):
+        raise ClBenchError(f"icl-fewshot-corpus: canonical_label_words {fixed} need one word per class of every "
+                           f"rule in {p.rules}; list as many words as the rules have classes")
     return TextCorpus(name="icl-fewshot-corpus", train=TextSplit(episode_documents(p)), meta=p.model_dump())
