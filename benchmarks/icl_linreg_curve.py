@@ -9,7 +9,7 @@ with least squares and averaging on the same prompts. The overrides are the prob
 the budget (see baselines/_base/icl-sequence-model.yaml). Usage::
 
     python benchmarks/icl_linreg_curve.py --method icl-transformer [--layers 2] [--steps 15000]
-        [--lr 1e-3] [--schedule constant] [--eval-every 1000] [--seed 0]
+        [--steps-per-epoch 600] [--lr 1e-3] [--schedule constant] [--eval-every 1000] [--seed 0]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--method", default="icl-transformer")
     ap.add_argument("--layers", type=int, help="override the arch's n_layer")
     ap.add_argument("--steps", type=int, help="override the run's length (default: the recipe's)")
+    ap.add_argument("--steps-per-epoch", type=int,
+                    help="override the recipe's steps_per_epoch (the run = epochs x this, warmup = warmup_epochs x this)")
     ap.add_argument("--lr", type=float, help="override the regression lr")
     ap.add_argument("--schedule", choices=["cosine", "constant"], help="override the recipe's schedule")
     ap.add_argument("--eval-every", type=int, default=1000)
@@ -48,7 +50,8 @@ def main() -> None:
     arch = dict(method.arch.params, **({"n_layer": args.layers} if args.layers else {}))
     torch.manual_seed(args.seed)
     model = components.get("arch", method.arch.name)(arch, input_kind="vectors", n_dims=d, max_positions=2 * n)
-    p = ICLPretrainParams(**method.train.params)
+    p = ICLPretrainParams(**dict(method.train.params, **(
+        {"steps_per_epoch": args.steps_per_epoch} if args.steps_per_epoch else {})))
     recipe = method.train.model_copy(update={k: v for k, v in {
         "lr": args.lr or p.regression_lr or method.train.lr, "schedule": args.schedule}.items() if v is not None})
     total = args.steps or recipe.epochs * p.steps_per_epoch
