@@ -52,6 +52,7 @@ CASES: dict[str, tuple[dict, Callable[[], Any], dict, dict]] = {
               {"proj_hidden": 8, "proj_dim": 4}) for name in ["pixpro", "pixcontrast"]},
     **{name: (CLIP, CAPTIONS, {}, {"max_steps": 1}) for name in ["clip", "dcl-clip", "dreamlip", "tcl"]},
     "protoclip": (CLIP, CAPTIONS, {}, {"max_steps": 1, "clusters": 2, "proto_dim": 4, "infonce_warmup_epochs": 0}),
+    "negclip": (CLIP, CAPTIONS, {}, {"max_steps": 1, "hard_images": 2}),
     "mcl-clip": ({**CLIP, "params": {**CLIP["params"], "stages": 2}}, CAPTIONS, {},
                  {"max_steps": 1, "clusters": 2, "min_group": 2}),
     **{name: ({"name": "minilm"}, TEXT, {"batch_size": 4}, {"max_steps": 1, "max_length": 8})

@@ -8,6 +8,10 @@ a tensor or a float). Every loss is a mean, so it does not grow with the batch.
   ``(CE(s·I Tᵀ, diag) + CE(s·T Iᵀ, diag)) / 2``.
 - :func:`dcl_clip_loss` — DCL's decoupled denominator (Yeh et al., arXiv 2110.06848) on the
   cross-modal logits: for each anchor, ``-s_ii + log Σ_{j≠i} exp(s_ij)``, both directions averaged.
+- :func:`negclip_loss` — NegCLIP (Yuksekgonul et al., ICLR 2023, arXiv 2210.01936; the authors'
+  open_clip fork vinid/neg_clip ``ClipLoss``): extra hard-negative texts join the candidates of
+  the image→text softmax only, ``(CE(s·I [T; H]ᵀ, diag) + CE(s·T Iᵀ, diag)) / 2``. With no
+  negatives it is exactly :func:`clip_loss`.
 - :func:`multi_positive_clip_loss` — DreamLIP's multi-positive InfoNCE (arXiv 2403.17007): image i
   has K positive texts (its sub-captions); image→text is a softmax over all N·K texts, each of the
   K positives contributing its own log-probability (averaged); text→image is the usual CE over the
@@ -49,6 +53,18 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: Scale) -> torch.Tenso
     logits = scale * img @ txt.T
     t = _targets(len(img), img.device)
     return (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t)) / 2
+
+
+def negclip_loss(img: torch.Tensor, txt: torch.Tensor, negatives: torch.Tensor, scale: Scale) -> torch.Tensor:
+    """NegCLIP: image i must pick caption i among the M true captions AND the K ``negatives``
+    [K, D]; each true caption picks its image among the M images (the negatives are no anchors)."""
+    _check_pairs(img, txt)
+    if negatives.ndim != 2 or negatives.shape[1] != img.shape[1]:
+        raise ValueError(f"negatives must be [K, {img.shape[1]}], got {tuple(negatives.shape)}")
+    m = len(img)
+    logits = scale * img @ torch.cat([txt, negatives]).T  # [M, M + K]
+    t = _targets(m, img.device)
+    return (F.cross_entropy(logits, t) + F.cross_entropy(logits[:, :m].T, t)) / 2
 
 
 def dcl_from_logits(logits: torch.Tensor) -> torch.Tensor:

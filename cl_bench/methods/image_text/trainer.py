@@ -1,4 +1,4 @@
-"""The image–text trainer shared by clip, dcl-clip, protoclip, tcl, dreamlip and mcl-clip.
+"""The image–text trainer shared by clip, dcl-clip, negclip, protoclip, tcl, dreamlip and mcl-clip.
 
 It fits an :class:`~cl_bench.models.interfaces.image_text.ImageTextEncoder` that exposes differentiable
 ``image_features`` / ``text_features`` (``scene-clip``) on a :class:`CaptionedImages` split:
@@ -58,7 +58,9 @@ class ImageTextParams(Strict):
 class Batch:
     """One step's data: image ``indices`` into the split, ``images`` on the device, the epoch's
     short ``captions``, the ``long_captions`` (None if the split has none), ``augment`` (seeded
-    light augmentation on the device) and ``gen`` (a seeded CPU generator for text sampling)."""
+    light augmentation on the device), ``gen`` (a seeded CPU generator for text sampling) and
+    ``hard_negatives``: EVERY training image's verified hard-negative captions, indexed like the
+    split (not only the batch's: NegCLIP also needs its alternative images'; None if the split has none)."""
 
     indices: torch.Tensor
     images: torch.Tensor
@@ -66,6 +68,7 @@ class Batch:
     long_captions: list[str] | None
     augment: Callable[[torch.Tensor], torch.Tensor]
     gen: torch.Generator
+    hard_negatives: list[list[str]] | None = None
 
 
 @dataclass
@@ -91,6 +94,7 @@ class ImageTextObjective(Objective):
     trains through :func:`train_image_text` (``obtain.trainer_for`` finds ``train_model``)."""
 
     needs_long_captions = False
+    needs_hard_negatives = False
 
     def __init__(self, embed_dim: int = 0, num_classes: int = 0, **params: Any) -> None:
         super().__init__(embed_dim, num_classes, **params)
@@ -126,6 +130,11 @@ def check_split(split: Any, objective: ImageTextObjective) -> CaptionedImages:
         raise ClBenchError(f"the training split has {len(split)} image(s): need at least 2")
     if objective.needs_long_captions and split.long_captions is None:
         raise ClBenchError(f"objective {objective.objective_name} needs long captions; this training split has none")
+    if objective.needs_hard_negatives and split.hard_negatives is None:
+        raise ClBenchError(
+            f"objective {objective.objective_name} needs hard-negative captions; this training split has none "
+            "(train on a captioned dataset that generates them, e.g. {name: scenes-captions})"
+        )
     return split
 
 
@@ -224,7 +233,7 @@ def train_image_text(
             yield Batch(
                 idx, images[idx.to(device)], [captions[i] for i in ids],
                 None if split.long_captions is None else [split.long_captions[i] for i in ids],
-                lambda x: augmenter(x, aug_gen), text_gen,
+                lambda x: augmenter(x, aug_gen), text_gen, split.hard_negatives,
             )
 
     def end_epoch(epoch: EpochLog) -> None:
