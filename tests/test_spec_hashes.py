@@ -180,8 +180,9 @@ METHODS = {
     "tiny-lm-facts": "64030ccc40bf9b78af5661a2442a9c5bf009329b25288d20424ea1866f9fcedd",
     # tiny-lm-icl: pretrained on sentiment-keywords episodes only, half labelled in class order and half
     # with the two words in a random order (label_words: permuted), 500 steps at lr 0.002: the old
-    # 23-word-pool corpus left it at the majority class at every k (issue #19 part 5); results re-run
-    "tiny-lm-icl": "28e41ad29ba6115d0209a4632f99cbf359a0feff9ef8336e68ed98577875b039",
+    # 23-word-pool corpus left it at the majority class at every k (issue #19 part 5); then 512-token blocks
+    # of batch 8 (256-token blocks cut the longer episodes: k = 16 fell to the majority class); results re-run
+    "tiny-lm-icl": "434ed20a221287ab80cfc80aa3ce51a0a931b4dd6f1b403b024a7c839ddb1462",
     "truthful-cd": "7659f6332bd6b435e34a5dc39bf1ad3511dc63a637d9c4a65d86b948c8059e37",
     "truthful-dola": "34f3f94df4f47c90c26b385b9a957948bfd04fbbebca5c41ae5ee2d50285dd50",
     "truthful-lm": "16248bb6b9ed1d978b9a14be6c14657b56f30ea434486331dbc372fd6a448298",
