@@ -55,17 +55,19 @@ def _encode_minilm(texts: list[str]) -> np.ndarray:
     padded and its vector does not depend on which other texts are encoded in the same call
     (padding to a batch's longest text moves a vector by ~1e-7, and training amplified that into a
     different model whenever a cold cache encoded the captions in other batches)."""
-    enc = _minilm()
-    lengths = enc.tokenize(texts)["attention_mask"].sum(dim=1).tolist() if texts else []
     out = np.zeros((len(texts), SENTENCE_DIM), np.float32)
+    if not texts:
+        return out
+    enc = _minilm()
+    tokens = enc.tokenize(texts)  # once; a group's rows are cut to their own length (right padding)
     by_length: dict[int, list[int]] = {}
-    for k, n in enumerate(lengths):
+    for k, n in enumerate(tokens["attention_mask"].sum(dim=1).tolist()):
         by_length.setdefault(int(n), []).append(k)
     with torch.no_grad():
-        for group in by_length.values():
+        for n, group in by_length.items():
             for i in range(0, len(group), _BATCH):
                 rows = group[i : i + _BATCH]
-                feats = enc.pool(enc.tokenize([texts[k] for k in rows]))
+                feats = enc.pool({key: v[rows, :n] for key, v in tokens.items()})
                 out[rows] = torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
     return out
 
