@@ -6,7 +6,8 @@ results).
 Deliberate changes since: pixpro and pixpro-fpn (objective version 2: the official featprop and
 loss averaging, #14) and scatsimclr (the rotation pretext regularisation, #14); new: the truthfulness twin's tasks and
 methods (#18); PC², MultiCSR and ICL-vs-fine-tuning tasks and methods (#19); DenseCLIP's
-methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2); negclip (#18 part 1); pc2 (the code's warm-up on every
+methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2); negclip (#18 part 1; then
+paired_positives: each hard negative weighed against the caption it swaps, as the fork's CSV rows); pc2 (the code's warm-up on every
 pair, hard_negative off after it, lambda_en 10: the hardest negative collapsed it to chance, #19 part 1);
 the four ICL sequence models (icl-transformer, icl-lstm, icl-linear-rnn, icl-transformer-ngram: the shared
 icl-linreg budget in _base/icl-sequence-model.yaml's by_task, 8,000 -> 12,000 steps, #18 part 2; their
@@ -138,7 +139,7 @@ METHODS = {
     "mv-infonce": "c1c9d073705a30d7e6f3befa4c20f8b28a5381b21e66400b710e13d095ae5071",
     "mv-infonce-v2": "f6f2243ede21d3d267e2751dd5067ce3aeb97771223f3c770b6c9c3dbc3fa236",
     "mv-infonce-v5": "b139550bb4d4805b34781c2a18045326bec377a0018592b236ea7160486cbab0",
-    "negclip": "7088d540b8222db8780a73194b7479e57018e452682914a3ab7658f6ddc1c156",
+    "negclip": "04f7de7a4ddcd898a765db7bac161942120fb6d8133403519fb98a17c0f838e7",
     "open-clip": "030db35909b8c3f1dc2c95b11eb98d1c677718d6bebbe4d62c7117b7671c2e76",
     "openclip-vit-b-32": "d756cf5b7c49acaaba23895f226d02401993047ab9c747fff3565cbb407b30b9",
     "pc2": "decc2d89d38ca7d2e39b354695bb54d8bd8d3887441dd77a155b379e821c15ee",

@@ -93,6 +93,8 @@ def _(split: CaptionedImages, indices: np.ndarray) -> CaptionedImages:
         long_captions=None if split.long_captions is None else [split.long_captions[i] for i in pick],
         labels=None if split.labels is None else split.labels[indices],
         hard_negatives=None if split.hard_negatives is None else [split.hard_negatives[i] for i in pick],
+        hard_negative_positives=(None if split.hard_negative_positives is None
+                                 else [split.hard_negative_positives[i] for i in pick]),
     )
 
 

@@ -85,6 +85,9 @@ class CaptionedImages:
     ``long_captions[i]``: an optional multi-sentence description of image i (DreamLIP).
     ``labels[i]``: an optional class index (zero-shot classification).
     ``hard_negatives[i]``: optional captions that are wrong for image i in one attribute/relation.
+    ``hard_negative_positives[i][k]``: optional, the true caption that ``hard_negatives[i][k]`` swaps
+    one attribute of (NegCLIP pairs each negative with its own positive). Not in the fingerprint: it
+    is a function of the generator that made the negatives, whose texts are.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class CaptionedImages:
         long_captions: list[str] | None = None,
         labels: np.ndarray | None = None,
         hard_negatives: list[list[str]] | None = None,
+        hard_negative_positives: list[list[str]] | None = None,
     ) -> None:
         n = len(images)
         if len(captions) != n or any(len(c) == 0 for c in captions):
@@ -107,6 +111,11 @@ class CaptionedImages:
         self.long_captions = None if long_captions is None else list(long_captions)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.hard_negatives = None if hard_negatives is None else [list(h) for h in hard_negatives]
+        if hard_negative_positives is not None and (
+                hard_negatives is None or [len(h) for h in hard_negative_positives] != [len(h) for h in hard_negatives]):
+            raise ValueError("hard_negative_positives must give one positive per hard negative")
+        self.hard_negative_positives = (None if hard_negative_positives is None
+                                        else [list(h) for h in hard_negative_positives])
         flat = [t for c in self.captions for t in c] + [str(len(c)) for c in self.captions]
         flat += self.long_captions or []
         flat += [t for h in (self.hard_negatives or []) for t in h]

@@ -92,14 +92,17 @@ def _generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, Any]]:
     if p.upright:
         opts["upright"] = True
     images = np.zeros((n, p.image_size, p.image_size, 3), np.uint8)
-    texts: dict[str, list[Any]] = {"scene_ids": [], "captions": [], "long": [], "negatives": [], "labels": []}
+    texts: dict[str, list[Any]] = {"scene_ids": [], "captions": [], "long": [], "negatives": [], "negative_positives": [],
+                                   "labels": []}
     for k, idx in enumerate(order.tolist()):
         scene = generate_scene(p.seed, int(idx), p.image_size, **opts)
         images[k] = render(scene)[0]
         texts["scene_ids"].append(scene.scene_id)
         texts["captions"].append(short_captions(scene, p.captions_per_image, p.caption_seed))
         texts["long"].append(long_caption(scene))
-        texts["negatives"].append([h["text"] for h in hard_negatives(scene, p.caption_seed)])
+        negatives = hard_negatives(scene, p.caption_seed)
+        texts["negatives"].append([h["text"] for h in negatives])
+        texts["negative_positives"].append([h["positive"] for h in negatives])
         texts["labels"].append(SHAPES.index(scene.objects[largest_object(scene)].shape))
     return images, texts
 
@@ -112,7 +115,9 @@ def _load_or_generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, A
         if npz.is_file() and meta.is_file():
             try:
                 with np.load(npz, allow_pickle=False) as z:
-                    return z["images"], json.loads(meta.read_text(encoding="utf-8")), root
+                    texts = json.loads(meta.read_text(encoding="utf-8"))
+                    if "negative_positives" in texts:  # else: written before the positives were kept
+                        return z["images"], texts, root
             except (OSError, ValueError, KeyError, json.JSONDecodeError):
                 pass  # a corrupt entry: regenerate
         images, texts = _generate(p)
@@ -127,6 +132,7 @@ def _split(images: np.ndarray, texts: dict[str, Any], sl: slice) -> CaptionedIma
     return CaptionedImages(
         ImageList(images[sl]), texts["captions"][sl], long_captions=texts["long"][sl],
         labels=np.asarray(texts["labels"][sl], np.int64), hard_negatives=texts["negatives"][sl],
+        hard_negative_positives=texts["negative_positives"][sl],
     )
 
 

@@ -6,7 +6,11 @@ As the authors' open_clip fork (vinid/neg_clip: ``CsvDataset.__getitem__``, ``tr
 
 - every image i brings ONE hard-negative caption, drawn at random each time from its list (here
   the scenes' verified negatives: a colour / shape / count / left-right / direction swap of a true
-  caption, checked false for the scene — :func:`cl_bench.data.scenes.captions.hard_negatives`);
+  caption, checked false for the scene — :func:`cl_bench.data.scenes.captions.hard_negatives`),
+  and, as its caption in that step, the true caption that negative swaps (``paired_positives``:
+  each row of the fork's CSV is a caption with its own negative, so "a red triangle pointing down"
+  is always weighed against "a red triangle pointing up", never against an unrelated "a red
+  triangle"; an image without negatives keeps the epoch's caption);
 - with ``hard_images: k > 0`` every image also brings a "strong alternative" image j drawn at
   random among its k nearest neighbours, with j's caption and one of j's hard negatives (the
   paper, Fig. 3: "for each image, we sample strong alternatives among the dataset using nearest
@@ -40,6 +44,9 @@ from cl_bench.methods.image_text.trainer import Batch, ImageTextObjective, Image
 class NegClipParams(ImageTextParams):
     hard_images: int = Field(default=3, ge=0, le=64)  # alternative image among this many neighbours (0: none)
     all_negatives: bool = False  # every hard negative of each image per step, not one drawn at random
+    # the image's caption in a step is the true caption its drawn negative swaps (the fork's CSV rows:
+    # caption + its own negative); False: the epoch's caption, whatever negative is drawn
+    paired_positives: bool = True
 
 
 def nearest_neighbours(embeddings: torch.Tensor, k: int) -> torch.Tensor:
@@ -88,6 +95,16 @@ class NegClip(ImageTextObjective):
             ids = ids + alt
         if self.params.all_negatives:
             negatives = [t for i in ids for t in batch.hard_negatives[i]]
+        elif self.params.paired_positives:
+            if batch.hard_negative_positives is None:
+                raise ClBenchError("negclip: paired_positives needs the true caption each hard negative swaps; this "
+                                   "training split has none (set train.params.paired_positives: false)")
+            negatives = []
+            for slot, i in enumerate(ids):
+                if batch.hard_negatives[i]:
+                    k = draw(range(len(batch.hard_negatives[i])), batch.gen)
+                    negatives.append(batch.hard_negatives[i][k])
+                    captions[slot] = batch.hard_negative_positives[i][k]
         else:
             negatives = [draw(batch.hard_negatives[i], batch.gen) for i in ids if batch.hard_negatives[i]]
         img = F.normalize(model.image_features(images)[0], dim=-1)

@@ -60,7 +60,8 @@ class Batch:
     short ``captions``, the ``long_captions`` (None if the split has none), ``augment`` (seeded
     light augmentation on the device), ``gen`` (a seeded CPU generator for text sampling) and
     ``hard_negatives``: EVERY training image's verified hard-negative captions, indexed like the
-    split (not only the batch's: NegCLIP also needs its alternative images'; None if the split has none)."""
+    split (not only the batch's: NegCLIP also needs its alternative images'; None if the split has none),
+    and ``hard_negative_positives``, the true caption each of them swaps (None if the split has none)."""
 
     indices: torch.Tensor
     images: torch.Tensor
@@ -69,6 +70,7 @@ class Batch:
     augment: Callable[[torch.Tensor], torch.Tensor]
     gen: torch.Generator
     hard_negatives: list[list[str]] | None = None
+    hard_negative_positives: list[list[str]] | None = None
 
 
 @dataclass
@@ -233,7 +235,7 @@ def train_image_text(
             yield Batch(
                 idx, images[idx.to(device)], [captions[i] for i in ids],
                 None if split.long_captions is None else [split.long_captions[i] for i in ids],
-                lambda x: augmenter(x, aug_gen), text_gen, split.hard_negatives,
+                lambda x: augmenter(x, aug_gen), text_gen, split.hard_negatives, split.hard_negative_positives,
             )
 
     def end_epoch(epoch: EpochLog) -> None:

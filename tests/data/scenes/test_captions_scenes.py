@@ -34,6 +34,7 @@ def test_contents_match_the_generator(cache):
             assert split.captions[k] == short_captions(scene, 3, 0)
             assert split.long_captions[k] == long_caption(scene)
             assert split.hard_negatives[k] == [h["text"] for h in hard_negatives(scene, 0)]
+            assert split.hard_negative_positives[k] == [h["positive"] for h in hard_negatives(scene, 0)]
             biggest = max(scene.objects, key=lambda o: o.area)  # ties: the first drawn
             assert split.labels[k] == SHAPES.index(biggest.shape)
     x = data.test.images.tensor(slice(0, 2))
@@ -54,6 +55,20 @@ def test_deterministic_cached_and_split_by_params(cache):
     other_world = load({**PARAMS, "seed": 1}, None)
     assert other_world.test.captions != a.test.captions
     assert load({**PARAMS, "caption_seed": 1}, None).test.captions != a.test.captions
+
+
+def test_a_cache_written_before_the_positives_were_kept_is_regenerated(cache):
+    import json
+
+    load = components.get("dataset", "scenes-captions")
+    a = load(PARAMS, None)
+    (meta,) = cache.glob("generated/scenes-captions-*/texts.json")
+    texts = json.loads(meta.read_text())
+    del texts["negative_positives"]
+    meta.write_text(json.dumps(texts))
+    b = load(PARAMS, None)
+    assert b.train.hard_negative_positives == a.train.hard_negative_positives and a.fingerprint == b.fingerprint
+    assert "negative_positives" in json.loads(meta.read_text())
 
 
 def test_bad_params(cache):

@@ -73,12 +73,14 @@ SHAPES = ["star", "circle", "square", "cross"]
 def tiny_split(n: int = 24, negatives: bool = True) -> CaptionedImages:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-    caps, negs = [], []
+    caps, negs, pos = [], [], []
     for i in range(n):
         c, s = COLOURS[i % 4], SHAPES[(i // 4) % 4]
         caps.append([f"a {c} {s}", f"a photo of a {c} {s}"])
         negs.append([f"a {COLOURS[(i + 1) % 4]} {s}", f"a {c} {SHAPES[(i // 4 + 1) % 4]}"] if i % 5 else [])
-    return CaptionedImages(ImageList(images), caps, hard_negatives=negs if negatives else None)
+        pos.append([f"a {c} {s}"] * len(negs[-1]))
+    return CaptionedImages(ImageList(images), caps, hard_negatives=negs if negatives else None,
+                           hard_negative_positives=pos if negatives else None)
 
 
 def train(split: CaptionedImages, epochs: int = 2, **params: object):  # -> (model, card)
@@ -130,7 +132,7 @@ def test_a_step_brings_alternative_images_their_captions_and_one_negative_each()
         images[i, 0, 0, i % 2] = 1.0 + i  # 0, 2, 4 alike; 1, 3, 5 alike
     captions = [f"cap {i}" for i in range(n)]
     negatives = [[f"neg {i} a", f"neg {i} b"] for i in range(n)]
-    objective = components.get("objective", "negclip")(hard_images=1)
+    objective = components.get("objective", "negclip")(hard_images=1, paired_positives=False)
     spy = Spy()
     objective.start_epoch(spy, images, captions, 0)
     ids = torch.tensor([0, 3])
@@ -146,6 +148,40 @@ def test_a_step_brings_alternative_images_their_captions_and_one_negative_each()
     assert len(texts) == 8
     for owner, neg in zip([0, 3, *alt], texts[4:]):
         assert neg in negatives[owner]
+
+
+def test_paired_positives_make_each_anchor_say_the_caption_its_negative_swaps() -> None:
+    """As the fork's CSV rows (caption, its own negative): the anchor's text in the step is the
+    positive of the negative drawn for it; the negatives drawn are those of the unpaired draw
+    (the same generator calls); an image without negatives keeps the epoch's caption."""
+    n = 6
+    images = torch.zeros(n, 1, 2, 2)
+    for i in range(n):
+        images[i, 0, 0, i % 2] = 1.0 + i
+    captions = [f"cap {i}" for i in range(n)]
+    negatives = [[f"neg {i} a", f"neg {i} b"] if i != 4 else [] for i in range(n)]
+    positives = [[f"pos {i} a", f"pos {i} b"] if i != 4 else [] for i in range(n)]
+    ids = torch.tensor([0, 3, 4])
+    seen = {}
+    for paired in (True, False):
+        objective = components.get("objective", "negclip")(hard_images=0, paired_positives=paired)
+        spy = Spy()
+        objective.start_epoch(spy, images, captions, 0)
+        batch = Batch(ids, images[ids], [captions[i] for i in ids.tolist()], None, lambda x: x,
+                      torch.Generator().manual_seed(3), negatives, positives)
+        objective.loss(spy, batch)
+        seen[paired] = spy.seen_texts
+    texts = seen[True]
+    assert len(texts) == 5 and texts[2] == "cap 4" and texts[3:] == seen[False][3:]
+    for slot, owner in enumerate([0, 3]):
+        neg = texts[3 + slot]
+        assert neg in negatives[owner] and texts[slot] == positives[owner][negatives[owner].index(neg)]
+    assert seen[False][:3] == ["cap 0", "cap 3", "cap 4"]
+    with pytest.raises(ClBenchError, match="paired_positives: false"):
+        objective = components.get("objective", "negclip")(hard_images=0)
+        objective.start_epoch(Spy(), images, captions, 0)
+        objective.loss(Spy(), Batch(ids, images[ids], ["a", "b", "c"], None, lambda x: x,
+                                    torch.Generator().manual_seed(0), negatives))
 
 
 def test_all_negatives_brings_every_negative_of_every_image() -> None:
@@ -169,3 +205,16 @@ def test_negclip_needs_hard_negatives_and_enough_images() -> None:
         train(tiny_split(negatives=False))
     with pytest.raises(ClBenchError, match="hard_images 30"):
         train(tiny_split(), hard_images=30)
+
+
+def test_a_subset_keeps_each_negative_with_its_positive() -> None:
+    from cl_bench.data.subsets import take
+
+    split = tiny_split()
+    pick = np.array([7, 2, 11])
+    sub = take(split, pick)
+    assert sub.hard_negatives == [split.hard_negatives[i] for i in pick]
+    assert sub.hard_negative_positives == [split.hard_negative_positives[i] for i in pick]
+    with pytest.raises(ValueError, match="one positive per hard negative"):
+        CaptionedImages(split.images, split.captions, hard_negatives=split.hard_negatives,
+                        hard_negative_positives=[p[:1] for p in split.hard_negative_positives])
