@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--arch-param", action="append", default=[], metavar="KEY=VALUE",
                             help="override one of the method's arch params (e.g. model=resnet50); repeatable")
         sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
-        sp.add_argument("--cache-dir", default=None, help="cache root: checkpoints, features, generated data, text vectors (else $CLBENCH_CACHE)")
+        sp.add_argument("--cache-dir", default=None,
+                        help="cache root: checkpoints, features, generated data, text vectors (else $CLBENCH_CACHE)")
         sp.add_argument("--results-dir", default=default_results(),
                         help="where result JSONs go (default $CLBENCH_RESULTS, else ./results)")
         sp.add_argument("--workers", default="auto",

@@ -131,8 +131,9 @@ def test_cache_dir_moves_the_whole_cache_for_the_command_only(command, tmp_path,
         return 0
 
     monkeypatch.setattr(cli, f"cmd_{command}", spy)
-    argv = {"run": ["run", "--method", "m", "--task", "t"], "sweep": ["sweep", "--methods", "m", "--tasks", "t"]}[command]
+    argv = {"run": ["run", "--method", "m", "--task", "t"],
+            "sweep": ["sweep", "--methods", "m", "--tasks", "t"]}[command]
     assert cli.main([*argv, "--cache-dir", str(tmp_path / "mine")]) == 0
     assert seen["root"] == (tmp_path / "mine").resolve() and seen["env"] == str((tmp_path / "mine").resolve())
     assert os.environ["CLBENCH_CACHE"] == str(tmp_path / "env-cache")
-    assert cli.main(argv) == 0 and seen["root"] == tmp_path / "env-cache"  # without the flag: the environment's
+    assert cli.main(argv) == 0 and seen["root"] == tmp_path / "env-cache"  # no flag: the environment's
