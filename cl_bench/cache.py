@@ -18,6 +18,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,32 @@ from filelock import FileLock
 from cl_bench.feature_store import CorruptEntry, EntryWriter, StoredFeatures, chunk_rows_for, open_entry
 
 
+_ROOT: ContextVar[Path | None] = ContextVar("clbench_cache_root", default=None)
+
+
 def default_cache_dir() -> Path:
+    """The cache root: the innermost :func:`cache_root` block's, else ``$CLBENCH_CACHE``, else
+    ``~/.cache/cl_bench``. Everything cached lives under it: checkpoints, features, generated data,
+    frozen text vectors."""
+    override = _ROOT.get()
+    if override is not None:
+        return override
     env = os.environ.get("CLBENCH_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "cl_bench"
+
+
+@contextmanager
+def cache_root(path: Path | None) -> Iterator[None]:
+    """Within the block every cache path is under ``path`` (``--cache-dir``); None changes nothing.
+    Scoped to the block (and the current context), so in-process callers keep their own root."""
+    if path is None:
+        yield
+        return
+    token = _ROOT.set(Path(path).expanduser().resolve())
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
 
 
 class Cache:

@@ -437,24 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cl_bench.cache import cache_root
+
     cache_dir = getattr(args, "cache_dir", None)
-    env_before = os.environ.get("CLBENCH_CACHE")
-    if cache_dir:  # the whole cache moves (generated data, text vectors, sweep workers), not only checkpoints
-        os.environ["CLBENCH_CACHE"] = str(Path(cache_dir).expanduser().resolve())
     try:
-        return args.fn(args, Registry())
+        # the whole cache moves (generated data, text vectors), not only checkpoints and features
+        with cache_root(Path(cache_dir) if cache_dir else None):
+            return args.fn(args, Registry())
     except ClBenchError as e:
         print(f"clbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clbench: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if cache_dir:  # in-process callers (tests, notebooks) get their environment back
-            if env_before is None:
-                os.environ.pop("CLBENCH_CACHE", None)
-            else:
-                os.environ["CLBENCH_CACHE"] = env_before
 
 
 if __name__ == "__main__":

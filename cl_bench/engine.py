@@ -15,7 +15,7 @@ from cl_bench import components
 from cl_bench.atomic import ensure_writable_dir
 from cl_bench.budget import Budget, apply_budget
 from cl_bench.budget import record as budget_record
-from cl_bench.cache import Cache
+from cl_bench.cache import Cache, cache_root
 from cl_bench.distributed import check_protocol, is_main
 from cl_bench.errors import ClBenchError
 from cl_bench.extract import DEFAULT_PRECISION, check_precision, extract_entry
@@ -138,8 +138,15 @@ def check_no_full_result_replaced(results_dir: Path, method_id: str, task_id: st
 def run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
     """Evaluate ``method`` on ``task`` for one seed; write the result unless ``opts.write`` is off.
 
-    None only on the worker ranks of a ``torchrun`` job (:mod:`cl_bench.distributed`).
+    None only on the worker ranks of a ``torchrun`` job (:mod:`cl_bench.distributed`). Everything
+    cached (generated data and text vectors too) goes under ``opts.cache_dir`` when it is set,
+    also in a sweep's worker processes.
     """
+    with cache_root(opts.cache_dir):
+        return _run(task, method, opts)
+
+
+def _run(task: TaskSpec, method: MethodSpec, opts: RunOptions) -> RunOutcome | None:
     t_start = time.perf_counter()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)  # a deliberate choice, recorded in the result

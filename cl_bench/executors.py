@@ -192,6 +192,13 @@ def training_group(run: PlannedRun) -> str | None:
 
 def train_checkpoint(run: PlannedRun, opts: RunOptions) -> dict[str, Any]:
     """Train (or reuse) the run's checkpoint; return its cache key and files, or an error."""
+    from cl_bench.cache import cache_root
+
+    with cache_root(opts.cache_dir):  # the training data is generated under --cache-dir too
+        return _train_checkpoint(run, opts)
+
+
+def _train_checkpoint(run: PlannedRun, opts: RunOptions) -> dict[str, Any]:
     try:
         from cl_bench import components
         from cl_bench.cache import Cache

@@ -117,8 +117,8 @@ def test_bad_device(tiny_root, capsys, device):
 @pytest.mark.parametrize("command", ["run", "sweep"])
 def test_cache_dir_moves_the_whole_cache_for_the_command_only(command, tmp_path, monkeypatch):
     """--cache-dir is the cache root for everything the command writes (generated data and text
-    vectors find it through default_cache_dir, sweep workers through the environment), and an
-    in-process caller gets its own CLBENCH_CACHE back afterwards."""
+    vectors find it through default_cache_dir), without touching the process environment, and an
+    in-process caller keeps its own root afterwards."""
     from cl_bench import cli
     from cl_bench.cache import default_cache_dir
 
@@ -134,6 +134,22 @@ def test_cache_dir_moves_the_whole_cache_for_the_command_only(command, tmp_path,
     argv = {"run": ["run", "--method", "m", "--task", "t"],
             "sweep": ["sweep", "--methods", "m", "--tasks", "t"]}[command]
     assert cli.main([*argv, "--cache-dir", str(tmp_path / "mine")]) == 0
-    assert seen["root"] == (tmp_path / "mine").resolve() and seen["env"] == str((tmp_path / "mine").resolve())
-    assert os.environ["CLBENCH_CACHE"] == str(tmp_path / "env-cache")
+    assert seen["root"] == (tmp_path / "mine").resolve() and seen["env"] == str(tmp_path / "env-cache")
+    assert default_cache_dir() == tmp_path / "env-cache"
     assert cli.main(argv) == 0 and seen["root"] == tmp_path / "env-cache"  # no flag: the environment's
+
+
+def test_a_sweep_worker_generates_data_under_the_runs_cache_dir(tmp_path, monkeypatch):
+    """engine.run and the checkpoint trainer scope the cache root to opts.cache_dir themselves, so
+    a sweep's worker process (which never ran the CLI) still writes generated data there."""
+    from cl_bench import engine, executors
+    from cl_bench.cache import default_cache_dir
+
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "env-cache"))
+    seen = []
+    monkeypatch.setattr(engine, "_run", lambda task, method, opts: seen.append(default_cache_dir()))
+    monkeypatch.setattr(executors, "_train_checkpoint", lambda run, opts: seen.append(default_cache_dir()) or {})
+    opts = engine.RunOptions(registry=None, cache_dir=tmp_path / "mine")
+    engine.run(None, None, opts)
+    executors.train_checkpoint(None, opts)
+    assert seen == [(tmp_path / "mine").resolve()] * 2 and default_cache_dir() == tmp_path / "env-cache"
