@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,28 @@ def one_sided_test(better: np.ndarray, worse: np.ndarray, test: str) -> tuple[fl
     ``paired`` expects equal-length arrays aligned by seed."""
     if test == "paired":
         d = better - worse
-        diff, sd = float(d.mean()), float(d.std(ddof=1))
+        diff, sd = float(d.mean()), 0.0 if _constant(d) else float(d.std(ddof=1))
         if sd == 0.0:
             return diff, math.copysign(math.inf, diff) if diff else 0.0, 0.0 if diff > 0 else 1.0
         p = float(stats.ttest_rel(better, worse, alternative="greater").pvalue)
         return diff, diff / sd, p
     diff = float(better.mean() - worse.mean())
-    va, vb = float(better.var(ddof=1)), float(worse.var(ddof=1))
+    va, vb = (0.0 if _constant(x) else float(x.var(ddof=1)) for x in (better, worse))
     if va == 0.0 and vb == 0.0:
         return diff, math.copysign(math.inf, diff) if diff else 0.0, 0.0 if diff > 0 else 1.0
-    p = float(stats.ttest_ind(better, worse, equal_var=False, alternative="greater").pvalue)
+    with warnings.catch_warnings():
+        # one side's seeds all scored the same (a deterministic cell): its variance is exactly 0, and
+        # scipy's "catastrophic cancellation" warning is about the rounding noise of computing that 0
+        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+        p = float(stats.ttest_ind(better, worse, equal_var=False, alternative="greater").pvalue)
     return diff, diff / math.sqrt((va + vb) / 2.0), p
+
+
+def _constant(x: np.ndarray) -> bool:
+    """Every value equal up to float rounding (spread below 1e-9 of the largest magnitude): a
+    variance computed from them is rounding noise, not spread (0.3 - 0.2 and 1.1 - 1.0 differ in
+    the 17th digit)."""
+    return bool(np.ptp(x) <= 1e-9 * float(np.abs(x).max()))
 
 
 def _values(records: list[ResultRecord], metric: str) -> dict[int, float]:

@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--arch-param", action="append", default=[], metavar="KEY=VALUE",
                             help="override one of the method's arch params (e.g. model=resnet50); repeatable")
         sp.add_argument("--data-root", default=None, help="root of real datasets (else $CLBENCH_DATA)")
-        sp.add_argument("--cache-dir", default=None, help="checkpoint/feature cache (else $CLBENCH_CACHE)")
+        sp.add_argument("--cache-dir", default=None,
+                        help="cache root: checkpoints, features, generated data, text vectors (else $CLBENCH_CACHE)")
         sp.add_argument("--results-dir", default=default_results(),
                         help="where result JSONs go (default $CLBENCH_RESULTS, else ./results)")
         sp.add_argument("--workers", default="auto",
@@ -436,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cache_dir = getattr(args, "cache_dir", None)
+    env_before = os.environ.get("CLBENCH_CACHE")
+    if cache_dir:  # the whole cache moves (generated data, text vectors, sweep workers), not only checkpoints
+        os.environ["CLBENCH_CACHE"] = str(Path(cache_dir).expanduser().resolve())
     try:
         return args.fn(args, Registry())
     except ClBenchError as e:
@@ -444,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clbench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if cache_dir:  # in-process callers (tests, notebooks) get their environment back
+            if env_before is None:
+                os.environ.pop("CLBENCH_CACHE", None)
+            else:
+                os.environ["CLBENCH_CACHE"] = env_before
 
 
 if __name__ == "__main__":

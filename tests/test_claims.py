@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,27 @@ def test_zero_spread_is_decided_by_the_sign() -> None:
     assert one_sided_test(np.array([1.0, 1.0]), np.array([1.0, 1.0]), "welch")[2] == 1.0
     assert one_sided_test(np.array([1.0, 2.0]), np.array([0.0, 1.0]), "paired")[2] == 0.0  # constant +1
     assert one_sided_test(np.array([0.0, 1.0]), np.array([1.0, 2.0]), "paired")[2] == 1.0
+
+
+def test_a_deterministic_cell_against_a_spread_one_is_welch_with_zero_variance_and_no_warning() -> None:
+    """89.28 three times (a deterministic cell: its computed variance is rounding noise, ~1e-28, and
+    scipy warns of catastrophic cancellation) against a spread sample: Welch with that side's variance
+    exactly 0 is t = diff / (s_b / sqrt 3) on n_b - 1 = 2 degrees of freedom, p from the closed-form
+    CDF of Student's t with 2 df (as in test_paired_hand_worked); no warning reaches the user; a
+    constant paired difference that is not exactly representable (0.1 three times) counts as zero spread."""
+    a = np.array([89.28, 89.28, 89.28])
+    b = np.array([23.97119048, 27.71683629, 26.26404408])
+    diff = 89.28 - b.mean()
+    t = diff / (b.std(ddof=1) / math.sqrt(3))
+    p_hand = 0.5 - t / (2 * math.sqrt(2 + t * t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got_diff, d, p = one_sided_test(a, b, "welch")
+        rev = one_sided_test(b, a, "welch")
+        paired = one_sided_test(np.array([0.3, 0.4, 1.1]), np.array([0.2, 0.3, 1.0]), "paired")
+    assert got_diff == pytest.approx(diff) and d == pytest.approx(diff / math.sqrt(b.var(ddof=1) / 2))
+    assert p == pytest.approx(p_hand, rel=1e-9) and rev[2] == pytest.approx(1 - p_hand, rel=1e-9)
+    assert paired[2] == 0.0 and paired[1] == math.inf
 
 
 # --------------------------------------------------------------------------- verdicts on results

@@ -1,5 +1,6 @@
 """Bad input: one line on stderr, exit code 2, no traceback, nothing written to results/."""
 
+import os
 import pickle
 from pathlib import Path
 
@@ -111,3 +112,28 @@ def test_bad_protocol_param_names_task_file(tiny_root, capsys):
 @pytest.mark.parametrize("device", ["tpu"])
 def test_bad_device(tiny_root, capsys, device):
     _fails(capsys, ["run", "--method", "raw-pixels", "--task", "tiny-knn", "--device", device], "unknown --device")
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_cache_dir_moves_the_whole_cache_for_the_command_only(command, tmp_path, monkeypatch):
+    """--cache-dir is the cache root for everything the command writes (generated data and text
+    vectors find it through default_cache_dir, sweep workers through the environment), and an
+    in-process caller gets its own CLBENCH_CACHE back afterwards."""
+    from cl_bench import cli
+    from cl_bench.cache import default_cache_dir
+
+    monkeypatch.setenv("CLBENCH_CACHE", str(tmp_path / "env-cache"))
+    seen = {}
+
+    def spy(args, registry):
+        seen["root"] = default_cache_dir()
+        seen["env"] = os.environ["CLBENCH_CACHE"]
+        return 0
+
+    monkeypatch.setattr(cli, f"cmd_{command}", spy)
+    argv = {"run": ["run", "--method", "m", "--task", "t"],
+            "sweep": ["sweep", "--methods", "m", "--tasks", "t"]}[command]
+    assert cli.main([*argv, "--cache-dir", str(tmp_path / "mine")]) == 0
+    assert seen["root"] == (tmp_path / "mine").resolve() and seen["env"] == str((tmp_path / "mine").resolve())
+    assert os.environ["CLBENCH_CACHE"] == str(tmp_path / "env-cache")
+    assert cli.main(argv) == 0 and seen["root"] == tmp_path / "env-cache"  # no flag: the environment's

@@ -112,7 +112,8 @@ class CaptionedImages:
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.hard_negatives = None if hard_negatives is None else [list(h) for h in hard_negatives]
         if hard_negative_positives is not None and (
-                hard_negatives is None or [len(h) for h in hard_negative_positives] != [len(h) for h in hard_negatives]):
+                hard_negatives is None
+                or [len(h) for h in hard_negative_positives] != [len(h) for h in hard_negatives]):
             raise ValueError("hard_negative_positives must give one positive per hard negative")
         self.hard_negative_positives = (None if hard_negative_positives is None
                                         else [list(h) for h in hard_negative_positives])

@@ -92,8 +92,8 @@ def _generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, Any]]:
     if p.upright:
         opts["upright"] = True
     images = np.zeros((n, p.image_size, p.image_size, 3), np.uint8)
-    texts: dict[str, list[Any]] = {"scene_ids": [], "captions": [], "long": [], "negatives": [], "negative_positives": [],
-                                   "labels": []}
+    texts: dict[str, list[Any]] = {"scene_ids": [], "captions": [], "long": [], "negatives": [],
+                                   "negative_positives": [], "labels": []}
     for k, idx in enumerate(order.tolist()):
         scene = generate_scene(p.seed, int(idx), p.image_size, **opts)
         images[k] = render(scene)[0]
