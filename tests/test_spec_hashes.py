@@ -10,7 +10,7 @@ methods (denseclip, clip-image-tower) and the ADE20K task (#19 part 2); negclip 
 paired_positives: each hard negative weighed against the caption it swaps, as the fork's CSV rows); pc2 (the code's warm-up on every
 pair, hard_negative off after it, lambda_en 10: the hardest negative collapsed it to chance, #19 part 1);
 the four ICL sequence models (icl-transformer, icl-lstm, icl-linear-rnn, icl-transformer-ngram: the shared
-icl-linreg budget in _base/icl-sequence-model.yaml's by_task, 8,000 -> 12,000 steps, #18 part 2; their
+icl-linreg budget in _base/icl-sequence-model.yaml's by_task, 8,000 -> 12,000 -> 16,000 steps, #18 part 2; their
 icll-dfa runs resolve without by_task and keep their hashes, tests/test_committed_results.py)."""
 
 from __future__ import annotations
@@ -120,10 +120,10 @@ METHODS = {
     "hf-text-encoder": "99c3b9d84a4cbe5c8ad3ef6adee781efb15544a924f57f2e02a361a663adbd4d",
     "hf-vlm-embedder": "5b697d34724f72ad0e025fc3bfa41ebce217f10fe5cba6517e7e30c1c85682b1",
     "hierarchical-qwen2-vl-2b": "f02c9aa5741da55e53d6c98d2f519d5c46ccb1c0b5c52c83ae92d88870e1756b",
-    "icl-linear-rnn": "e70fccd09f2da305d5ffb7adcffea030ae648337a0a90f78dff0570473cb4e0b",
-    "icl-lstm": "07eeca8fdcc047a8011b9c0328477120d292d06fb9e42d5eab67f51fbd4a41ce",
-    "icl-transformer": "357bb5906e02af5d17507a5a1136c4555d577c6ecc741046426ac419b23a382b",
-    "icl-transformer-ngram": "47aaaca91a6e127614da2354fa51519c76f26390d942cbcfb7f3bedd4020eab3",
+    "icl-linear-rnn": "cea94e778d4743bf4c1843bd24f2df39da19b8c2d1b9f32efa0b2dd21cf5b219",
+    "icl-lstm": "e9772ff0b1ad1da2961175a8f1747ab1573c371ae6a865aac981d57d5b20642b",
+    "icl-transformer": "f43abf30682ce2d0cc5107629f16f2bb7dbf8524000a37b11e5a754c9d99f2d3",
+    "icl-transformer-ngram": "b15a0f02cbe0a60b2493761d64af94355b17bd5dd644cd6f2fc0f552fbde0c1a",
     "lco-emb-omni-3b": "be7756be4990df765a7217104cf3d442df077d2eda14e546797a6c628a304eb9",
     "lco-emb-omni-7b": "fe19e686fefc6801accaab625bcba969370ff0e4d2d0b6d0212a77caeb84b270",
     "lol-fusion-cd": "2b715eee45d661f56ac2b3cd41b85c7ccfdbc246e7e31b9a28ec2a257e952cac",
