@@ -45,7 +45,8 @@ class NegClipParams(ImageTextParams):
     hard_images: int = Field(default=3, ge=0, le=64)  # alternative image among this many neighbours (0: none)
     all_negatives: bool = False  # every hard negative of each image per step, not one drawn at random
     # the image's caption in a step is the true caption its drawn negative swaps (the fork's CSV rows:
-    # caption + its own negative); False: the epoch's caption, whatever negative is drawn
+    # caption + its own negative); False: the epoch's caption, whatever negative is drawn. With
+    # all_negatives (several negatives, several positives) the epoch's caption is kept.
     paired_positives: bool = True
 
 
