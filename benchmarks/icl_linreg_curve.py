@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
+        ap.error(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
     torch.set_num_threads(1)
     reg = Registry()
     method = reg.method(args.method).for_task("icl-linreg")
@@ -51,7 +53,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = components.get("arch", method.arch.name)(arch, input_kind="vectors", n_dims=d, max_positions=2 * n)
     p = ICLPretrainParams(**dict(method.train.params, **(
-        {"steps_per_epoch": args.steps_per_epoch} if args.steps_per_epoch else {})))
+        {"steps_per_epoch": args.steps_per_epoch} if args.steps_per_epoch is not None else {})))
     recipe = method.train.model_copy(update={k: v for k, v in {
         "lr": args.lr or p.regression_lr or method.train.lr, "schedule": args.schedule}.items() if v is not None})
     total = args.steps or recipe.epochs * p.steps_per_epoch
