@@ -41,10 +41,10 @@ def scenes(n: int, first: int, max_objects: int) -> tuple[torch.Tensor, torch.Te
 
 
 class Classifier(nn.Module):
-    def __init__(self, tower: nn.Module, pool: str) -> None:
+    def __init__(self, tower: nn.Module, pool: str, classes: int = len(SHAPES)) -> None:
         super().__init__()
         self.tower, self.pool = tower, pool
-        self.head = nn.Linear(tower.embed_dim, len(SHAPES))
+        self.head = nn.Linear(tower.embed_dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.tower.feature_maps(x)[f"stage{len(self.tower.stages)}"]
