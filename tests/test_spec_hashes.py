@@ -11,7 +11,10 @@ paired_positives: each hard negative weighed against the caption it swaps, as th
 pair, hard_negative off after it, lambda_en 10: the hardest negative collapsed it to chance, #19 part 1);
 the four ICL sequence models (icl-transformer, icl-lstm, icl-linear-rnn, icl-transformer-ngram: the shared
 icl-linreg budget in _base/icl-sequence-model.yaml's by_task, 8,000 -> 12,000 -> 16,000 steps, #18 part 2; their
-icll-dfa runs resolve without by_task and keep their hashes, tests/test_committed_results.py)."""
+icll-dfa runs resolve without by_task and keep their hashes, tests/test_committed_results.py); the scene-clip
+recipe's methods (clip, dcl-clip, negclip, protoclip, tcl, dreamlip, mcl-clip: the 1,500 counterfactual twin
+pairs in _base/scene-clip.yaml's train.data, #18 part 1; denseclip and clip-image-tower name clip's towers
+and keep their hashes)."""
 
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ METHODS = {
     "cacr-r50": "bf3e64867b5be7488db4418c8a29c1133161c2b462b6a41331145c9683dc4e97",
     "cacr-vit-b16": "64467c48c6e1431a103c090a58c030824467e1c472afc6d0408996cf92a831d0",
     "ccp": "ec48becab7a724552a4b5af689fda7b22aae5813d47dbf313d9d0b4de6a4be72",
-    "clip": "22c0566c04dc867786381fb0428f6da91b290aa7ce4313407ea4ea4f70173b9f",
+    "clip": "107e76d1ae96f13f44aa11449a01a7723d74c77cc1f46985f4c8c8d8c0bc627a",
     "clip-image-tower": "0cdd83bece95316f75a7eec74ecfac3f17a426dfc32be85440a1396c7baee32e",
     "clip-nc": "cf4bdee8c1306cdcb866444f6dffa8c988686da064da1e7ce042566083bf0f32",
     "contrastive-decoding": "3c3273bb9b5034b2734c40081354a5362ca28fd0bcec6978d0309445e266173c",
@@ -107,10 +110,10 @@ METHODS = {
     "denseclip": "d879bbff5a14947fefcd75aac29858ad7fb0c3b5ecd8a05d935a9369d42dfba4",
     "denseclip-rn101": "7d7ecc8737ba7fd36e587d4d223f84918468d4fb1b80c106df7e9c6d0401703f",
     "denseclip-rn50": "6e6f6eb0ff0d5da4a759061deeb1d4a5343bb9058819d03590d60ba6301f59ca",
-    "dcl-clip": "89b45a2b16ad27bea5af7c78465f176d5e7ccd6c430d6da877c2d403791d8906",
+    "dcl-clip": "c320f94274b3e0230e1831a3ceafd0e3b9036db788f5d571bce44bc71381e85f",
     "dclw": "f368e490f580fcd402d9d14a59fafcc2bd4bae5e70bf450430d3324ca512073c",
     "dola": "50a1231a017c61b932f303c94c6007cfdc3892740908f319aac3e579eb6fb2e8",
-    "dreamlip": "2b863477da3fa36636274ae16dcfab1684cb150ada7939debcf9bec68dc05c38",
+    "dreamlip": "2c12e00b9d367f864a1d0af7cda855a4465a92b80996649a0d5a496a90b17ca4",
     "dreamlip-vit-b16-cc12m": "d6f7921924c1f776005ce6fb0947baeb1ae58f06a164851aaaab8f25fb1db0be",
     "dreamlip-vit-b16-cc30m": "079517231134393e06fab108672aa86671cabc0fa80c5525f57cdaf51fc67cef",
     "dreamlip-vit-b16-cc3m": "dec18fa4a19617ffca957d31de37df9bf27afc7f5b6378607509c2776d80e64d",
@@ -128,7 +131,7 @@ METHODS = {
     "lco-emb-omni-7b": "fe19e686fefc6801accaab625bcba969370ff0e4d2d0b6d0212a77caeb84b270",
     "lol-fusion-cd": "2b715eee45d661f56ac2b3cd41b85c7ccfdbc246e7e31b9a28ec2a257e952cac",
     "mcl": "749a7c36186649d9c8b57653a0ce118d2dd9cd7bb2a6098aa32a21421d25eb07",
-    "mcl-clip": "eb292e10a192c0960c6d3f49ac7796f371e119a4ecb5b0757ebb2413b2055b47",
+    "mcl-clip": "df608397283d4ebd6869d5825dbf107fd1eb78d5f85a63431f2547d5e0bc7339",
     "mcl-clip-vit-l14": "82e3a9931c3ccda9bf223e4501df97ac877396df0db4af08f31db07e452ee36c",
     "minilm": "0109eb498e5e51b9b16e9f89fad955f060cfb990ba6deabb9b2e23af6aa7f071",
     "multicsr": "85848fc1f3c668b3e9b0bb33edafa9605a7b7e76090925ac1db7a1467a0f5834",
@@ -139,7 +142,7 @@ METHODS = {
     "mv-infonce": "c1c9d073705a30d7e6f3befa4c20f8b28a5381b21e66400b710e13d095ae5071",
     "mv-infonce-v2": "f6f2243ede21d3d267e2751dd5067ce3aeb97771223f3c770b6c9c3dbc3fa236",
     "mv-infonce-v5": "b139550bb4d4805b34781c2a18045326bec377a0018592b236ea7160486cbab0",
-    "negclip": "04f7de7a4ddcd898a765db7bac161942120fb6d8133403519fb98a17c0f838e7",
+    "negclip": "5c5b20d8c8e2af459267174400e9dd6fbea5cceda87c808d6b0cd6ae9236d3bf",
     "open-clip": "030db35909b8c3f1dc2c95b11eb98d1c677718d6bebbe4d62c7117b7671c2e76",
     "openclip-vit-b-32": "d756cf5b7c49acaaba23895f226d02401993047ab9c747fff3565cbb407b30b9",
     "pc2": "decc2d89d38ca7d2e39b354695bb54d8bd8d3887441dd77a155b379e821c15ee",
@@ -147,7 +150,7 @@ METHODS = {
     "pixpro": "b3d57ae1b777f481bbff3d07320e220dde0ecb523c45de5bee9a29833cbe17a4",
     "pixpro-fpn": "8c3d88929196da3703442422341bc558d6b4e92a77a8e95da26875a37a5f9f11",
     "pixpro-r50": "e188aeffde369b4e33c1436b1058bf8b209afd5bb90795833086bf0c42ddf096",
-    "protoclip": "0cc2b4438c133de37b634bf8b034819fc11474f6e49ec5f60970a7a966de7e80",
+    "protoclip": "ffc60445d87f587bd7f51e8b2bc1057c56c29dec7d5fd9f76f10f154fe12a55a",
     "random": "21a60440fab2917a6c346e663ae5a970028db9f00e6a40f7bce2b52be1c23a75",
     "raw-pixels": "1b8372b3c9a866796a66831b7c97b82e0a8147e00e79303bdeda574cb98f18c7",
     "resnet18": "695fe2e43b4af437dbd7cc654e82e1cf1aec6b53c5ec96d7de19fc3f059842d4",
@@ -171,7 +174,7 @@ METHODS = {
     "simcse-roberta-large-unsup": "6513abf5fe68e43e8e4676aac2a941d8477244ed454ef77b0b26c24a387b7b6f",
     "simcse-tiny-bert": "a8556cd7d2c68c11cc0fffe3719a79566cb1c11e86f85909688f9d264797d0a0",
     "supervised": "bd91aeb6c967c47398e5c1853f93a3ec3ebbda5c7c43a37c66d4638275a5e357",
-    "tcl": "d3cac619dba812f47b3df37cd474aeb161a8a8c75eb5c1a10401f2a2dfe4a6d3",
+    "tcl": "c7ee94086c7fca52bad2bc3bbe9740b40311352e6aebdbceb9d5fba5a35a4bce",
     "tcl-vit-b16-4m": "20eb6fc9de576537fef1ab04f207e02c8ea66127facdf1a50e866c8c42023614",
     "tcl-vit-b16-coco": "4f938e03bb1f6a6bbcc1b10c7d60f33ac383465bee918deb2d1cf834845bef33",
     "tcl-vit-b16-flickr30k": "6e8d9e13b863e14a84d3f31ff3bb098b65b2d4ce3835b6ec814b79aba2a6fc20",

@@ -95,7 +95,14 @@ def _(split: CaptionedImages, indices: np.ndarray) -> CaptionedImages:
         hard_negatives=None if split.hard_negatives is None else [split.hard_negatives[i] for i in pick],
         hard_negative_positives=(None if split.hard_negative_positives is None
                                  else [split.hard_negative_positives[i] for i in pick]),
+        twin_of=None if split.twin_of is None else _kept_twins(split.twin_of, pick),
     )
+
+
+def _kept_twins(twin_of: np.ndarray, pick: list[int]) -> np.ndarray:
+    """``twin_of`` of the subset ``pick``: a twin left out leaves its partner unpaired (-1)."""
+    where = {i: k for k, i in enumerate(pick)}
+    return np.asarray([where.get(int(twin_of[i]), -1) if twin_of[i] >= 0 else -1 for i in pick], np.int64)
 
 
 @take.register

@@ -81,7 +81,7 @@ def apply_noise_index(split: CaptionedImages, t2i: np.ndarray) -> CaptionedImage
         raise ClBenchError(f"the noise index leaves {len(empty)} training image(s) without a caption (first: {empty[0]})")
     out = CaptionedImages(split.images, regrouped, long_captions=split.long_captions, labels=split.labels,
                           hard_negatives=split.hard_negatives,
-                          hard_negative_positives=split.hard_negative_positives)
+                          hard_negative_positives=split.hard_negative_positives, twin_of=split.twin_of)
     out.clean = clean  # type: ignore[attr-defined]  # which slots still hold a correct caption
     return out
 

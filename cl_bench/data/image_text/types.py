@@ -88,6 +88,9 @@ class CaptionedImages:
     ``hard_negative_positives[i][k]``: optional, the true caption that ``hard_negatives[i][k]`` swaps
     one attribute of (NegCLIP pairs each negative with its own positive). Not in the fingerprint: it
     is a function of the generator that made the negatives, whose texts are.
+    ``twin_of[i]``: optional, the index of image i's counterfactual twin (the same scene with one
+    visual pattern changed, each captioned with the statement true for it and false for the other),
+    or -1; the image–text trainer keeps twins in one batch. Symmetric; in the fingerprint.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class CaptionedImages:
         labels: np.ndarray | None = None,
         hard_negatives: list[list[str]] | None = None,
         hard_negative_positives: list[list[str]] | None = None,
+        twin_of: np.ndarray | None = None,
     ) -> None:
         n = len(images)
         if len(captions) != n or any(len(c) == 0 for c in captions):
@@ -117,10 +121,13 @@ class CaptionedImages:
             raise ValueError("hard_negative_positives must give one positive per hard negative")
         self.hard_negative_positives = (None if hard_negative_positives is None
                                         else [list(h) for h in hard_negative_positives])
+        self.twin_of = None if twin_of is None else _check_twins(np.asarray(twin_of, dtype=np.int64), n)
         flat = [t for c in self.captions for t in c] + [str(len(c)) for c in self.captions]
         flat += self.long_captions or []
         flat += [t for h in (self.hard_negatives or []) for t in h]
         extra = "" if self.labels is None else hashlib.sha256(self.labels.tobytes()).hexdigest()
+        if self.twin_of is not None:
+            extra += "twins:" + hashlib.sha256(self.twin_of.tobytes()).hexdigest()
         self.fingerprint = hashlib.sha256(
             (images.fingerprint + fingerprint_texts(flat, extra)).encode()
         ).hexdigest()
@@ -133,6 +140,16 @@ class CaptionedImages:
         texts = [t for c in self.captions for t in c]
         owner = np.repeat(np.arange(len(self.captions)), [len(c) for c in self.captions])
         return TextSplit(texts), owner
+
+
+def _check_twins(twin_of: np.ndarray, n: int) -> np.ndarray:
+    if twin_of.shape != (n,):
+        raise ValueError(f"twin_of: {twin_of.shape} entries for {n} images")
+    paired = np.flatnonzero(twin_of >= 0)
+    if (twin_of < -1).any() or (twin_of >= n).any() or (twin_of[paired] == paired).any() \
+            or (twin_of[twin_of[paired]] != paired).any():
+        raise ValueError("twin_of must pair images symmetrically (i <-> j, i != j) or hold -1")
+    return twin_of
 
 
 @dataclass

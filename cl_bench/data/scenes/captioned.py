@@ -10,6 +10,13 @@ captions, one long multi-sentence caption and its verified hard negatives.
   (ties: the one drawn first); ``class_names`` = :data:`cl_bench.data.scenes.world.SHAPES`.
 - Templates: prompts in the captions' own vocabulary (plus "photo"/"picture"), e.g.
   ``"a photo of a {}."``; a task may override them (zero_shot's ``templates``).
+- ``twins`` (optional, {MMVP pattern type: pairs}): counterfactual twins appended to the train
+  split, CounterCurate-style (Zhang et al. 2024, arXiv 2402.13254): the ``scenes-mmvp`` pair
+  generator's scenes at indices from :data:`TWIN_FIRST` on (disjoint from every test pair's), both
+  renders captioned with only the statement true for each ("a red triangle pointing up" /
+  "... pointing down", "there is a red star" / "there is no red star"), each one's hard negative
+  its twin's statement (false for it by construction); ``twin_of`` pairs them so the image–text
+  trainer puts both in one batch. Their label is the largest shape of the twin with objects.
 
 Rendering is cached under ``<cache>/generated/scenes-captions-<hash>/`` (one ``.npz`` of
 uint8 images and one JSON of texts and labels), written atomically under a file lock.
@@ -31,7 +38,8 @@ from cl_bench.cache import default_cache_dir
 from cl_bench.components import register
 from cl_bench.data.scenes.captions import hard_negatives, largest_object, long_caption, short_captions
 from cl_bench.data.image_text.types import CaptionedImageData, CaptionedImages, ImageList
-from cl_bench.data.scenes.world import SHAPES, generate_scene, render
+from cl_bench.data.scenes.mmvp_twin import COVERED_TYPES, make_pair
+from cl_bench.data.scenes.world import SHAPES, Scene, generate_scene, render
 from cl_bench.specs import canonical_hash
 from cl_bench.params import Strict
 
@@ -43,6 +51,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a {} on the street.",
     "there is a {}.",
 )
+TWIN_FIRST = 50_000  # the first pair index of the training twins (scenes-mmvp's test pairs: < 5,000)
 
 
 class CaptionedScenesParams(Strict):
@@ -60,11 +69,17 @@ class CaptionedScenesParams(Strict):
     crowd_prob: float = Field(default=0.15, ge=0.0, le=1.0)
     sizes: list[Literal["small", "medium", "large"]] | None = None  # object sizes drawn from (None: all three)
     upright: bool = False  # objects stand upright (+-15 degrees; triangles point in one of 4 directions)
+    twins: dict[str, int] | None = None  # counterfactual training twins per MMVP pattern type (module doc)
 
     @model_validator(mode="after")
     def _objects(self) -> CaptionedScenesParams:
         if self.max_objects < self.min_objects:
             raise ValueError(f"max_objects ({self.max_objects}) must be >= min_objects ({self.min_objects})")
+        for kind, pairs in (self.twins or {}).items():
+            if kind not in COVERED_TYPES:
+                raise ValueError(f"twins: unknown pattern type {kind!r}; choose from {list(COVERED_TYPES)}")
+            if not 1 <= pairs <= TWIN_FIRST:
+                raise ValueError(f"twins: {kind} needs 1..{TWIN_FIRST} pairs, got {pairs}")
         return self
 
 
@@ -72,7 +87,7 @@ def _world_params(p: CaptionedScenesParams) -> dict[str, Any]:
     """The params, without the world options left at their defaults (so that the key of a world
     made before those options existed does not move)."""
     d = p.model_dump(mode="json")
-    for name, default in (("sizes", None), ("upright", False)):
+    for name, default in (("sizes", None), ("upright", False), ("twins", None)):
         if d[name] == default:
             del d[name]
     return d
@@ -97,14 +112,31 @@ def _generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, Any]]:
     for k, idx in enumerate(order.tolist()):
         scene = generate_scene(p.seed, int(idx), p.image_size, **opts)
         images[k] = render(scene)[0]
-        texts["scene_ids"].append(scene.scene_id)
-        texts["captions"].append(short_captions(scene, p.captions_per_image, p.caption_seed))
-        texts["long"].append(long_caption(scene))
         negatives = hard_negatives(scene, p.caption_seed)
-        texts["negatives"].append([h["text"] for h in negatives])
-        texts["negative_positives"].append([h["positive"] for h in negatives])
-        texts["labels"].append(SHAPES.index(scene.objects[largest_object(scene)].shape))
+        _describe(texts, scene, short_captions(scene, p.captions_per_image, p.caption_seed), scene,
+                  [(h["text"], h["positive"]) for h in negatives])
+    twins: list[np.ndarray] = []
+    for kind, pairs in (p.twins or {}).items():
+        for k in range(TWIN_FIRST, TWIN_FIRST + pairs):
+            a, b, sa, sb = make_pair(kind, p.seed, k, p.image_size)
+            labelled = a if a.objects else b
+            for scene, statement, other in ((a, sa, sb), (b, sb, sa)):
+                twins.append(render(scene)[0])
+                _describe(texts, scene, [statement], labelled, [(other, statement)])
+    if twins:
+        images = np.concatenate([images, np.stack(twins)])
     return images, texts
+
+
+def _describe(texts: dict[str, list[Any]], scene: Scene, captions: list[str], labelled: Scene,
+              negatives: list[tuple[str, str]]) -> None:
+    """Append one image's texts; ``negatives``: (hard negative, the true caption it swaps)."""
+    texts["scene_ids"].append(scene.scene_id)
+    texts["captions"].append(captions)
+    texts["long"].append(long_caption(scene))
+    texts["negatives"].append([neg for neg, _ in negatives])
+    texts["negative_positives"].append([pos for _, pos in negatives])
+    texts["labels"].append(SHAPES.index(labelled.objects[largest_object(labelled)].shape))
 
 
 def _load_or_generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, Any], Path]:
@@ -128,19 +160,30 @@ def _load_or_generate(p: CaptionedScenesParams) -> tuple[np.ndarray, dict[str, A
     return images, texts, root
 
 
-def _split(images: np.ndarray, texts: dict[str, Any], sl: slice) -> CaptionedImages:
+def _split(images: np.ndarray, texts: dict[str, Any], rows: np.ndarray,
+           twin_of: np.ndarray | None = None) -> CaptionedImages:
+    def pick(key: str) -> list[Any]:
+        return [texts[key][i] for i in rows.tolist()]
+
     return CaptionedImages(
-        ImageList(images[sl]), texts["captions"][sl], long_captions=texts["long"][sl],
-        labels=np.asarray(texts["labels"][sl], np.int64), hard_negatives=texts["negatives"][sl],
-        hard_negative_positives=texts["negative_positives"][sl],
+        ImageList(images[rows]), pick("captions"), long_captions=pick("long"),
+        labels=np.asarray(pick("labels"), np.int64), hard_negatives=pick("negatives"),
+        hard_negative_positives=pick("negative_positives"), twin_of=twin_of,
     )
 
 
 def build_captioned_scenes(p: CaptionedScenesParams, name: str = "scenes-captions") -> CaptionedImageData:
     """The ``scenes-captions`` data for ``p``."""
     images, texts, root = _load_or_generate(p)
-    train = _split(images, texts, slice(0, p.n_train)) if p.n_train else None
-    test = _split(images, texts, slice(p.n_train, p.n_train + p.n_test))
+    n = p.n_train + p.n_test
+    n_twins = len(images) - n  # the twins' renders, in pairs, after the train and test scenes
+    train = None
+    if p.n_train or n_twins:
+        twin_of = None
+        if n_twins:
+            twin_of = np.concatenate([np.full(p.n_train, -1), p.n_train + (np.arange(n_twins) ^ 1)])
+        train = _split(images, texts, np.concatenate([np.arange(p.n_train), np.arange(n, n + n_twins)]), twin_of)
+    test = _split(images, texts, np.arange(p.n_train, n))
     return CaptionedImageData(
         name=name, train=train, test=test, class_names=list(SHAPES), templates=list(DEFAULT_TEMPLATES),
         arch_inputs={"in_channels": 3, "image_size": (p.image_size, p.image_size)},

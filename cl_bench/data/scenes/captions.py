@@ -4,7 +4,8 @@ multi-sentence descriptions and verified hard negatives.
 Every text is lower case, words separated by single spaces, with no punctuation except the
 ``.`` that ends each sentence of a long caption (sentences are joined by ``". "``, so
 :func:`split_sentences` recovers them — DreamLIP samples sub-captions that way). Every word
-the generator can emit is in :data:`CAPTION_WORDS`.
+the generator (and the counterfactual twins of :mod:`cl_bench.data.scenes.captioned`) can emit
+is in :data:`CAPTION_WORDS`.
 
 The grammar of a short caption or a hard negative (existential semantics: "a red star left
 of a blue circle" holds iff SOME red star is left of SOME blue circle)::
@@ -57,7 +58,7 @@ _ORIENTATION_TOLERANCE = 30.0  # a triangle is described only within this many d
 
 _FUNCTION_WORDS = ("a", "an", "the", "and", "of", "group", "there", "is", "are", "pointing", "on", "in", "with",
                    "under", "street", "scene", "middle", "front", "behind", "above", "below", "left", "right",
-                   "up", "down")
+                   "up", "down", "no")  # "no": only in the counterfactual twins' "there is no X" (captioned.py)
 CAPTION_WORDS: tuple[str, ...] = tuple(sorted(set(
     _FUNCTION_WORDS + SHAPES + tuple(PLURALS.values()) + tuple(COLOURS) + tuple(SIZE_RANGES)
     + NUMBER_WORDS[1:] + tuple(BACKGROUND_WORDS.values())

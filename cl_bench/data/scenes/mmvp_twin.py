@@ -21,9 +21,10 @@ Structural Character Structural Character. "a red star" / "a red cross"
 Not covered, because the world cannot express them: *State and Condition* (objects have no
 states: nothing opens, breaks, melts or lights up), *Texts* (nothing carries writing), and
 *Viewpoint and Perspective* (the camera is fixed and orthographic: there is no "from above",
-"close-up" or "side view"; an object's size is an attribute, not a viewpoint). "no" is not in
-the captions' vocabulary (:data:`cl_bench.data.scenes.captions.CAPTION_WORDS`): a text tower trained
-on the scenes' captions cannot read the negation, which is MMVP's point about presence.
+"close-up" or "side view"; an object's size is an attribute, not a viewpoint). The scenes'
+short captions never say "no": a text tower trains on a negation only where the training world
+holds counterfactual twins of the Presence kind (``scenes-captions``' ``twins``, made by
+:func:`make_pair` at indices disjoint from the test pairs'), which is MMVP's point about presence.
 
 Distractor objects that share a shape with a focus object are removed, so every statement is
 decided by the focus objects alone; which twin comes first in a pair is random.

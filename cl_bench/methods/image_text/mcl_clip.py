@@ -14,6 +14,8 @@ integration"; ``SceneClipStack``).
 Each stage trains ``epochs`` epochs with its own optimizer and schedule, so S stages cost about
 S × one ``clip`` run. Within-group batching: members shuffled and cut into ``batch_size`` chunks;
 a group smaller than a batch gives one smaller batch if it has at least ``min_group`` images.
+Counterfactual twins (a split's ``twin_of``) take the group of their first image and stay in one
+batch (:func:`twin_group_batches`), as the other objectives' batches keep them.
 Simplification: the paper fine-tunes a pretrained CLIP stage by stage on CC12M; here every stage
 is trained from scratch on the scenes (as the image ``mcl`` does).
 """
@@ -40,10 +42,31 @@ from cl_bench.methods.image_text.trainer import (
     check_split,
     embed_all_images,
     train_image_text,
+    twin_batches,
 )
 from cl_bench.methods.image.mcl import combine_pseudo_labels, group_batches, kmeans_labels
 from cl_bench.specs import TrainRecipe
 from cl_bench.params import validate_params
+
+
+def twin_group_batches(groups: np.ndarray, twin_of: np.ndarray, batch_size: int, min_group: int,
+                       gen: torch.Generator) -> list[torch.Tensor]:
+    """:func:`~cl_bench.methods.image.mcl.group_batches` for a split with twins: each pair joins the
+    group of its first image, and a group's batches keep its pairs together (:func:`twin_batches`)."""
+    groups = np.array(groups, copy=True)
+    first = np.flatnonzero(twin_of > np.arange(len(twin_of)))
+    groups[twin_of[first]] = groups[first]
+    batches: list[torch.Tensor] = []
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        local = {int(i): k for k, i in enumerate(members)}
+        sub = np.asarray([local.get(int(twin_of[i]), -1) for i in members], np.int64)
+        if len(members) >= batch_size:
+            batches += [torch.from_numpy(members)[b] for b in twin_batches(sub, batch_size, gen)]
+        elif len(members) >= min_group:
+            batches.append(torch.from_numpy(members)[torch.randperm(len(members), generator=gen)])
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]
 
 
 class MclClipParams(ImageTextParams):
@@ -82,6 +105,8 @@ class MclClip(ImageTextObjective):
             current = groups
 
             def plan(gen: torch.Generator, g: np.ndarray = current) -> list[torch.Tensor]:
+                if split.twin_of is not None:
+                    return twin_group_batches(g, split.twin_of, batch_size, params.min_group, gen)
                 return group_batches(g, batch_size, params.min_group, gen)
 
             if not plan(torch.Generator().manual_seed(0)):

@@ -6,7 +6,8 @@ It fits an :class:`~cl_bench.models.interfaces.image_text.ImageTextEncoder` that
 - every epoch each image gets ONE of its short captions, drawn at random (seeded), so a model
   sees all of an image's captions over the epochs (as COCO-trained CLIPs do);
 - batches: a seeded shuffle cut into ``batch_size`` chunks, the remainder dropped (or the
-  objective's own batches: MCL draws each batch from one pseudo-label group);
+  objective's own batches: MCL draws each batch from one pseudo-label group); a split with
+  counterfactual twins (``twin_of``) shuffles a twin pair as one unit, so both land in one batch;
 - per step: the objective's loss, the recipe's optimizer (``trainer.build_optimizer``) at the
   step's learning rate (``trainer.lr_at_step``: linear warmup, then cosine|constant), optional
   gradient-norm clipping, then every ``logit_scale*`` parameter clamped to [0, log 100] (CLIP);
@@ -154,6 +155,36 @@ def shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torc
     return list(order[: n // batch_size * batch_size].split(batch_size))
 
 
+def twin_batches(twin_of: np.ndarray, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Like :func:`shuffled_batches`, but a twin pair (``twin_of``) is shuffled as one unit and
+    never split: a pair that finds one slot left waits for the next batch (and the pairs still
+    waiting at the end make batches of their own). Every batch has ``batch_size`` images; what
+    does not fill one is dropped, so an epoch has ``len // batch_size`` batches or one fewer."""
+    units = [[i] if j < 0 else [i, j] for i, j in enumerate(twin_of.tolist()) if j < 0 or i < j]
+    batches: list[torch.Tensor] = []
+    current: list[int] = []
+    waiting: list[list[int]] = []
+
+    def place(unit: list[int]) -> None:
+        current.extend(unit)
+        if len(current) == batch_size:
+            batches.append(torch.tensor(current))
+            current.clear()
+
+    for k in torch.randperm(len(units), generator=gen).tolist():
+        while waiting and len(current) + len(waiting[0]) <= batch_size:
+            place(waiting.pop(0))
+        if len(current) + len(units[k]) <= batch_size:
+            place(units[k])
+        else:
+            waiting.append(units[k])
+    current.clear()  # the last, unfilled batch
+    for unit in waiting:
+        if len(current) + len(unit) <= batch_size:
+            place(unit)
+    return batches
+
+
 def pick_captions(split: CaptionedImages, gen: torch.Generator) -> list[str]:
     """One short caption per image, uniformly among its captions."""
     counts = torch.tensor([len(c) for c in split.captions], dtype=torch.float64)
@@ -209,7 +240,9 @@ def train_image_text(
     text_gen = torch.Generator().manual_seed(seed + 2)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
     augmenter = Augmenter.from_params(recipe.augment)
-    plan = plan or (lambda g: shuffled_batches(n, batch_size, g))
+    twin_of = split.twin_of
+    plan = plan or ((lambda g: shuffled_batches(n, batch_size, g)) if twin_of is None
+                    else (lambda g: twin_batches(twin_of, batch_size, g)))
     per_epoch = len(plan(torch.Generator().manual_seed(0)))
     if per_epoch < 1:
         raise ClBenchError(f"objective {objective.objective_name}: {n} images give no batch of {batch_size}")

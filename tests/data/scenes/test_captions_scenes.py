@@ -79,3 +79,39 @@ def test_bad_params(cache):
         load({"min_objects": 3, "max_objects": 2}, None)
     with pytest.raises(ClBenchError, match="image_size"):
         load({"image_size": 8}, None)
+
+
+def test_counterfactual_twins_follow_the_train_scenes(cache):
+    from cl_bench.data.scenes.captioned import TWIN_FIRST
+    from cl_bench.data.scenes.mmvp_twin import make_pair
+
+    load = components.get("dataset", "scenes-captions")
+    plain = load(PARAMS, None)
+    data = load({**PARAMS, "twins": {"Orientation": 2, "Presence": 1}}, None)
+    assert len(data.train) == 12 + 6 and data.test.captions == plain.test.captions
+    assert data.train.captions[:12] == plain.train.captions and plain.train.twin_of is None
+    assert data.train.twin_of.tolist() == [-1] * 12 + [13, 12, 15, 14, 17, 16]
+    assert data.fingerprint != plain.fingerprint
+    pairs = [("Orientation", TWIN_FIRST), ("Orientation", TWIN_FIRST + 1), ("Presence", TWIN_FIRST)]
+    for p, (kind, k) in enumerate(pairs):
+        a, b, sa, sb = make_pair(kind, 0, k, 48)
+        for j, (scene, statement) in enumerate(((a, sa), (b, sb))):
+            row = 12 + 2 * p + j
+            np.testing.assert_array_equal(data.train.images.images[row], render(scene)[0].transpose(2, 0, 1))
+            assert data.train.captions[row] == [statement]
+            assert data.train.long_captions[row] == long_caption(scene)
+            assert data.train.hard_negatives[row] == [sb if j == 0 else sa]
+            assert data.train.hard_negative_positives[row] == [statement]
+        assert data.train.labels[12 + 2 * p] == data.train.labels[13 + 2 * p]  # the twin with objects labels both
+    assert data.train.captions[16:] == [[sa], [sb]] and sb.startswith("there is no ")
+    # the training twins never repeat a scenes-mmvp test pair: its pair indices stay below TWIN_FIRST
+    from pydantic import ValidationError
+
+    from cl_bench.data.scenes.mmvp_twin import ScenesMMVPParams
+
+    with pytest.raises(ValidationError):
+        ScenesMMVPParams(pairs_per_pattern=TWIN_FIRST)
+    with pytest.raises(ClBenchError, match="unknown pattern type"):
+        load({**PARAMS, "twins": {"Texts": 3}}, None)
+    with pytest.raises(ClBenchError, match="needs 1"):
+        load({**PARAMS, "twins": {"Orientation": 0}}, None)

@@ -126,3 +126,58 @@ def test_clip_end_to_end_through_obtain_on_tiny_scenes(tmp_path: Path, monkeypat
     with torch.no_grad():
         emb = got.model.embed_texts(data.test.captions[0])
     assert torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-5)
+
+
+def test_twin_batches_keep_pairs_together_and_fill_every_batch() -> None:
+    from cl_bench.methods.image_text.trainer import twin_batches
+
+    twin_of = np.full(45, -1)
+    for i in range(15, 45, 2):  # 15 singles, then 15 pairs
+        twin_of[i], twin_of[i + 1] = i + 1, i
+    counts = []
+    for seed in range(20):
+        batches = twin_batches(twin_of, 8, torch.Generator().manual_seed(seed))
+        assert len(batches) in (4, 5) and all(len(b) == 8 for b in batches)
+        counts.append(len(batches))
+        flat = torch.cat(batches).tolist()
+        assert len(set(flat)) == len(flat)
+        where = {i: k for k, b in enumerate(batches) for i in b.tolist()}
+        assert all(where.get(int(twin_of[i])) == k for i, k in where.items() if twin_of[i] >= 0)
+    assert counts.count(5) > 10  # a pair waits for one slot only while singles are left
+    again = twin_batches(twin_of, 8, torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(again, twin_batches(twin_of, 8, torch.Generator().manual_seed(3))))
+
+
+def test_clip_trains_on_a_split_with_twins() -> None:
+    split = tiny_split(24)
+    twins = CaptionedImages(split.images, split.captions, long_captions=split.long_captions,
+                            twin_of=np.asarray([k ^ 1 if k >= 8 else -1 for k in range(24)]))
+    _, card = train("clip", split=twins, epochs=2)
+    assert card.steps == 6 and all(np.isfinite(card.loss_curve))
+    with pytest.raises(ValueError, match="symmetrically"):
+        CaptionedImages(split.images, split.captions, twin_of=np.asarray([1, 2] + [-1] * 22))
+
+
+def test_a_subset_keeps_the_twins_it_holds_both_of() -> None:
+    from cl_bench.data.subsets import take
+
+    split = tiny_split(8)
+    twins = CaptionedImages(split.images, split.captions, twin_of=np.asarray([-1, -1, 3, 2, 5, 4, 7, 6]))
+    sub = take(twins, np.array([5, 0, 4, 6]))
+    assert sub.twin_of.tolist() == [2, -1, 0, -1]  # 6's twin (7) is not in the subset
+
+
+def test_mcl_clip_groups_keep_twins_in_one_batch() -> None:
+    from cl_bench.methods.image_text.mcl_clip import twin_group_batches
+
+    twin_of = np.full(60, -1)
+    for i in range(20, 60, 2):
+        twin_of[i], twin_of[i + 1] = i + 1, i
+    groups = np.random.default_rng(0).integers(0, 3, 60)  # a pair's images may sit in different clusters
+    batches = twin_group_batches(groups, twin_of, 8, 4, torch.Generator().manual_seed(0))
+    where = {i: k for k, b in enumerate(batches) for i in b.tolist()}
+    assert sum(len(b) for b in batches) >= 40
+    assert all(where.get(int(twin_of[i])) == k for i, k in where.items() if twin_of[i] >= 0)
+    moved = groups.copy()
+    moved[21:60:2] = groups[20:60:2]
+    assert all(len({int(moved[i]) for i in b.tolist()}) == 1 for b in batches)  # one group per batch
