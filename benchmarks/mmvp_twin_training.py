@@ -18,7 +18,6 @@ in baselines/_base/scene-clip.yaml). Appends one section to RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -28,9 +27,10 @@ import torch.nn.functional as F
 from benchmarks.record import append_section, machine_line
 from cl_bench.components import get
 from cl_bench.data.image_text.mmvp import MMVPData, pattern_of
-from cl_bench.data.scenes.captioned import TWIN_FIRST
-from cl_bench.data.scenes.mmvp_twin import COVERED_TYPES, make_pair
-from cl_bench.data.scenes.world import render
+from cl_bench.data.scenes.captioned import TWIN_FIRST, CaptionedScenesParams, build_captioned_scenes
+from cl_bench.data.scenes.mmvp_twin import COVERED_TYPES
+from cl_bench.errors import ClBenchError
+from cl_bench.methods.image_text.trainer import clamp_logit_scales
 from cl_bench.protocols.mmvp_vlm import MMVPParams, mmvp_scores, model_logit_scale
 from cl_bench.registry import Registry
 
@@ -39,18 +39,13 @@ TRAIN_PAIRS = 1500
 
 
 def training_twins(kind: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-    a_img, b_img, a_txt, b_txt = [], [], [], []
-    for k in range(TWIN_FIRST, TWIN_FIRST + TRAIN_PAIRS):
-        a, b, sa, sb = make_pair(kind, seed, k, 64)
-        a_img.append(render(a)[0])
-        b_img.append(render(b)[0])
-        a_txt.append(sa)
-        b_txt.append(sb)
-
-    def tensor(x: list[np.ndarray]) -> torch.Tensor:
-        return torch.as_tensor(np.stack(x)).permute(0, 3, 1, 2).float() / 255
-
-    return tensor(a_img), tensor(b_img), a_txt, b_txt
+    """The recipe's training twins of ``kind`` (scenes-captions ``twins``, from its cache): renders A, B
+    and their statements."""
+    train = build_captioned_scenes(CaptionedScenesParams(n_train=0, n_test=1, seed=seed,
+                                                         twins={kind: TRAIN_PAIRS})).train
+    images = train.images.tensor()
+    texts = [c[0] for c in train.captions]
+    return images[0::2], images[1::2], texts[0::2], texts[1::2]
 
 
 def run(kind: str, variant: str, steps: int, every: int, data: MMVPData, prefix: str, reg: Registry) -> list[str]:
@@ -80,8 +75,7 @@ def run(kind: str, variant: str, steps: int, every: int, data: MMVPData, prefix:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0.0, math.log(100.0))
+        clamp_logit_scales(model)
         if step % every == 0 or step == steps:
             model.eval()
             with torch.no_grad():
@@ -117,8 +111,11 @@ def main() -> None:
         ap.error("--steps and --every must be >= 1")
     torch.set_num_threads(1)
     reg = Registry()
-    task = reg.task(a.task)
-    data = get("dataset", task.dataset.name)(task.dataset.params, None)
+    try:
+        task = reg.task(a.task)
+        data = get("dataset", task.dataset.name)(task.dataset.params, None)
+    except ClBenchError as e:
+        ap.error(str(e))
     if not isinstance(data, MMVPData) or "seed" not in data.meta:
         ap.error(f"task '{a.task}' is not a scenes MMVP twin; use scenes-mmvp")
     prefix = MMVPParams(**task.protocol.params).prefix
